@@ -1,0 +1,16 @@
+//! What every agentmesh service shares at runtime: configuration read from
+//! an environment map, the admin HTTP server (`/healthz`, `/readyz`,
+//! `/metrics`) with gRPC health kept in step, the error-code mapping to gRPC
+//! and HTTP, tenant metadata on internal gRPC calls, and shutdown signals.
+//!
+//! Nothing here knows about a particular service.
+
+pub mod admin;
+pub mod env;
+pub mod error;
+pub mod grpc;
+pub mod shutdown;
+
+pub use admin::{Readiness, serve_admin};
+pub use env::{ConfigError, Env, SharedConfig};
+pub use error::ErrorCode;

@@ -1,0 +1,103 @@
+//! Telemetry shared by every service: the `tracing` subscriber (with an
+//! OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set), W3C trace-context
+//! propagation across NATS headers, gRPC metadata and HTTP headers, and the
+//! Prometheus text encoding of a service's metric registry.
+//!
+//! This crate never decides *what* a service measures; services own their
+//! metric families and register them in their own [`Registry`].
+
+mod propagation;
+
+pub use opentelemetry::Context as TraceContext;
+pub use prometheus_client;
+pub use prometheus_client::registry::Registry;
+pub use propagation::{
+    current_context_headers, extract_grpc, extract_http, extract_nats, inject_grpc, inject_http,
+    inject_nats, set_parent,
+};
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("otlp exporter: {0}")]
+    Exporter(String),
+    #[error("encode metrics: {0}")]
+    Encode(#[from] std::fmt::Error),
+}
+
+/// Keeps the OTLP pipeline alive; [`TelemetryGuard::shutdown`] flushes it.
+#[derive(Default)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Flushes buffered spans. Call last, after the service has drained.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown()
+        {
+            tracing::warn!(%error, "otlp shutdown failed");
+        }
+    }
+}
+
+/// Installs the global subscriber: `RUST_LOG`-filtered logs on stderr
+/// (JSON when `AGENTMESH_LOG_FORMAT=json`) and, when `otlp_endpoint` is
+/// given, spans exported over OTLP/gRPC under `service_name`.
+///
+/// Safe to call more than once (tests start several services in one
+/// process): only the first call installs anything.
+pub fn init(
+    service_name: &str,
+    otlp_endpoint: Option<&str>,
+    json_logs: bool,
+) -> Result<TelemetryGuard, TelemetryError> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (otel_layer, provider) = match otlp_endpoint {
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name(service_name.to_owned())
+                        .build(),
+                )
+                .build();
+            let tracer = provider.tracer(service_name.to_owned());
+            (
+                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                Some(provider),
+            )
+        }
+        None => (None, None),
+    };
+    let fmt_json = json_logs.then(|| tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr));
+    let fmt_text = (!json_logs).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(otel_layer)
+        .with(fmt_json)
+        .with(fmt_text)
+        .try_init()
+        .is_ok();
+    Ok(TelemetryGuard {
+        provider: if installed { provider } else { None },
+    })
+}
+
+/// The Prometheus text exposition of a registry (`/metrics`).
+pub fn encode_metrics(registry: &Registry) -> Result<String, TelemetryError> {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}
