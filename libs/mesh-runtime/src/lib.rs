@@ -10,7 +10,9 @@ pub mod env;
 pub mod error;
 pub mod grpc;
 pub mod shutdown;
+pub mod supervisor;
 
 pub use admin::{Readiness, serve_admin};
 pub use env::{ConfigError, Env, SharedConfig};
 pub use error::ErrorCode;
+pub use supervisor::{Stopped, Supervisor};

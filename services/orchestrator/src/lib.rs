@@ -1,1 +1,110 @@
-//! placeholder
+//! The orchestrator owns the agent registry and tasks. It answers the
+//! internal `ControlPlane` gRPC API, writes every bus message it produces
+//! to a transactional outbox (relayed to JetStream by [`outbox`]), and
+//! projects task events from EVENTS back into task rows ([`projection`]).
+//!
+//! Shutdown phases: stop accepting gRPC calls, stop pulling events (in-flight
+//! ones are acked or left to redeliver), let the relay finish its batch,
+//! close the database.
+
+mod config;
+mod control;
+mod convert;
+mod metrics;
+pub mod outbox;
+pub mod projection;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use mesh_bus::{Bus, StreamKind};
+use mesh_proto::control_plane_server::ControlPlaneServer;
+use mesh_runtime::{Readiness, Stopped, Supervisor};
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// A started orchestrator; `stopped` resolves after shutdown completes.
+#[derive(Debug)]
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub stopped: Stopped,
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    Ok(start(config, shutdown).await?.stopped.wait().await?)
+}
+
+/// Connects to the database and NATS, migrates, binds the listeners and
+/// spawns the components; returns once the service is ready.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let readiness = Readiness::new(health, "agentmesh.v1.ControlPlane");
+    let mut registry = mesh_telemetry::Registry::with_prefix("orchestrator");
+    let metrics = metrics::Metrics::register(&mut registry);
+    let registry = Arc::new(registry);
+    let supervisor = Supervisor::new(&shutdown);
+    let stop = supervisor.stop();
+
+    let (admin_addr, admin) =
+        mesh_runtime::serve_admin(config.admin_listen, readiness.clone(), registry, stop.clone())
+            .await
+            .context("bind admin listener")?;
+    supervisor.spawn("admin", admin);
+
+    let url = mesh_store::resolve_url(
+        config.shared.database_url.as_deref(),
+        &config.data_dir,
+        "orchestrator",
+    )?;
+    let db = mesh_store::connect(&url, config.db_max_connections).await?;
+    mesh_store::orchestrator::migrate(&db).await?;
+
+    let bus = Bus::connect(&config.shared.nats_url, "orchestrator", config.shared.bus.clone()).await?;
+    bus.ensure_streams(&[StreamKind::Tasks, StreamKind::Events, StreamKind::Dlq])
+        .await?;
+
+    let relay = outbox::Relay::new(db.clone(), bus.clone(), config.outbox.clone(), metrics.clone());
+    let service = control::ControlService::new(
+        db.clone(),
+        bus.clone(),
+        relay.notifier(),
+        config.limits.clone(),
+        metrics.clone(),
+    );
+    if config.outbox.enabled {
+        supervisor.spawn("outbox relay", relay.run(stop.clone()));
+    } else {
+        tracing::warn!("outbox relay disabled: submitted tasks stay in the outbox");
+    }
+    let projector =
+        projection::Projector::new(db.clone(), bus.clone(), config.projection.clone(), metrics);
+    supervisor.spawn("event projection", projector.run(stop.clone()));
+
+    let listener = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .context("bind grpc listener")?;
+    let grpc_addr = listener.local_addr()?;
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(
+            ControlPlaneServer::new(service)
+                .max_decoding_message_size(config.limits.max_message_bytes),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stop.clone().cancelled_owned(),
+        );
+    supervisor.spawn("grpc", grpc);
+
+    readiness.set(true).await;
+    supervisor.unready_on_stop(readiness);
+    tracing::info!(%grpc_addr, %admin_addr, "orchestrator ready");
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        stopped: supervisor.finish(),
+    })
+}

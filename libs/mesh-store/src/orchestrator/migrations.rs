@@ -1,0 +1,204 @@
+//! Schema of the orchestrator's tables. Migrations are append-only.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateTables)]
+    }
+
+    fn migration_table_name() -> sea_orm::DynIden {
+        "orch_seaql_migrations".into_iden()
+    }
+}
+
+#[derive(DeriveMigrationName)]
+struct CreateTables;
+
+#[derive(DeriveIden)]
+enum OrchAgents {
+    Table,
+    Id,
+    Tenant,
+    Name,
+    Version,
+    Spec,
+    CreatedAtMs,
+    UpdatedAtMs,
+}
+
+#[derive(DeriveIden)]
+enum OrchAgentVersions {
+    Table,
+    Id,
+    Tenant,
+    Name,
+    Version,
+    Spec,
+    CreatedAtMs,
+}
+
+#[derive(DeriveIden)]
+enum OrchTasks {
+    Table,
+    Id,
+    Tenant,
+    Agent,
+    AgentVersion,
+    Input,
+    Status,
+    Output,
+    Error,
+    InputTokens,
+    OutputTokens,
+    Attempts,
+    CancelRequested,
+    LastEventSeq,
+    CreatedAtMs,
+    UpdatedAtMs,
+    StartedAtMs,
+    FinishedAtMs,
+}
+
+#[derive(DeriveIden)]
+enum OrchOutbox {
+    Table,
+    Id,
+    Tenant,
+    Subject,
+    MsgId,
+    Payload,
+    Traceparent,
+    CreatedAtMs,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(OrchAgents::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(OrchAgents::Id))
+                    .col(string_len(OrchAgents::Tenant, 63))
+                    .col(string_len(OrchAgents::Name, 63))
+                    .col(big_integer(OrchAgents::Version))
+                    .col(json(OrchAgents::Spec))
+                    .col(big_integer(OrchAgents::CreatedAtMs))
+                    .col(big_integer(OrchAgents::UpdatedAtMs))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("orch_agents_tenant_name")
+                    .table(OrchAgents::Table)
+                    .col(OrchAgents::Tenant)
+                    .col(OrchAgents::Name)
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(OrchAgentVersions::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(OrchAgentVersions::Id))
+                    .col(string_len(OrchAgentVersions::Tenant, 63))
+                    .col(string_len(OrchAgentVersions::Name, 63))
+                    .col(big_integer(OrchAgentVersions::Version))
+                    .col(json(OrchAgentVersions::Spec))
+                    .col(big_integer(OrchAgentVersions::CreatedAtMs))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("orch_agent_versions_key")
+                    .table(OrchAgentVersions::Table)
+                    .col(OrchAgentVersions::Tenant)
+                    .col(OrchAgentVersions::Name)
+                    .col(OrchAgentVersions::Version)
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(OrchTasks::Table)
+                    .if_not_exists()
+                    .col(uuid(OrchTasks::Id).primary_key())
+                    .col(string_len(OrchTasks::Tenant, 63))
+                    .col(string_len(OrchTasks::Agent, 63))
+                    .col(big_integer(OrchTasks::AgentVersion))
+                    .col(text(OrchTasks::Input))
+                    .col(string_len(OrchTasks::Status, 16))
+                    .col(text(OrchTasks::Output))
+                    .col(text_null(OrchTasks::Error))
+                    .col(big_integer(OrchTasks::InputTokens))
+                    .col(big_integer(OrchTasks::OutputTokens))
+                    .col(integer(OrchTasks::Attempts))
+                    .col(boolean(OrchTasks::CancelRequested))
+                    .col(big_integer(OrchTasks::LastEventSeq))
+                    .col(big_integer(OrchTasks::CreatedAtMs))
+                    .col(big_integer(OrchTasks::UpdatedAtMs))
+                    .col(big_integer_null(OrchTasks::StartedAtMs))
+                    .col(big_integer_null(OrchTasks::FinishedAtMs))
+                    .to_owned(),
+            )
+            .await?;
+        for (name, cols) in [
+            ("orch_tasks_tenant_id", vec![OrchTasks::Tenant, OrchTasks::Id]),
+            (
+                "orch_tasks_tenant_agent_status",
+                vec![OrchTasks::Tenant, OrchTasks::Agent, OrchTasks::Status],
+            ),
+        ] {
+            let mut index = Index::create();
+            index.name(name).table(OrchTasks::Table).if_not_exists();
+            for col in cols {
+                index.col(col);
+            }
+            manager.create_index(index.to_owned()).await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table(OrchOutbox::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(OrchOutbox::Id))
+                    .col(string_len(OrchOutbox::Tenant, 63))
+                    .col(string_len(OrchOutbox::Subject, 255))
+                    .col(string_len(OrchOutbox::MsgId, 128))
+                    .col(blob(OrchOutbox::Payload))
+                    .col(text(OrchOutbox::Traceparent))
+                    .col(big_integer(OrchOutbox::CreatedAtMs))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            OrchOutbox::Table.into_iden(),
+            OrchTasks::Table.into_iden(),
+            OrchAgentVersions::Table.into_iden(),
+            OrchAgents::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

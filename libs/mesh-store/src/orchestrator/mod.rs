@@ -1,0 +1,23 @@
+//! Tables owned by the orchestrator: the agent registry (with every applied
+//! version), tasks, and the transactional outbox of bus messages.
+
+pub mod agent;
+pub mod agent_version;
+pub mod outbox;
+pub mod task;
+mod migrations;
+
+pub use migrations::Migrator;
+
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait as _;
+
+use crate::StoreError;
+
+/// Applies pending migrations (idempotent; safe from several replicas as
+/// each migration runs in a transaction where the database allows).
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
+    Migrator::up(db, None)
+        .await
+        .map_err(|e| StoreError::Migrate(e.to_string()))
+}

@@ -1,0 +1,38 @@
+//! Tasks and their projected state. Ids are UUIDv7, so ordering by id is
+//! ordering by submission time (the list cursor relies on it).
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "orch_tasks")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub tenant: String,
+    pub agent: String,
+    pub agent_version: i64,
+    #[sea_orm(column_type = "Text")]
+    pub input: String,
+    /// `queued`, `running`, `succeeded`, `failed`, `cancelled`.
+    pub status: String,
+    #[sea_orm(column_type = "Text")]
+    pub output: String,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub error: Option<String>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub attempts: i32,
+    pub cancel_requested: bool,
+    /// Highest EVENTS sequence projected into this row; older or repeated
+    /// events are ignored, which makes the projection idempotent.
+    pub last_event_seq: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,102 @@
+//! Orchestrator settings: `AGENTMESH_ORCHESTRATOR_*` plus the shared ones.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mesh_runtime::env::{self, ConfigError, Env};
+use mesh_runtime::SharedConfig;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub shared: SharedConfig,
+    pub grpc_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Where the SQLite file lives when `DATABASE_URL` is unset.
+    pub data_dir: PathBuf,
+    pub db_max_connections: u32,
+    pub limits: Limits,
+    pub outbox: OutboxConfig,
+    pub projection: ProjectionConfig,
+}
+
+/// Input limits; each violation is INVALID_ARGUMENT naming the field.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_input_bytes: usize,
+    pub max_system_prompt_bytes: usize,
+    pub max_model_name_bytes: usize,
+    pub max_tokens_ceiling: u32,
+    pub max_page_size: u32,
+    pub default_page_size: u32,
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    /// Off only to simulate a crash between commit and publish (tests) or
+    /// to run a replica that serves reads only.
+    pub enabled: bool,
+    /// Safety-net poll; new rows wake the relay at once.
+    pub poll_interval: Duration,
+    pub batch_size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProjectionConfig {
+    /// Events handled at once.
+    pub concurrency: usize,
+}
+
+const PREFIX: &str = "AGENTMESH_ORCHESTRATOR_";
+
+fn var(name: &str) -> String {
+    format!("{PREFIX}{name}")
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            shared: SharedConfig::from_env(env)?,
+            grpc_listen: env::parse_or(env, &var("GRPC_LISTEN"), ([127, 0, 0, 1], 7001).into())?,
+            admin_listen: env::parse_or(env, &var("ADMIN_LISTEN"), ([127, 0, 0, 1], 9101).into())?,
+            data_dir: env::string_or(env, "AGENTMESH_DATA_DIR", ".data").into(),
+            db_max_connections: env::parse_or(env, &var("DB_MAX_CONNECTIONS"), 16)?,
+            limits: Limits {
+                max_input_bytes: env::parse_or(env, &var("MAX_INPUT_BYTES"), 64 * 1024)?,
+                max_system_prompt_bytes: env::parse_or(
+                    env,
+                    &var("MAX_SYSTEM_PROMPT_BYTES"),
+                    32 * 1024,
+                )?,
+                max_model_name_bytes: 128,
+                max_tokens_ceiling: env::parse_or(env, &var("MAX_TOKENS_CEILING"), 131_072)?,
+                max_page_size: env::parse_or(env, &var("MAX_PAGE_SIZE"), 500)?,
+                default_page_size: env::parse_or(env, &var("DEFAULT_PAGE_SIZE"), 50)?,
+                max_message_bytes: env::parse_or(env, &var("MAX_MESSAGE_BYTES"), 4 * 1024 * 1024)?,
+            },
+            outbox: OutboxConfig {
+                enabled: env::parse_or(env, &var("OUTBOX_RELAY"), true)?,
+                poll_interval: env::millis_or(
+                    env,
+                    &var("OUTBOX_POLL_MS"),
+                    Duration::from_millis(500),
+                )?,
+                batch_size: env::parse_or(env, &var("OUTBOX_BATCH"), 256)?,
+            },
+            projection: ProjectionConfig {
+                concurrency: env::parse_or(env, &var("PROJECTION_CONCURRENCY"), 64)?,
+            },
+        })
+    }
+
+    /// Defaults with every listener on a free port (tests, `agentmesh up`).
+    pub fn ephemeral(shared: SharedConfig, data_dir: PathBuf) -> Result<Self, ConfigError> {
+        let mut config = Self::from_env(&Env::new())?;
+        config.shared = shared;
+        config.data_dir = data_dir;
+        config.grpc_listen = ([127, 0, 0, 1], 0).into();
+        config.admin_listen = ([127, 0, 0, 1], 0).into();
+        Ok(config)
+    }
+}

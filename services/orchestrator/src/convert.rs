@@ -1,0 +1,67 @@
+//! Rows to protobuf resources and back.
+
+use mesh_proto::{Agent, AgentSpec, Task, TaskStatus, TokenUsage};
+use mesh_store::orchestrator::{agent, task};
+use serde_json::json;
+
+pub fn spec_to_json(spec: &AgentSpec) -> serde_json::Value {
+    json!({
+        "model": spec.model,
+        "system_prompt": spec.system_prompt,
+        "temperature": spec.temperature,
+        "max_tokens": spec.max_tokens,
+    })
+}
+
+pub fn spec_from_json(value: &serde_json::Value) -> AgentSpec {
+    AgentSpec {
+        model: value["model"].as_str().unwrap_or_default().to_owned(),
+        system_prompt: value["system_prompt"].as_str().unwrap_or_default().to_owned(),
+        temperature: value["temperature"].as_f64().map(|t| t as f32),
+        max_tokens: value["max_tokens"]
+            .as_u64()
+            .and_then(|t| u32::try_from(t).ok()),
+    }
+}
+
+pub fn agent_from_row(row: &agent::Model) -> Agent {
+    Agent {
+        tenant: row.tenant.clone(),
+        name: row.name.clone(),
+        spec: Some(spec_from_json(&row.spec)),
+        version: u64::try_from(row.version).unwrap_or_default(),
+        created_at_ms: row.created_at_ms,
+        updated_at_ms: row.updated_at_ms,
+    }
+}
+
+pub fn status_from_row(status: &str) -> TaskStatus {
+    TaskStatus::from_rest_name(status).unwrap_or(TaskStatus::Unspecified)
+}
+
+pub fn task_from_row(row: &task::Model) -> Task {
+    Task {
+        id: row.id.to_string(),
+        tenant: row.tenant.clone(),
+        agent: row.agent.clone(),
+        agent_version: u64::try_from(row.agent_version).unwrap_or_default(),
+        input: row.input.clone(),
+        status: status_from_row(&row.status) as i32,
+        output: row.output.clone(),
+        error: row.error.clone().unwrap_or_default(),
+        usage: Some(TokenUsage {
+            input_tokens: u64::try_from(row.input_tokens).unwrap_or_default(),
+            output_tokens: u64::try_from(row.output_tokens).unwrap_or_default(),
+        }),
+        attempts: u32::try_from(row.attempts).unwrap_or_default(),
+        cancel_requested: row.cancel_requested,
+        created_at_ms: row.created_at_ms,
+        updated_at_ms: row.updated_at_ms,
+        started_at_ms: row.started_at_ms,
+        finished_at_ms: row.finished_at_ms,
+    }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,16 @@
+//! The orchestrator binary: configuration from the environment, telemetry,
+//! then `orchestrator::run` until SIGTERM or Ctrl-C.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let env = mesh_runtime::env::process_env();
+    let config = orchestrator::Config::from_env(&env)?;
+    let telemetry = mesh_telemetry::init(
+        "orchestrator",
+        config.shared.otlp_endpoint.as_deref(),
+        env.get("AGENTMESH_LOG_FORMAT").is_some_and(|f| f == "json"),
+    )?;
+    let result = orchestrator::run(config, mesh_runtime::shutdown::on_signal()).await;
+    telemetry.shutdown();
+    result
+}

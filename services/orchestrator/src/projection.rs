@@ -1,0 +1,189 @@
+//! Projects EVENTS into task rows through the durable consumer
+//! `orchestrator-projection`. Transitions are monotonic (queued -> running
+//! -> one terminal status) and applied with conditional updates, so
+//! redelivered, duplicated or reordered events cannot move a task back.
+//! Deltas are not stored per token: the final output arrives with the
+//! completed event.
+
+use futures::StreamExt as _;
+use mesh_bus::{Bus, Delivery, StreamKind};
+use mesh_proto::{TaskEvent, TaskStatus, task_event::Kind};
+use mesh_store::orchestrator::task;
+use sea_orm::sea_query::{Expr, ExprTrait as _};
+use sea_orm::{ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _, QueryFilter as _};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::ProjectionConfig;
+use crate::convert::now_ms;
+use crate::metrics::Metrics;
+
+/// Durable consumer name (deploy contract: KEDA scales the orchestrator on
+/// its lag).
+pub const CONSUMER: &str = "orchestrator-projection";
+
+pub struct Projector {
+    db: DatabaseConnection,
+    bus: Bus,
+    config: ProjectionConfig,
+    metrics: Metrics,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("{0}")]
+    Bus(#[from] mesh_bus::BusError),
+    #[error("pull from EVENTS: {0}")]
+    Pull(String),
+}
+
+const ACTIVE: [&str; 2] = ["queued", "running"];
+
+impl Projector {
+    pub fn new(db: DatabaseConnection, bus: Bus, config: ProjectionConfig, metrics: Metrics) -> Self {
+        Self {
+            db,
+            bus,
+            config,
+            metrics,
+        }
+    }
+
+    pub async fn run(self, stop: CancellationToken) -> Result<(), ProjectionError> {
+        let consumer = self
+            .bus
+            .ensure_durable(
+                StreamKind::Events,
+                CONSUMER,
+                async_nats::jetstream::consumer::pull::Config {
+                    durable_name: Some(CONSUMER.to_owned()),
+                    filter_subject: "events.>".to_owned(),
+                    ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: std::time::Duration::from_secs(30),
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(self.config.concurrency.max(1))
+            .messages()
+            .await
+            .map_err(|e| ProjectionError::Pull(e.to_string()))?;
+        let this = &self;
+        messages
+            .take_until(stop.cancelled())
+            .for_each_concurrent(self.config.concurrency.max(1), |message| async move {
+                match message {
+                    Ok(message) => this.handle(message).await,
+                    Err(error) => tracing::warn!(%error, "events pull error"),
+                }
+            })
+            .await;
+        Ok(())
+    }
+
+    async fn handle(&self, message: async_nats::jetstream::Message) {
+        let delivery = match Delivery::<TaskEvent>::decode(message) {
+            Ok(d) => d,
+            Err((message, error)) => {
+                tracing::error!(%error, "dead-lettering undecodable event");
+                if let Err(e) = mesh_bus::dead_letter_raw(&self.bus, &message, &error.to_string()).await {
+                    tracing::warn!(error = %e, "dead-letter failed; event will be redelivered");
+                }
+                return;
+            }
+        };
+        match self.apply(&delivery).await {
+            Ok(()) => {
+                self.metrics.events_projected.inc();
+                if let Err(error) = delivery.ack().await {
+                    tracing::warn!(%error, "ack failed; event will be redelivered");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "projecting event failed; retrying");
+                let _ = delivery
+                    .nak_after(std::time::Duration::from_millis(500))
+                    .await;
+            }
+        }
+    }
+
+    async fn apply(&self, delivery: &Delivery<TaskEvent>) -> Result<(), DbErr> {
+        let event = &delivery.payload;
+        // The header is authoritative: a payload naming another tenant is
+        // ignored rather than allowed to touch that tenant's rows.
+        if event.tenant != delivery.tenant {
+            tracing::warn!(header = %delivery.tenant, payload = %event.tenant, "tenant mismatch; event ignored");
+            return Ok(());
+        }
+        let Ok(id) = Uuid::parse_str(&event.task_id) else {
+            tracing::warn!(task_id = %event.task_id, "event for a malformed task id ignored");
+            return Ok(());
+        };
+        let Some(kind) = &event.kind else {
+            return Ok(());
+        };
+        let now = now_ms();
+        let seq = i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX);
+        let update = task::Entity::update_many()
+            .filter(task::Column::Id.eq(id))
+            .filter(task::Column::Tenant.eq(&delivery.tenant))
+            .col_expr(task::Column::UpdatedAtMs, Expr::value(now));
+        let (update, finished) = match kind {
+            Kind::Delta(_) | Kind::Retrying(_) => return Ok(()),
+            Kind::Started(started) => (
+                update
+                    .filter(task::Column::Status.is_in(ACTIVE))
+                    .col_expr(task::Column::Status, Expr::value(TaskStatus::Running.rest_name()))
+                    .col_expr(task::Column::Attempts, Expr::value(i32::try_from(started.attempt).unwrap_or(i32::MAX)))
+                    .col_expr(
+                        task::Column::StartedAtMs,
+                        Expr::col(task::Column::StartedAtMs).if_null(now),
+                    ),
+                None,
+            ),
+            Kind::CancelRequested(_) => (
+                update
+                    .filter(task::Column::Status.is_in(ACTIVE))
+                    .col_expr(task::Column::CancelRequested, Expr::value(true)),
+                None,
+            ),
+            Kind::Completed(done) => {
+                let usage = done.usage.unwrap_or_default();
+                (
+                    update
+                        .col_expr(task::Column::Output, Expr::value(done.output.clone()))
+                        .col_expr(task::Column::InputTokens, Expr::value(i64::try_from(usage.input_tokens).unwrap_or(i64::MAX)))
+                        .col_expr(task::Column::OutputTokens, Expr::value(i64::try_from(usage.output_tokens).unwrap_or(i64::MAX))),
+                    Some(TaskStatus::Succeeded),
+                )
+            }
+            Kind::Failed(failed) => (
+                update.col_expr(task::Column::Error, Expr::value(Some(failed.error.clone()))),
+                Some(TaskStatus::Failed),
+            ),
+            Kind::Cancelled(_) => (update, Some(TaskStatus::Cancelled)),
+        };
+        let update = match finished {
+            Some(status) => update
+                .filter(task::Column::Status.is_in(ACTIVE))
+                .col_expr(task::Column::Status, Expr::value(status.rest_name()))
+                .col_expr(task::Column::FinishedAtMs, Expr::value(Some(now)))
+                .col_expr(task::Column::LastEventSeq, Expr::value(seq)),
+            None => update,
+        };
+        let result = update.exec(&self.db).await?;
+        if let Some(status) = finished
+            && result.rows_affected > 0
+        {
+            self.metrics
+                .tasks_finished
+                .get_or_create(&vec![("status".to_owned(), status.rest_name().to_owned())])
+                .inc();
+        }
+        Ok(())
+    }
+}
