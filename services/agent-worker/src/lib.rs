@@ -1,1 +1,133 @@
-//! placeholder
+//! The agent-worker pulls tasks from an agent's durable consumer on TASKS
+//! (`agent-<agent>`), runs them through the inference-router's gRPC
+//! streaming API, and publishes the task's events (started, deltas, one
+//! terminal event) to EVENTS. It keeps nothing durable: a task whose worker
+//! dies is redelivered by JetStream and resumes from the start.
+//!
+//! Shutdown phases: stop pulling, let in-flight tasks finish (their acks or
+//! naks go out), then close. Tasks fetched but not started are redelivered
+//! after ack-wait.
+
+mod config;
+mod events;
+mod metrics;
+mod runner;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use mesh_bus::{Bus, StreamKind};
+use mesh_proto::inference_service_client::InferenceServiceClient;
+use mesh_runtime::{Readiness, Stopped, Supervisor};
+use tokio_util::sync::CancellationToken;
+
+pub use config::{AgentSelection, Config};
+
+#[derive(Debug)]
+pub struct Running {
+    pub admin_addr: SocketAddr,
+    pub stopped: Stopped,
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    Ok(start(config, shutdown).await?.stopped.wait().await?)
+}
+
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let (health, _health_service) = tonic_health::server::health_reporter();
+    let readiness = Readiness::new(health, "agentmesh.v1.AgentWorker");
+    let mut registry = mesh_telemetry::Registry::default();
+    let metrics = metrics::Metrics::register(&mut registry);
+    let supervisor = Supervisor::new(&shutdown);
+    let stop = supervisor.stop();
+
+    let (admin_addr, admin) = mesh_runtime::serve_admin(
+        config.admin_listen,
+        readiness.clone(),
+        Arc::new(registry),
+        stop.clone(),
+    )
+    .await
+    .context("bind admin listener")?;
+    supervisor.spawn("admin", admin);
+
+    let bus = Bus::connect(&config.shared.nats_url, "agent-worker", config.shared.bus.clone()).await?;
+    bus.ensure_streams(&[StreamKind::Tasks, StreamKind::Events, StreamKind::Dlq])
+        .await?;
+    let channel = tonic::transport::Endpoint::from_shared(config.router_url.clone())
+        .with_context(|| format!("AGENTMESH_WORKER_ROUTER_URL: {:?}", config.router_url))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let runner = Arc::new(runner::TaskRunner::new(
+        bus.clone(),
+        InferenceServiceClient::new(channel),
+        config.clone(),
+        metrics,
+    ));
+
+    supervisor.spawn("agent consumers", serve_agents(bus, runner, config, stop.clone()));
+    readiness.set(true).await;
+    supervisor.unready_on_stop(readiness);
+    tracing::info!(%admin_addr, "agent-worker ready");
+    Ok(Running {
+        admin_addr,
+        stopped: supervisor.finish(),
+    })
+}
+
+/// Keeps one pull loop per served agent; with [`AgentSelection::All`] it
+/// discovers agent consumers as they are created and restarts loops that
+/// ended with an error.
+async fn serve_agents(
+    bus: Bus,
+    runner: Arc<runner::TaskRunner>,
+    config: Config,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut loops: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut tick = tokio::time::interval(config.discovery_interval);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let wanted: Vec<String> = match &config.agents {
+            AgentSelection::Named(names) => names.clone(),
+            AgentSelection::All => match bus.agent_consumer_names().await {
+                Ok(names) => names
+                    .into_iter()
+                    .filter_map(|n| n.strip_prefix("agent-").map(str::to_owned))
+                    .collect(),
+                Err(error) => {
+                    tracing::warn!(%error, "agent discovery failed");
+                    continue;
+                }
+            },
+        };
+        loops.retain(|_, handle| !handle.is_finished());
+        for agent in wanted {
+            if loops.contains_key(&agent) {
+                continue;
+            }
+            let (runner, stop) = (runner.clone(), stop.clone());
+            let name = agent.clone();
+            tracing::info!(agent = %name, "serving agent");
+            loops.insert(
+                agent,
+                tokio::spawn(async move {
+                    if let Err(error) = runner.serve_agent(&name, stop).await {
+                        tracing::warn!(agent = %name, error = %error, "agent loop ended; restarting");
+                    }
+                }),
+            );
+        }
+    }
+    // Drain: every loop finishes its in-flight tasks.
+    for (_, handle) in loops {
+        let _ = handle.await;
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Worker settings: `AGENTMESH_WORKER_*` plus the shared ones.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mesh_runtime::SharedConfig;
+use mesh_runtime::env::{self, ConfigError, Env};
+
+/// Which agents' queues a worker serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentSelection {
+    /// Every agent consumer on TASKS, discovered as agents are applied
+    /// (the local default: one worker for all agents).
+    All,
+    /// These agents only (production: one Deployment per agent, scaled on
+    /// that agent's consumer lag).
+    Named(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub shared: SharedConfig,
+    pub admin_listen: SocketAddr,
+    pub agents: AgentSelection,
+    /// gRPC address of the inference-router.
+    pub router_url: String,
+    /// Tasks run at once per agent consumer.
+    pub concurrency: usize,
+    /// A model call that produces nothing for this long is abandoned and
+    /// retried.
+    pub inference_idle_timeout: Duration,
+    /// Upper bound of one model call.
+    pub inference_timeout: Duration,
+    /// How often `AgentSelection::All` looks for new agents.
+    pub discovery_interval: Duration,
+    /// Worker identity in `started` events.
+    pub worker_id: String,
+}
+
+const PREFIX: &str = "AGENTMESH_WORKER_";
+
+fn var(name: &str) -> String {
+    format!("{PREFIX}{name}")
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let agents = match env::string_or(env, &var("AGENTS"), "*").as_str() {
+            "*" => AgentSelection::All,
+            list => {
+                let names: Vec<String> = list
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                for name in &names {
+                    mesh_bus::names::validate("agent", name).map_err(|e| ConfigError::Invalid {
+                        var: var("AGENTS"),
+                        reason: e.to_string(),
+                    })?;
+                }
+                AgentSelection::Named(names)
+            }
+        };
+        let concurrency: usize = env::parse_or(env, &var("CONCURRENCY"), 32)?;
+        if concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                var: var("CONCURRENCY"),
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(Self {
+            shared: SharedConfig::from_env(env)?,
+            admin_listen: env::parse_or(env, &var("ADMIN_LISTEN"), ([127, 0, 0, 1], 9102).into())?,
+            agents,
+            router_url: env::string_or(env, &var("ROUTER_URL"), "http://127.0.0.1:7003"),
+            concurrency,
+            inference_idle_timeout: env::millis_or(
+                env,
+                &var("INFERENCE_IDLE_TIMEOUT_MS"),
+                Duration::from_secs(60),
+            )?,
+            inference_timeout: env::millis_or(
+                env,
+                &var("INFERENCE_TIMEOUT_MS"),
+                Duration::from_secs(600),
+            )?,
+            discovery_interval: env::millis_or(
+                env,
+                &var("DISCOVERY_INTERVAL_MS"),
+                Duration::from_secs(2),
+            )?,
+            worker_id: env::optional(env, &var("ID"))
+                .or_else(|| env::optional(env, "HOSTNAME"))
+                .unwrap_or_else(|| format!("worker-{}", uuid::Uuid::new_v4().simple())),
+        })
+    }
+
+    pub fn ephemeral(shared: SharedConfig, router_url: String) -> Result<Self, ConfigError> {
+        let mut config = Self::from_env(&Env::new())?;
+        config.shared = shared;
+        config.router_url = router_url;
+        config.admin_listen = ([127, 0, 0, 1], 0).into();
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_selection() {
+        let c = Config::from_env(&Env::new()).unwrap();
+        assert_eq!(c.agents, AgentSelection::All);
+        let env: Env = [("AGENTMESH_WORKER_AGENTS".to_owned(), "a, b".to_owned())].into();
+        assert_eq!(
+            Config::from_env(&env).unwrap().agents,
+            AgentSelection::Named(vec!["a".into(), "b".into()])
+        );
+        let env: Env = [("AGENTMESH_WORKER_AGENTS".to_owned(), "a.b".to_owned())].into();
+        let err = Config::from_env(&env).unwrap_err();
+        assert!(err.to_string().contains("AGENTMESH_WORKER_AGENTS"), "{err}");
+    }
+}

@@ -1,0 +1,462 @@
+//! Runs one agent's tasks: the pull loop and what happens to each delivery.
+//!
+//! Per delivery: watch the task's event subject for a cancel; skip the task
+//! if its event history already ends (a redelivery after the terminal event
+//! was stored); publish `started`; stream the model's answer as deltas
+//! while sending in-progress acks; then exactly one terminal event and the
+//! ack. Retryable failures nak with a jittered backoff until MaxDeliver,
+//! after which the task fails with the reason and the message goes to DLQ.
+
+use std::time::Instant;
+
+use futures::StreamExt as _;
+use mesh_bus::{Bus, BusError, Delivery, StreamKind};
+use mesh_proto::inference_service_client::InferenceServiceClient;
+use mesh_proto::{
+    ChatMessage, ChatRequest, TaskCancelled, TaskCompleted, TaskDelta, TaskEnvelope, TaskEvent,
+    TaskFailed, TaskRetrying, TaskStarted, TokenUsage, task_event::Kind,
+};
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tracing::Instrument as _;
+
+use crate::config::Config;
+use crate::events::{TaskEvents, Terminal};
+use crate::metrics::{AgentLabels, Metrics, OutcomeLabels};
+
+pub struct TaskRunner {
+    bus: Bus,
+    router: InferenceServiceClient<Channel>,
+    config: Config,
+    metrics: Metrics,
+}
+
+/// Why a model call did not complete.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    /// Worth another delivery: the backend was down, slow or overloaded.
+    #[error("{0}")]
+    Retryable(String),
+    /// No delivery will fix it: the request itself is wrong.
+    #[error("{0}")]
+    Fatal(String),
+    /// The bus failed us; the task goes back to the queue untouched.
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
+}
+
+enum Outcome {
+    Completed(TaskCompleted),
+    Cancelled,
+    /// A redelivery of a task whose terminal event is already stored.
+    AlreadyFinished,
+}
+
+fn classify(status: &tonic::Status) -> RunError {
+    use tonic::Code;
+    let message = format!("inference-router: {}", status.message());
+    match status.code() {
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::FailedPrecondition
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::OutOfRange
+        | Code::Unimplemented => RunError::Fatal(message),
+        _ => RunError::Retryable(message),
+    }
+}
+
+impl TaskRunner {
+    pub fn new(
+        bus: Bus,
+        router: InferenceServiceClient<Channel>,
+        config: Config,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            bus,
+            router,
+            config,
+            metrics,
+        }
+    }
+
+    /// Pulls the agent's consumer until `stop`, running up to
+    /// `concurrency` tasks at once; returns after in-flight tasks finish.
+    pub async fn serve_agent(&self, agent: &str, stop: CancellationToken) -> Result<(), BusError> {
+        let consumer = self.bus.ensure_agent_consumer(agent).await?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(self.config.concurrency)
+            .messages()
+            .await
+            .map_err(|e| BusError::Consumer {
+                consumer: format!("agent-{agent}"),
+                message: e.to_string(),
+            })?;
+        messages
+            .take_until(stop.cancelled())
+            .for_each_concurrent(self.config.concurrency, |message| async move {
+                match message {
+                    Ok(message) => self.handle(agent, message).await,
+                    Err(error) => tracing::warn!(%agent, %error, "tasks pull error"),
+                }
+            })
+            .await;
+        Ok(())
+    }
+
+    async fn handle(&self, agent: &str, message: async_nats::jetstream::Message) {
+        let delivery = match Delivery::<TaskEnvelope>::decode(message) {
+            Ok(delivery) => delivery,
+            Err((message, error)) => {
+                tracing::error!(%error, "dead-lettering undecodable task");
+                if let Err(e) = mesh_bus::dead_letter_raw(&self.bus, &message, &error.to_string()).await {
+                    tracing::warn!(error = %e, "dead-letter failed; task will be redelivered");
+                }
+                return;
+            }
+        };
+        let task = &delivery.payload;
+        let span = tracing::info_span!(
+            "invoke_agent",
+            otel.name = format!("invoke_agent {agent}"),
+            otel.kind = "consumer",
+            gen_ai.operation.name = "invoke_agent",
+            gen_ai.agent.name = %agent,
+            task.id = %task.task_id,
+            tenant = %delivery.tenant,
+            attempt = delivery.delivered,
+        );
+        mesh_telemetry::set_parent(&span, delivery.parent.clone());
+        let labels = AgentLabels {
+            agent: agent.to_owned(),
+        };
+        self.metrics.requests.get_or_create(&labels).inc();
+        let active = self.metrics.active.get_or_create(&labels).clone();
+        active.inc();
+        let started = Instant::now();
+        let outcome = self.run(&delivery).instrument(span).await;
+        active.dec();
+        self.metrics
+            .duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(outcome) = outcome {
+            self.metrics
+                .errors
+                .get_or_create(&OutcomeLabels {
+                    agent: agent.to_owned(),
+                    outcome: outcome.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// Runs one delivery to its ack or nak; returns the error outcome name,
+    /// if any, for metrics.
+    async fn run(&self, delivery: &Delivery<TaskEnvelope>) -> Option<&'static str> {
+        let task = &delivery.payload;
+        if task.tenant != delivery.tenant {
+            let reason = "task tenant differs from its agentmesh-tenant header";
+            tracing::error!(header = %delivery.tenant, payload = %task.tenant, "{reason}");
+            let _ = delivery.dead_letter(&self.bus, reason).await;
+            return Some("rejected");
+        }
+        let events = match TaskEvents::new(self.bus.clone(), &delivery.tenant, &task.task_id) {
+            Ok(events) => events,
+            Err(error) => {
+                let _ = delivery.dead_letter(&self.bus, &error.to_string()).await;
+                return Some("rejected");
+            }
+        };
+        match self.execute(delivery, &events).await {
+            Ok(Outcome::Completed(completed)) => {
+                match events.finish(Kind::Completed(completed)).await {
+                    Ok(Terminal::Recorded) => {
+                        tracing::info!("task completed");
+                        self.ack(delivery).await;
+                        None
+                    }
+                    Ok(Terminal::AlreadyFinished) => {
+                        tracing::info!("task had already finished (cancelled meanwhile)");
+                        self.ack(delivery).await;
+                        None
+                    }
+                    Err(error) => self.retry_later(delivery, &events, &error.to_string()).await,
+                }
+            }
+            Ok(Outcome::AlreadyFinished) => {
+                self.ack(delivery).await;
+                None
+            }
+            Ok(Outcome::Cancelled) => {
+                let cancelled = Kind::Cancelled(TaskCancelled {
+                    reason: "cancelled by request".to_owned(),
+                });
+                match events.finish(cancelled).await {
+                    Ok(_) => {
+                        tracing::info!("task cancelled");
+                        self.ack(delivery).await;
+                        Some("cancelled")
+                    }
+                    Err(error) => self.retry_later(delivery, &events, &error.to_string()).await,
+                }
+            }
+            Err(RunError::Fatal(error)) => {
+                self.fail(delivery, &events, &error, "invalid_request").await;
+                Some("invalid_request")
+            }
+            Err(RunError::Retryable(error)) => self.retry_later(delivery, &events, &error).await,
+            Err(RunError::Bus(error)) => {
+                tracing::warn!(%error, "bus error while running task; it will be redelivered");
+                let backoff = self.config.shared.bus.task_retry.backoff(delivery.delivered);
+                let _ = delivery.nak_after(backoff).await;
+                Some("bus")
+            }
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery<TaskEnvelope>) {
+        if let Err(error) = delivery.ack().await {
+            // The terminal event is stored; a redelivery will see it and skip.
+            tracing::warn!(%error, "ack failed");
+        }
+    }
+
+    /// A retryable failure: nak with backoff, or fail and dead-letter when
+    /// this was the last delivery allowed.
+    async fn retry_later(
+        &self,
+        delivery: &Delivery<TaskEnvelope>,
+        events: &TaskEvents,
+        error: &str,
+    ) -> Option<&'static str> {
+        let policy = self.config.shared.bus.task_retry;
+        if policy.is_last(delivery.delivered) {
+            let error = format!(
+                "gave up after {} deliveries: {error}",
+                delivery.delivered
+            );
+            self.fail(delivery, events, &error, "max_deliveries").await;
+            return Some("max_deliveries");
+        }
+        let backoff = policy.backoff(delivery.delivered);
+        tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "retryable failure; nak with backoff");
+        let retrying = Kind::Retrying(TaskRetrying {
+            attempt: delivery.delivered,
+            error: error.to_owned(),
+            backoff_ms: u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+        });
+        let key = format!("retrying:{}", delivery.delivered);
+        if let Err(e) = events.publish(&key, retrying).await {
+            tracing::warn!(error = %e, "could not publish retrying event");
+        }
+        let _ = events.flush().await;
+        if let Err(e) = delivery.nak_after(backoff).await {
+            tracing::warn!(error = %e, "nak failed; redelivery after ack-wait");
+        }
+        Some("retrying")
+    }
+
+    /// Terminal failure: the failed event first (so the task never stays
+    /// `running`), then the message to DLQ.
+    async fn fail(
+        &self,
+        delivery: &Delivery<TaskEnvelope>,
+        events: &TaskEvents,
+        error: &str,
+        reason: &str,
+    ) {
+        tracing::error!(%error, %reason, "task failed");
+        let failed = Kind::Failed(TaskFailed {
+            error: error.to_owned(),
+            reason: reason.to_owned(),
+            attempts: delivery.delivered,
+        });
+        if let Err(e) = events.finish(failed).await {
+            tracing::warn!(error = %e, "could not publish failed event; task will be redelivered");
+            let _ = delivery.nak_after(self.config.shared.bus.task_retry.base).await;
+            return;
+        }
+        if let Err(e) = delivery.dead_letter(&self.bus, reason).await {
+            tracing::warn!(error = %e, "dead-letter failed");
+        }
+    }
+
+    async fn execute(
+        &self,
+        delivery: &Delivery<TaskEnvelope>,
+        events: &TaskEvents,
+    ) -> Result<Outcome, RunError> {
+        // Subscribe before looking at the history, so a cancel published in
+        // between is not missed.
+        let mut watch = self
+            .bus
+            .client()
+            .subscribe(events.subject().to_owned())
+            .await
+            .map_err(|e| RunError::Bus(BusError::Consumer {
+                consumer: "cancel watch".to_owned(),
+                message: e.to_string(),
+            }))?;
+        if let Some(last) = self.bus.last_message_on(StreamKind::Events, events.subject()).await? {
+            match TaskEvent::decode(last.payload).ok().and_then(|e| e.kind) {
+                Some(kind) if kind.is_terminal() => {
+                    tracing::info!(last = kind.name(), "task already finished; dropping redelivery");
+                    return Ok(Outcome::AlreadyFinished);
+                }
+                Some(Kind::CancelRequested(_)) => return Ok(Outcome::Cancelled),
+                _ => {}
+            }
+        }
+        events
+            .publish(
+                &format!("started:{}", delivery.delivered),
+                Kind::Started(TaskStarted {
+                    attempt: delivery.delivered,
+                    worker: self.config.worker_id.clone(),
+                }),
+            )
+            .await?;
+
+        let inference = self.infer(delivery, events);
+        tokio::pin!(inference);
+        // In-progress acks keep the delivery ours during long model calls.
+        let mut progress = tokio::time::interval(self.config.shared.bus.task_ack_wait / 3);
+        progress.tick().await;
+        let deadline = tokio::time::sleep(self.config.inference_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                result = &mut inference => return result.map(Outcome::Completed),
+                _ = progress.tick() => {
+                    if let Err(error) = delivery.in_progress().await {
+                        tracing::warn!(%error, "in-progress ack failed");
+                    }
+                }
+                Some(message) = watch.next() => {
+                    let kind = TaskEvent::decode(message.payload).ok().and_then(|e| e.kind);
+                    if matches!(kind, Some(Kind::CancelRequested(_) | Kind::Cancelled(_))) {
+                        tracing::info!("cancel requested while running");
+                        return Ok(Outcome::Cancelled);
+                    }
+                }
+                _ = &mut deadline => {
+                    return Err(RunError::Retryable(format!(
+                        "model call exceeded {} ms", self.config.inference_timeout.as_millis()
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn infer(
+        &self,
+        delivery: &Delivery<TaskEnvelope>,
+        events: &TaskEvents,
+    ) -> Result<TaskCompleted, RunError> {
+        let task = &delivery.payload;
+        let spec = task.spec.clone().unwrap_or_default();
+        let mut messages = Vec::with_capacity(2);
+        if !spec.system_prompt.is_empty() {
+            messages.push(ChatMessage {
+                role: "system".to_owned(),
+                content: spec.system_prompt.clone(),
+            });
+        }
+        messages.push(ChatMessage {
+            role: "user".to_owned(),
+            content: task.input.clone(),
+        });
+        let request = ChatRequest {
+            model: spec.model.clone(),
+            messages,
+            temperature: spec.temperature,
+            max_tokens: spec.max_tokens,
+            seed: None,
+            stop: Vec::new(),
+            request_id: format!("{}:{}", task.task_id, delivery.delivered),
+        };
+        let span = tracing::info_span!(
+            "chat",
+            otel.name = format!("chat {}", spec.model),
+            otel.kind = "client",
+            gen_ai.operation.name = "chat",
+            gen_ai.request.model = %spec.model,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+        );
+        let call = async {
+            let request = mesh_runtime::grpc::outgoing(&task.tenant, request)
+                .map_err(|s| RunError::Fatal(s.message().to_owned()))?;
+            let mut stream = self
+                .router
+                .clone()
+                .chat_stream(request)
+                .await
+                .map_err(|s| classify(&s))?
+                .into_inner();
+            let mut output = String::new();
+            let mut usage = TokenUsage::default();
+            let mut finish_reason = String::new();
+            let mut model = spec.model.clone();
+            let mut index = 0u32;
+            loop {
+                let next = tokio::time::timeout(self.config.inference_idle_timeout, stream.message())
+                    .await
+                    .map_err(|_| {
+                        RunError::Retryable(format!(
+                            "no output from the model for {} ms",
+                            self.config.inference_idle_timeout.as_millis()
+                        ))
+                    })?;
+                let Some(chunk) = next.map_err(|s| classify(&s))? else {
+                    break;
+                };
+                if !chunk.delta.is_empty() {
+                    events
+                        .publish(
+                            &format!("delta:{}:{index}", delivery.delivered),
+                            Kind::Delta(TaskDelta {
+                                attempt: delivery.delivered,
+                                index,
+                                content: chunk.delta.clone(),
+                            }),
+                        )
+                        .await?;
+                    output.push_str(&chunk.delta);
+                    index += 1;
+                }
+                if !chunk.finish_reason.is_empty() {
+                    finish_reason = chunk.finish_reason;
+                }
+                if !chunk.model.is_empty() {
+                    model = chunk.model;
+                }
+                if let Some(u) = chunk.usage {
+                    usage = TokenUsage {
+                        input_tokens: u.prompt_tokens,
+                        output_tokens: u.completion_tokens,
+                    };
+                }
+            }
+            let span = tracing::Span::current();
+            span.record("gen_ai.response.model", model.as_str());
+            span.record("gen_ai.usage.input_tokens", usage.input_tokens);
+            span.record("gen_ai.usage.output_tokens", usage.output_tokens);
+            span.record("gen_ai.response.finish_reasons", finish_reason.as_str());
+            Ok(TaskCompleted {
+                output,
+                usage: Some(usage),
+                finish_reason,
+                model,
+            })
+        };
+        call.instrument(span).await
+    }
+}

@@ -1,0 +1,289 @@
+//! Simulator configuration and how it is read from the environment.
+//!
+//! The environment arrives as a map so tests can pass one instead of mutating
+//! the process environment. Parsing never panics: a bad value becomes a
+//! [`ConfigError`] that names the variable.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const ENV_LISTEN: &str = "AGENTMESH_SIM_LISTEN";
+pub const ENV_MODEL: &str = "AGENTMESH_SIM_MODEL";
+pub const ENV_TTFT_MS: &str = "AGENTMESH_SIM_TTFT_MS";
+pub const ENV_INTER_TOKEN_MS: &str = "AGENTMESH_SIM_INTER_TOKEN_MS";
+pub const ENV_MAX_CONCURRENCY: &str = "AGENTMESH_SIM_MAX_CONCURRENCY";
+pub const ENV_MAX_WAITING: &str = "AGENTMESH_SIM_MAX_WAITING";
+pub const ENV_DEFAULT_MAX_TOKENS: &str = "AGENTMESH_SIM_DEFAULT_MAX_TOKENS";
+pub const ENV_FAILURE: &str = "AGENTMESH_SIM_FAILURE";
+
+/// The most generation slots the simulator can hand out (tokio's semaphore
+/// limit).
+pub const MAX_CONCURRENCY_LIMIT: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
+/// How the simulator misbehaves on purpose, so callers can test their
+/// retry, fallback and stream-error paths against a real socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Every request is served normally.
+    #[default]
+    None,
+    /// Every chat request is answered with this HTTP status and an
+    /// OpenAI-shaped error body.
+    Always(u16),
+    /// The first `n` chat requests are answered with the status, the rest
+    /// are served normally.
+    FirstN(u32, u16),
+    /// Streaming responses send this many content tokens and then cut the
+    /// connection without a finish chunk or `[DONE]`. A non-streaming
+    /// response is cut before its body completes.
+    BreakStreamAfter(u32),
+}
+
+/// Everything the simulator needs to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Address [`crate::run`] binds; [`crate::serve`] ignores it.
+    pub listen: SocketAddr,
+    /// The one model name served; requests naming another model get 404.
+    pub model: String,
+    /// Time to first token.
+    pub ttft: Duration,
+    /// Delay between consecutive tokens after the first.
+    pub inter_token: Duration,
+    /// Requests being generated at once.
+    pub max_concurrency: usize,
+    /// Requests allowed to wait for a generation slot; beyond it, 429.
+    pub max_waiting: usize,
+    /// Tokens generated when the request names no `max_tokens`.
+    pub default_max_tokens: u32,
+    /// Deliberate misbehaviour.
+    pub failure: FailureMode,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            model: "sim-model".to_owned(),
+            ttft: Duration::ZERO,
+            inter_token: Duration::ZERO,
+            max_concurrency: 64,
+            max_waiting: 1024,
+            default_max_tokens: 16,
+            failure: FailureMode::None,
+        }
+    }
+}
+
+/// A configuration value that could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid value {value:?} for {name}: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+impl SimConfig {
+    /// Reads the `AGENTMESH_SIM_*` variables from `env`; a variable that is
+    /// absent keeps its default.
+    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        if let Some(listen) = lookup(env, ENV_LISTEN) {
+            config.listen = parse_with(ENV_LISTEN, listen, str::parse)?;
+        }
+        if let Some(model) = lookup(env, ENV_MODEL) {
+            config.model = model.to_owned();
+        }
+        if let Some(ms) = lookup(env, ENV_TTFT_MS) {
+            config.ttft = Duration::from_millis(parse_with(ENV_TTFT_MS, ms, str::parse)?);
+        }
+        if let Some(ms) = lookup(env, ENV_INTER_TOKEN_MS) {
+            config.inter_token =
+                Duration::from_millis(parse_with(ENV_INTER_TOKEN_MS, ms, str::parse)?);
+        }
+        if let Some(n) = lookup(env, ENV_MAX_CONCURRENCY) {
+            config.max_concurrency = parse_with(ENV_MAX_CONCURRENCY, n, str::parse)?;
+            if config.max_concurrency == 0 {
+                // Zero slots would make every request wait forever.
+                return Err(invalid(ENV_MAX_CONCURRENCY, n, "must be at least 1"));
+            }
+            if config.max_concurrency > MAX_CONCURRENCY_LIMIT {
+                return Err(invalid(
+                    ENV_MAX_CONCURRENCY,
+                    n,
+                    format!("must be at most {MAX_CONCURRENCY_LIMIT}"),
+                ));
+            }
+        }
+        if let Some(n) = lookup(env, ENV_MAX_WAITING) {
+            config.max_waiting = parse_with(ENV_MAX_WAITING, n, str::parse)?;
+        }
+        if let Some(n) = lookup(env, ENV_DEFAULT_MAX_TOKENS) {
+            config.default_max_tokens = parse_with(ENV_DEFAULT_MAX_TOKENS, n, str::parse)?;
+            if config.default_max_tokens == 0 {
+                return Err(invalid(ENV_DEFAULT_MAX_TOKENS, n, "must be at least 1"));
+            }
+        }
+        if let Some(mode) = lookup(env, ENV_FAILURE) {
+            config.failure = parse_with(ENV_FAILURE, mode, parse_failure)?;
+        }
+        Ok(config)
+    }
+}
+
+/// Parses `none`, `always:<status>`, `first:<n>:<status>` or
+/// `break-after:<tokens>`.
+fn parse_failure(value: &str) -> Result<FailureMode, String> {
+    let parts: Vec<&str> = value.trim().split(':').collect();
+    match parts.as_slice() {
+        ["none"] => Ok(FailureMode::None),
+        ["always", status] => Ok(FailureMode::Always(parse_status(status)?)),
+        ["first", n, status] => {
+            let n = n.parse().map_err(|e| format!("request count {n:?}: {e}"))?;
+            Ok(FailureMode::FirstN(n, parse_status(status)?))
+        }
+        ["break-after", tokens] => {
+            let tokens = tokens
+                .parse()
+                .map_err(|e| format!("token count {tokens:?}: {e}"))?;
+            Ok(FailureMode::BreakStreamAfter(tokens))
+        }
+        _ => Err(
+            "expected none, always:<status>, first:<n>:<status> or break-after:<tokens>".to_owned(),
+        ),
+    }
+}
+
+/// Injected failures must look like failures, so only 4xx and 5xx pass.
+fn parse_status(value: &str) -> Result<u16, String> {
+    let status: u16 = value
+        .parse()
+        .map_err(|e| format!("status {value:?}: {e}"))?;
+    if (400..=599).contains(&status) {
+        Ok(status)
+    } else {
+        Err(format!("status {status} is not a 4xx or 5xx error status"))
+    }
+}
+
+/// An empty variable counts as unset, as shells often export `VAR=`.
+fn lookup<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+fn parse_with<T, E: std::fmt::Display>(
+    name: &'static str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, ConfigError> {
+    parse(value).map_err(|e| invalid(name, value, e))
+}
+
+fn invalid(name: &'static str, value: &str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        value: value.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn empty_env_gives_defaults() {
+        let config = SimConfig::from_env(&HashMap::new()).expect("defaults are valid");
+        assert_eq!(config, SimConfig::default());
+        assert_eq!(config.listen, "127.0.0.1:8000".parse().expect("addr"));
+        assert_eq!(config.model, "sim-model");
+        assert_eq!(config.max_concurrency, 64);
+        assert_eq!(config.max_waiting, 1024);
+        assert_eq!(config.default_max_tokens, 16);
+        assert_eq!(config.failure, FailureMode::None);
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let config = SimConfig::from_env(&env(&[
+            (ENV_LISTEN, "0.0.0.0:9100"),
+            (ENV_MODEL, "llama-sim"),
+            (ENV_TTFT_MS, "150"),
+            (ENV_INTER_TOKEN_MS, "20"),
+            (ENV_MAX_CONCURRENCY, "4"),
+            (ENV_MAX_WAITING, "0"),
+            (ENV_DEFAULT_MAX_TOKENS, "32"),
+            (ENV_FAILURE, "first:3:500"),
+        ]))
+        .expect("valid env");
+        assert_eq!(
+            config,
+            SimConfig {
+                listen: "0.0.0.0:9100".parse().expect("addr"),
+                model: "llama-sim".to_owned(),
+                ttft: Duration::from_millis(150),
+                inter_token: Duration::from_millis(20),
+                max_concurrency: 4,
+                max_waiting: 0,
+                default_max_tokens: 32,
+                failure: FailureMode::FirstN(3, 500),
+            }
+        );
+    }
+
+    #[test]
+    fn failure_modes_parse() {
+        let cases = [
+            ("none", FailureMode::None),
+            ("always:503", FailureMode::Always(503)),
+            ("first:3:500", FailureMode::FirstN(3, 500)),
+            ("break-after:5", FailureMode::BreakStreamAfter(5)),
+        ];
+        for (text, want) in cases {
+            let config = SimConfig::from_env(&env(&[(ENV_FAILURE, text)])).expect(text);
+            assert_eq!(config.failure, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases = [
+            (ENV_LISTEN, "not-an-address"),
+            (ENV_TTFT_MS, "-5"),
+            (ENV_INTER_TOKEN_MS, "fast"),
+            (ENV_MAX_CONCURRENCY, "0"),
+            (ENV_MAX_WAITING, "many"),
+            (ENV_DEFAULT_MAX_TOKENS, "0"),
+            (ENV_FAILURE, "sometimes"),
+            (ENV_FAILURE, "always:200"),
+            (ENV_FAILURE, "always:abc"),
+            (ENV_FAILURE, "first:x:500"),
+            (ENV_FAILURE, "break-after:"),
+        ];
+        for (name, value) in cases {
+            let err = SimConfig::from_env(&env(&[(name, value)]))
+                .expect_err(&format!("{name}={value} must be rejected"));
+            let ConfigError::Invalid { name: got, .. } = &err;
+            assert_eq!(*got, name);
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn empty_value_counts_as_unset() {
+        let config = SimConfig::from_env(&env(&[(ENV_TTFT_MS, ""), (ENV_MODEL, " ")]))
+            .expect("empty values fall back to defaults");
+        assert_eq!(config, SimConfig::default());
+    }
+}

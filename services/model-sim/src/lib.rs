@@ -1,0 +1,65 @@
+//! A stand-in for a GPU model server (vLLM) in tests and benchmarks.
+//!
+//! It speaks the real wire protocol: OpenAI chat completions (plain and
+//! streamed as server-sent events), `/v1/models`, vLLM's `/health` and its
+//! Prometheus metric names. Output is deterministic and latency is
+//! simulated from [`SimConfig`]; failures can be injected with
+//! [`FailureMode`]. It must never ship as a default model: it generates no
+//! meaningful text.
+//!
+//! Modules:
+//! - `config`: [`SimConfig`] and reading it from the environment.
+//! - `openai`: the request and response wire types and OpenAI-shaped errors.
+//! - `generate`: the deterministic text and token counting.
+//! - `metrics`: the vLLM-named Prometheus metrics.
+//! - `server`: routes, admission control, simulated timing and streaming.
+
+mod config;
+mod generate;
+mod metrics;
+mod openai;
+mod server;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{
+    ConfigError, ENV_DEFAULT_MAX_TOKENS, ENV_FAILURE, ENV_INTER_TOKEN_MS, ENV_LISTEN,
+    ENV_MAX_CONCURRENCY, ENV_MAX_WAITING, ENV_MODEL, ENV_TTFT_MS, FailureMode,
+    MAX_CONCURRENCY_LIMIT, SimConfig,
+};
+pub use openai::MAX_TOKENS_LIMIT;
+
+/// Serves the simulator on `listener` until `shutdown` is cancelled, then
+/// stops accepting connections and waits for in-flight responses (streams
+/// included) to finish.
+pub async fn serve(
+    listener: TcpListener,
+    config: SimConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=MAX_CONCURRENCY_LIMIT).contains(&config.max_concurrency),
+        "max_concurrency must be between 1 and {MAX_CONCURRENCY_LIMIT}, got {}",
+        config.max_concurrency
+    );
+    let addr = listener
+        .local_addr()
+        .context("listener has no local address")?;
+    tracing::info!(%addr, model = %config.model, failure = ?config.failure, "model simulator listening");
+    axum::serve(listener, server::router(config))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("model simulator server failed")?;
+    tracing::info!(%addr, "model simulator stopped");
+    Ok(())
+}
+
+/// Binds `config.listen` and [`serve`]s on it.
+pub async fn run(config: SimConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("failed to bind {}", config.listen))?;
+    serve(listener, config, shutdown).await
+}

@@ -1,0 +1,473 @@
+//! HTTP routes and request handling: admission, simulated timing, streaming.
+//!
+//! A request holds a generation slot (a semaphore permit) from admission
+//! until its last byte is produced; for streams the permit lives inside the
+//! body stream, so a client that hangs up frees its slot. Handlers must
+//! never panic on input: everything a client sends ends as a response.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::{StreamExt as _, stream};
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+use crate::config::{FailureMode, SimConfig};
+use crate::generate::{Completion, Tokens, prompt_tokens};
+use crate::metrics::{self, Metrics};
+use crate::openai::{
+    ApiError, AssistantMessage, ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Delta,
+    Usage, ValidChat,
+};
+
+struct AppState {
+    config: SimConfig,
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    /// Chat requests seen so far, for [`FailureMode::FirstN`].
+    requests_seen: AtomicU64,
+    metrics: Metrics,
+    started_at: u64,
+}
+
+/// Builds the simulator's routes for `config`.
+pub fn router(config: SimConfig) -> Router {
+    let state = Arc::new(AppState {
+        slots: Arc::new(Semaphore::new(config.max_concurrency)),
+        waiting: AtomicUsize::new(0),
+        requests_seen: AtomicU64::new(0),
+        metrics: Metrics::new(&config.model),
+        started_at: unix_now(),
+        config,
+    });
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(list_models))
+        .route("/metrics", get(render_metrics))
+        // `/health` is vLLM's probe path, `/healthz` agentmesh's.
+        .route("/health", get(health))
+        .route("/healthz", get(health))
+        .with_state(state)
+}
+
+async fn health() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn list_models(State(state): State<Arc<AppState>>) -> Response {
+    let body = serde_json::json!({
+        "object": "list",
+        "data": [{
+            "id": state.config.model,
+            "object": "model",
+            "created": state.started_at,
+            "owned_by": "agentmesh-model-sim",
+            "root": state.config.model,
+            "max_model_len": crate::openai::MAX_TOKENS_LIMIT,
+        }],
+    });
+    axum::Json(body).into_response()
+}
+
+async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
+    let max = state.config.max_concurrency;
+    let running = max.saturating_sub(state.slots.available_permits());
+    let waiting = state.waiting.load(Ordering::SeqCst);
+    let text = state.metrics.render(running, waiting, max);
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+}
+
+async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match handle_chat(state, body).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::debug!(status = %err.status, message = %err.message, "chat completion rejected");
+            err.into_response()
+        }
+    }
+}
+
+async fn handle_chat(
+    state: Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    // Injected failures come first: a broken server does not read the body.
+    inject_failure(&state)?;
+    let body = body.map_err(|rejection| ApiError {
+        status: rejection.status(),
+        ..ApiError::invalid(rejection.body_text(), None)
+    })?;
+    let chat = ChatRequest::parse(&body)?.validate(&state.config.model)?;
+
+    let permit = admit(&state).await?;
+    let job = Job::new(&state, chat, arrived);
+    state.metrics.add_prompt_tokens(job.prompt_tokens);
+    tracing::debug!(
+        stream = job.stream,
+        completion_tokens = job.completion.generated,
+        prompt_tokens = job.prompt_tokens,
+        "chat completion admitted"
+    );
+    if job.stream {
+        Ok(stream_response(state, job, permit))
+    } else {
+        Ok(complete(&state, job, permit).await)
+    }
+}
+
+fn inject_failure(state: &AppState) -> Result<(), ApiError> {
+    match state.config.failure {
+        FailureMode::Always(status) => Err(ApiError::injected(status)),
+        FailureMode::FirstN(n, status) => {
+            let seen = state.requests_seen.fetch_add(1, Ordering::SeqCst);
+            if seen < u64::from(n) {
+                Err(ApiError::injected(status))
+            } else {
+                Ok(())
+            }
+        }
+        FailureMode::None | FailureMode::BreakStreamAfter(_) => Ok(()),
+    }
+}
+
+/// Takes a generation slot, queueing for one while fewer than `max_waiting`
+/// requests are queued; a full queue answers 429 at once.
+async fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    match Arc::clone(&state.slots).try_acquire_owned() {
+        Ok(permit) => return Ok(permit),
+        Err(TryAcquireError::NoPermits) => {}
+        Err(TryAcquireError::Closed) => return Err(shutting_down()),
+    }
+    let _waiting = WaitingSlot::enter(&state.waiting, state.config.max_waiting)
+        .ok_or_else(ApiError::overloaded)?;
+    Arc::clone(&state.slots)
+        .acquire_owned()
+        .await
+        .map_err(|_closed| shutting_down())
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::injected(503)
+}
+
+/// Counts one queued request; the count drops when this does, including
+/// when the client hangs up while queued.
+struct WaitingSlot<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingSlot<'a> {
+    fn enter(waiting: &'a AtomicUsize, max_waiting: usize) -> Option<Self> {
+        waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max_waiting).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(waiting))
+    }
+}
+
+impl Drop for WaitingSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An admitted request, ready to generate.
+struct Job {
+    id: String,
+    created: u64,
+    stream: bool,
+    include_usage: bool,
+    prompt_tokens: u32,
+    /// Generated up front: the text is deterministic, only its delivery is
+    /// paced.
+    completion: Completion,
+    arrived: Instant,
+}
+
+impl Job {
+    fn new(state: &AppState, chat: ValidChat, arrived: Instant) -> Self {
+        Self {
+            id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+            created: unix_now(),
+            stream: chat.stream,
+            include_usage: chat.include_usage,
+            prompt_tokens: prompt_tokens(&chat.messages),
+            completion: Tokens::new(&chat.messages, chat.seed).complete(
+                chat.max_tokens.unwrap_or(state.config.default_max_tokens),
+                &chat.stop,
+            ),
+            arrived,
+        }
+    }
+}
+
+/// Answers a non-streaming request after the time the whole generation
+/// would take.
+async fn complete(state: &AppState, job: Job, permit: OwnedSemaphorePermit) -> Response {
+    let config = &state.config;
+    sleep(config.ttft).await;
+    state
+        .metrics
+        .observe_time_to_first_token(job.arrived.elapsed().as_secs_f64());
+    let generated = job.completion.generated;
+    sleep(
+        config
+            .inter_token
+            .saturating_mul(generated.saturating_sub(1)),
+    )
+    .await;
+
+    let content = job.completion.text();
+    let completion = ChatCompletion {
+        id: &job.id,
+        object: "chat.completion",
+        created: job.created,
+        model: &config.model,
+        choices: [Choice {
+            index: 0,
+            message: AssistantMessage {
+                role: "assistant",
+                content: &content,
+            },
+            logprobs: None,
+            finish_reason: job.completion.finish_reason,
+        }],
+        usage: Usage::new(job.prompt_tokens, generated),
+    };
+    let json = match serde_json::to_vec(&completion) {
+        Ok(json) => json,
+        Err(err) => {
+            tracing::error!(error = %err, "failed to serialize chat completion");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    drop(permit);
+
+    if let FailureMode::BreakStreamAfter(_) = config.failure {
+        // Send half the document, then fail the body so the connection is
+        // cut mid-response.
+        tracing::info!(id = %job.id, "simulating a broken response");
+        let half = json.len() / 2;
+        let half = Bytes::from(json).slice(..half);
+        let body = stream::once(async { Ok::<_, io::Error>(half) }).chain(stream::once(async {
+            sleep(BREAK_PAUSE).await;
+            Err(broken_stream())
+        }));
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from_stream(body),
+        )
+            .into_response();
+    }
+
+    state.metrics.add_generation_tokens(generated);
+    state.metrics.finish_request(
+        job.completion.finish_reason,
+        job.arrived.elapsed().as_secs_f64(),
+    );
+    ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+}
+
+/// How long a broken response waits before cutting the connection, so
+/// what it sent reaches the client first.
+const BREAK_PAUSE: Duration = Duration::from_millis(5);
+
+fn broken_stream() -> io::Error {
+    io::Error::other("simulated broken stream")
+}
+
+/// Answers a streaming request with server-sent events, one chunk per
+/// token, exactly as OpenAI and vLLM frame them.
+fn stream_response(state: Arc<AppState>, job: Job, permit: OwnedSemaphorePermit) -> Response {
+    let break_after = match state.config.failure {
+        FailureMode::BreakStreamAfter(tokens) => Some(tokens),
+        _ => None,
+    };
+    let events = EventStream {
+        state,
+        job,
+        break_after,
+        sent: 0,
+        phase: Phase::Role,
+        _permit: permit,
+    };
+    let body = stream::unfold(events, |mut events| async move {
+        let frame = events.next_frame().await?;
+        Some((frame, events))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Role,
+    Tokens,
+    Usage,
+    Done,
+    Ended,
+}
+
+/// The state of one server-sent-event stream. Owns the request's
+/// generation slot, so dropping the stream frees it.
+struct EventStream {
+    state: Arc<AppState>,
+    job: Job,
+    break_after: Option<u32>,
+    /// Pieces of the completion sent so far.
+    sent: usize,
+    phase: Phase,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl EventStream {
+    async fn next_frame(&mut self) -> Option<io::Result<Bytes>> {
+        match self.phase {
+            Phase::Role => {
+                self.phase = Phase::Tokens;
+                let delta = Delta {
+                    role: Some("assistant"),
+                    content: Some(""),
+                };
+                Some(self.chunk(delta, None))
+            }
+            Phase::Tokens => Some(self.token_or_finish().await),
+            Phase::Usage => {
+                self.phase = Phase::Done;
+                let usage = Usage::new(self.job.prompt_tokens, self.job.completion.generated);
+                Some(event(&ChatChunk {
+                    choices: Vec::new(),
+                    usage: Some(Some(usage)),
+                    ..self.chunk_frame()
+                }))
+            }
+            Phase::Done => {
+                self.phase = Phase::Ended;
+                Some(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
+            }
+            Phase::Ended => None,
+        }
+    }
+
+    async fn token_or_finish(&mut self) -> io::Result<Bytes> {
+        let pieces = &self.job.completion.pieces;
+        let limit = self
+            .break_after
+            .map_or(pieces.len(), |n| pieces.len().min(n as usize));
+        if self.sent < limit {
+            let config = &self.state.config;
+            if self.sent == 0 {
+                sleep(config.ttft).await;
+                self.state
+                    .metrics
+                    .observe_time_to_first_token(self.job.arrived.elapsed().as_secs_f64());
+            } else {
+                sleep(config.inter_token).await;
+            }
+            self.state.metrics.add_generation_tokens(1);
+            let index = self.sent;
+            self.sent += 1;
+            let delta = Delta {
+                role: None,
+                content: Some(&self.job.completion.pieces[index]),
+            };
+            return self.chunk(delta, None);
+        }
+        if self.break_after.is_some() {
+            // Break where the next token would have come. The pause also
+            // lets the server flush what was sent, so the client sees the
+            // tokens before the cut rather than a failed request.
+            sleep(self.state.config.inter_token.max(BREAK_PAUSE)).await;
+            tracing::info!(id = %self.job.id, tokens = self.sent, "simulating a broken stream");
+            self.phase = Phase::Ended;
+            return Err(broken_stream());
+        }
+        self.phase = if self.job.include_usage {
+            Phase::Usage
+        } else {
+            Phase::Done
+        };
+        // Pieces cut by a stop sequence do not cover every generated token.
+        let unsent = self
+            .job
+            .completion
+            .generated
+            .saturating_sub(self.sent_u32());
+        self.state.metrics.add_generation_tokens(unsent);
+        self.state.metrics.finish_request(
+            self.job.completion.finish_reason,
+            self.job.arrived.elapsed().as_secs_f64(),
+        );
+        self.chunk(Delta::default(), Some(self.job.completion.finish_reason))
+    }
+
+    fn sent_u32(&self) -> u32 {
+        u32::try_from(self.sent).unwrap_or(u32::MAX)
+    }
+
+    /// A chunk with one choice.
+    fn chunk(&self, delta: Delta<'_>, finish_reason: Option<&'static str>) -> io::Result<Bytes> {
+        event(&ChatChunk {
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                logprobs: None,
+                finish_reason,
+            }],
+            ..self.chunk_frame()
+        })
+    }
+
+    /// The fields every chunk of this stream shares.
+    fn chunk_frame(&self) -> ChatChunk<'_> {
+        ChatChunk {
+            id: &self.job.id,
+            object: "chat.completion.chunk",
+            created: self.job.created,
+            model: &self.state.config.model,
+            choices: Vec::new(),
+            // OpenAI sends `"usage": null` on every chunk once usage is
+            // requested, and omits the field otherwise.
+            usage: self.job.include_usage.then_some(None),
+        }
+    }
+}
+
+/// Frames one server-sent event.
+fn event(chunk: &impl Serialize) -> io::Result<Bytes> {
+    let json = serde_json::to_string(chunk).map_err(io::Error::other)?;
+    Ok(Bytes::from(format!("data: {json}\n\n")))
+}
+
+/// Sleeps unless `duration` is zero, so a zero-latency simulator never
+/// yields to the timer.
+async fn sleep(duration: Duration) {
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
