@@ -1,0 +1,101 @@
+//! The operations of the public API, shared by the REST and gRPC faces:
+//! authorize, validate what the gateway can, forward to the orchestrator
+//! on behalf of the caller's tenant.
+
+use mesh_auth::Principal;
+use mesh_proto::control_plane_client::ControlPlaneClient;
+use mesh_proto::{
+    Agent, AgentSpec, ApplyAgentRequest, ApplyAgentResponse, CancelTaskRequest, GetAgentRequest,
+    GetTaskRequest, ListTasksRequest, ListTasksResponse, SubmitTaskRequest, Task,
+};
+use tonic::transport::Channel;
+
+use crate::auth::{Operation, authorize};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+impl AppState {
+    pub fn authorize(&self, authorization: Option<&str>, op: Operation) -> Result<Principal, ApiError> {
+        authorize(&self.verifier, authorization, op)
+    }
+
+    fn client(&self) -> ControlPlaneClient<Channel> {
+        self.orchestrator.clone()
+    }
+
+    fn request<T>(&self, principal: &Principal, message: T) -> Result<tonic::Request<T>, ApiError> {
+        let mut request = mesh_runtime::grpc::outgoing(&principal.tenant, message)?;
+        request.set_timeout(self.config.upstream_timeout);
+        Ok(request)
+    }
+
+    pub async fn apply_agent(
+        &self,
+        principal: &Principal,
+        name: String,
+        spec: AgentSpec,
+    ) -> Result<ApplyAgentResponse, ApiError> {
+        validate_name("name", &name)?;
+        let request = self.request(principal, ApplyAgentRequest { name, spec: Some(spec) })?;
+        Ok(self.client().apply_agent(request).await?.into_inner())
+    }
+
+    pub async fn get_agent(&self, principal: &Principal, name: String) -> Result<Agent, ApiError> {
+        validate_name("name", &name)?;
+        let request = self.request(principal, GetAgentRequest { name })?;
+        Ok(self.client().get_agent(request).await?.into_inner())
+    }
+
+    pub async fn submit_task(
+        &self,
+        principal: &Principal,
+        agent: String,
+        input: String,
+    ) -> Result<Task, ApiError> {
+        validate_name("agent", &agent)?;
+        let request = self.request(principal, SubmitTaskRequest { agent, input })?;
+        self.client()
+            .submit_task(request)
+            .await?
+            .into_inner()
+            .task
+            .ok_or_else(|| ApiError::new(mesh_runtime::ErrorCode::Internal, "orchestrator returned no task"))
+    }
+
+    pub async fn get_task(&self, principal: &Principal, id: String) -> Result<Task, ApiError> {
+        validate_task_id("id", &id)?;
+        let request = self.request(principal, GetTaskRequest { id })?;
+        Ok(self.client().get_task(request).await?.into_inner())
+    }
+
+    pub async fn list_tasks(
+        &self,
+        principal: &Principal,
+        query: ListTasksRequest,
+    ) -> Result<ListTasksResponse, ApiError> {
+        if !query.agent.is_empty() {
+            validate_name("agent", &query.agent)?;
+        }
+        let request = self.request(principal, query)?;
+        Ok(self.client().list_tasks(request).await?.into_inner())
+    }
+
+    pub async fn cancel_task(&self, principal: &Principal, id: String) -> Result<Task, ApiError> {
+        validate_task_id("id", &id)?;
+        let request = self.request(principal, CancelTaskRequest { id })?;
+        Ok(self.client().cancel_task(request).await?.into_inner())
+    }
+}
+
+pub fn validate_name(field: &str, name: &str) -> Result<(), ApiError> {
+    mesh_bus::names::validate("agent", name).map_err(|e| match e {
+        mesh_bus::BusError::InvalidName { reason, .. } => ApiError::invalid(field, reason),
+        other => ApiError::invalid(field, other),
+    })
+}
+
+pub fn validate_task_id(field: &str, id: &str) -> Result<(), ApiError> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| ApiError::invalid(field, format!("{id:?} is not a valid UUID")))
+}

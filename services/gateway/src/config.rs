@@ -1,0 +1,102 @@
+//! Gateway settings: `AGENTMESH_GATEWAY_*` plus the shared ones.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mesh_runtime::SharedConfig;
+use mesh_runtime::env::{self, ConfigError, Env};
+
+#[derive(Clone)]
+pub struct Config {
+    pub shared: SharedConfig,
+    pub http_listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// gRPC address of the orchestrator.
+    pub orchestrator_url: String,
+    /// HS256 secret for bearer JWTs (`AGENTMESH_GATEWAY_JWT_SECRET`).
+    pub jwt_secret: Vec<u8>,
+    /// Accepted clock skew on `exp`.
+    pub jwt_leeway: Duration,
+    /// Largest request body; larger is 413.
+    pub max_body_bytes: usize,
+    /// Upper bound of one unary call to the orchestrator.
+    pub upstream_timeout: Duration,
+    /// SSE keep-alive comment interval.
+    pub sse_keep_alive: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("http_listen", &self.http_listen)
+            .field("grpc_listen", &self.grpc_listen)
+            .field("orchestrator_url", &self.orchestrator_url)
+            .field("jwt_secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+const PREFIX: &str = "AGENTMESH_GATEWAY_";
+
+fn var(name: &str) -> String {
+    format!("{PREFIX}{name}")
+}
+
+/// HS256 secrets shorter than this are refused (RFC 7518: key >= hash size).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let secret = env::required(env, &var("JWT_SECRET"))?;
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(ConfigError::Invalid {
+                var: var("JWT_SECRET"),
+                reason: format!("must be at least {MIN_SECRET_BYTES} bytes"),
+            });
+        }
+        Ok(Self {
+            shared: SharedConfig::from_env(env)?,
+            http_listen: env::parse_or(env, &var("HTTP_LISTEN"), ([127, 0, 0, 1], 8081).into())?,
+            grpc_listen: env::parse_or(env, &var("GRPC_LISTEN"), ([127, 0, 0, 1], 7000).into())?,
+            admin_listen: env::parse_or(env, &var("ADMIN_LISTEN"), ([127, 0, 0, 1], 9100).into())?,
+            orchestrator_url: env::string_or(env, &var("ORCHESTRATOR_URL"), "http://127.0.0.1:7001"),
+            jwt_secret: secret.into_bytes(),
+            jwt_leeway: env::millis_or(env, &var("JWT_LEEWAY_MS"), Duration::from_secs(30))?,
+            max_body_bytes: env::parse_or(env, &var("MAX_BODY_BYTES"), 256 * 1024)?,
+            upstream_timeout: env::millis_or(env, &var("UPSTREAM_TIMEOUT_MS"), Duration::from_secs(10))?,
+            sse_keep_alive: env::millis_or(env, &var("SSE_KEEP_ALIVE_MS"), Duration::from_secs(15))?,
+        })
+    }
+
+    pub fn ephemeral(
+        shared: SharedConfig,
+        orchestrator_url: String,
+        jwt_secret: &str,
+    ) -> Result<Self, ConfigError> {
+        let env: Env = [(var("JWT_SECRET"), jwt_secret.to_owned())].into();
+        let mut config = Self::from_env(&env)?;
+        config.shared = shared;
+        config.orchestrator_url = orchestrator_url;
+        config.http_listen = ([127, 0, 0, 1], 0).into();
+        config.grpc_listen = ([127, 0, 0, 1], 0).into();
+        config.admin_listen = ([127, 0, 0, 1], 0).into();
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_required_and_long_enough() {
+        let err = Config::from_env(&Env::new()).unwrap_err();
+        assert_eq!(err.to_string(), "AGENTMESH_GATEWAY_JWT_SECRET is required");
+        let env: Env = [(var("JWT_SECRET"), "short".to_owned())].into();
+        assert!(Config::from_env(&env).unwrap_err().to_string().contains("at least 32"));
+        let env: Env = [(var("JWT_SECRET"), "x".repeat(32))].into();
+        let config = Config::from_env(&env).unwrap();
+        assert!(!format!("{config:?}").contains("xxxx"), "secret must not be printed");
+    }
+}

@@ -1,0 +1,90 @@
+//! One error type for both faces: REST answers `{"error": {code, message,
+//! field}}` with the HTTP status of its [`ErrorCode`], gRPC answers the
+//! matching status code with the same message.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use mesh_runtime::ErrorCode;
+use serde_json::json;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The request field at fault, when one is.
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// `field: why`, with `field` recorded for clients.
+    pub fn invalid(field: &str, why: impl std::fmt::Display) -> Self {
+        Self {
+            code: ErrorCode::InvalidArgument,
+            message: format!("{field}: {why}"),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    pub fn unauthenticated(why: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::Unauthenticated, why.to_string())
+    }
+
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::new(self.code.grpc(), self.message.clone())
+    }
+}
+
+/// Upstream (orchestrator) statuses keep their meaning; their messages
+/// follow the `field: why` convention, which recovers the field.
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        let code = ErrorCode::from_grpc(status.code());
+        let message = status.message().to_owned();
+        let field = (code == ErrorCode::InvalidArgument)
+            .then(|| message.split_once(": ").map(|(f, _)| f))
+            .flatten()
+            .filter(|f| !f.is_empty() && !f.contains(' '))
+            .map(str::to_owned);
+        if code == ErrorCode::Internal {
+            tracing::error!(status = ?status.code(), message = %message, "upstream failure");
+        }
+        Self {
+            code,
+            message,
+            field,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"code": self.code.as_str(), "message": self.message});
+        if let Some(field) = &self.field {
+            body["field"] = json!(field);
+        }
+        (self.code.http(), Json(json!({ "error": body }))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_invalid_argument_keeps_the_field() {
+        let e = ApiError::from(tonic::Status::invalid_argument("spec.temperature: must be between 0 and 2"));
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert_eq!(e.field.as_deref(), Some("spec.temperature"));
+        let e = ApiError::from(tonic::Status::not_found("task x not found"));
+        assert_eq!(e.code.http(), axum::http::StatusCode::NOT_FOUND);
+        assert_eq!(e.field, None);
+    }
+}

@@ -1,0 +1,74 @@
+//! A task's event stream for SSE and gRPC watch: an ordered (ephemeral)
+//! consumer on EVENTS filtered to `events.<tenant>.<task_id>`, replaying
+//! from the start (or after a given sequence) and then following live,
+//! ending after the terminal event.
+
+use futures::{Stream, StreamExt as _};
+use mesh_bus::{Bus, StreamKind, names};
+use mesh_proto::TaskEvent;
+use prost::Message as _;
+
+use crate::error::ApiError;
+use mesh_runtime::ErrorCode;
+
+/// Yields `(stream sequence, event)` in order until the terminal event.
+pub async fn task_events(
+    bus: &Bus,
+    tenant: &str,
+    task_id: &str,
+    after_seq: u64,
+) -> Result<impl Stream<Item = Result<(u64, TaskEvent), ApiError>> + use<>, ApiError> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+    let subject = names::event_subject(tenant, task_id).map_err(|e| ApiError::invalid("id", e))?;
+    let unavailable = |e: &dyn std::fmt::Display| {
+        tracing::warn!(error = %e, "event stream unavailable");
+        ApiError::new(ErrorCode::Unavailable, "the event stream is unavailable")
+    };
+    let stream = bus
+        .jetstream()
+        .get_stream(StreamKind::Events.name())
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let deliver_policy = if after_seq == 0 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: after_seq + 1,
+        }
+    };
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: subject,
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+    let events = messages
+        .map(|message| {
+            let message = message.map_err(|e| {
+                tracing::warn!(error = %e, "event stream broke");
+                ApiError::new(ErrorCode::Unavailable, "the event stream broke")
+            })?;
+            let seq = message.info().map(|i| i.stream_sequence).unwrap_or_default();
+            let event = TaskEvent::decode(message.payload.clone()).map_err(|e| {
+                ApiError::new(ErrorCode::Internal, format!("undecodable event at {seq}: {e}"))
+            })?;
+            Ok((seq, event))
+        })
+        // Include the terminal event, then stop.
+        .scan(false, |ended, item| {
+            if *ended {
+                return futures::future::ready(None);
+            }
+            if let Ok((_, event)) = &item {
+                *ended = event.kind.as_ref().is_some_and(|k| k.is_terminal());
+            }
+            if item.is_err() {
+                *ended = true;
+            }
+            futures::future::ready(Some(item))
+        });
+    Ok(events)
+}

@@ -1,0 +1,137 @@
+//! The public gRPC face: `AgentService` and `TaskService`, with the same
+//! operations, roles and errors as REST; `WatchTask` streams the task's
+//! events like the SSE endpoint.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt as _};
+use mesh_proto::agent_service_server::AgentService;
+use mesh_proto::task_service_server::TaskService;
+use mesh_proto::{
+    Agent, ApplyAgentRequest, ApplyAgentResponse, CancelTaskRequest, GetAgentRequest,
+    GetTaskRequest, ListTasksRequest, ListTasksResponse, SubmitTaskRequest, SubmitTaskResponse,
+    Task, TaskEventEnvelope, WatchTaskRequest,
+};
+use tonic::{Request, Response, Status};
+
+use crate::auth::Operation;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub struct PublicGrpc {
+    pub state: AppState,
+}
+
+fn authorize<T>(state: &AppState, request: &Request<T>, op: Operation) -> Result<mesh_auth::Principal, Status> {
+    let header = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    state.authorize(header, op).map_err(|e| e.to_status())
+}
+
+fn status(error: ApiError) -> Status {
+    error.to_status()
+}
+
+#[tonic::async_trait]
+impl AgentService for PublicGrpc {
+    async fn apply_agent(
+        &self,
+        request: Request<ApplyAgentRequest>,
+    ) -> Result<Response<ApplyAgentResponse>, Status> {
+        let principal = authorize(&self.state, &request, Operation::ApplyAgent)?;
+        let req = request.into_inner();
+        let spec = req.spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+        let applied = self.state.apply_agent(&principal, req.name, spec).await.map_err(status)?;
+        Ok(Response::new(applied))
+    }
+
+    async fn get_agent(&self, request: Request<GetAgentRequest>) -> Result<Response<Agent>, Status> {
+        let principal = authorize(&self.state, &request, Operation::GetAgent)?;
+        let agent = self
+            .state
+            .get_agent(&principal, request.into_inner().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(agent))
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<TaskEventEnvelope, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TaskService for PublicGrpc {
+    type WatchTaskStream = EventStream;
+
+    async fn submit_task(
+        &self,
+        request: Request<SubmitTaskRequest>,
+    ) -> Result<Response<SubmitTaskResponse>, Status> {
+        let principal = authorize(&self.state, &request, Operation::SubmitTask)?;
+        let req = request.into_inner();
+        let task = self
+            .state
+            .submit_task(&principal, req.agent, req.input)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(SubmitTaskResponse { task: Some(task) }))
+    }
+
+    async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<Task>, Status> {
+        let principal = authorize(&self.state, &request, Operation::GetTask)?;
+        let task = self
+            .state
+            .get_task(&principal, request.into_inner().id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(task))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let principal = authorize(&self.state, &request, Operation::ListTasks)?;
+        let page = self
+            .state
+            .list_tasks(&principal, request.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(page))
+    }
+
+    async fn cancel_task(&self, request: Request<CancelTaskRequest>) -> Result<Response<Task>, Status> {
+        let principal = authorize(&self.state, &request, Operation::CancelTask)?;
+        let task = self
+            .state
+            .cancel_task(&principal, request.into_inner().id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(task))
+    }
+
+    async fn watch_task(
+        &self,
+        request: Request<WatchTaskRequest>,
+    ) -> Result<Response<Self::WatchTaskStream>, Status> {
+        let principal = authorize(&self.state, &request, Operation::WatchTask)?;
+        let req = request.into_inner();
+        let task = self.state.get_task(&principal, req.id).await.map_err(status)?;
+        let events = crate::events::task_events(&self.state.bus, &principal.tenant, &task.id, req.after_seq)
+            .await
+            .map_err(status)?;
+        let gauge = self.state.metrics.open_streams.clone();
+        gauge.inc();
+        let guard = crate::rest::StreamGuard(gauge);
+        let stream = events.map(move |item| {
+            let _keep = &guard;
+            item.map(|(seq, event)| TaskEventEnvelope {
+                seq,
+                event: Some(event),
+            })
+            .map_err(status)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,144 @@
+//! Request bodies: JSON only, bounded in size, unknown fields refused, and
+//! every decoding error names the field path (`spec.temperature`).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use mesh_runtime::ErrorCode;
+
+/// Maximum nesting of request JSON; deeper documents are refused before
+/// they reach serde (which would recurse).
+pub const MAX_JSON_DEPTH: usize = 32;
+
+pub struct ValidJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ValidJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                let ct = ct.split(';').next().unwrap_or_default().trim();
+                ct.eq_ignore_ascii_case("application/json") || ct.ends_with("+json")
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                "body: Content-Type must be application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, "body: exceeds the request size limit")
+            } else {
+                ApiError::new(ErrorCode::InvalidArgument, format!("body: {rejection}"))
+            }
+        })?;
+        parse(&bytes).map(ValidJson)
+    }
+}
+
+/// Decodes `bytes`, naming the failing field path in the error.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if depth(bytes) > MAX_JSON_DEPTH {
+        return Err(ApiError::invalid("body", format!("JSON nests deeper than {MAX_JSON_DEPTH} levels")));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(value) => de
+            .end()
+            .map(|()| value)
+            .map_err(|e| ApiError::invalid("body", format!("trailing characters after JSON: {e}"))),
+        Err(error) => {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                Err(ApiError::invalid("body", format!("malformed JSON: {inner}")))
+            } else if path == "." || path.is_empty() {
+                Err(ApiError::invalid("body", inner))
+            } else {
+                Err(ApiError::invalid(&path, inner))
+            }
+        }
+    }
+}
+
+/// Bracket nesting depth, ignoring brackets inside strings.
+fn depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Spec {
+        #[allow(dead_code)]
+        model: String,
+        #[allow(dead_code)]
+        max_tokens: Option<u32>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        #[allow(dead_code)]
+        spec: Spec,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse::<Doc>(br#"{"spec": {"model": "m", "maxTokens": -1}}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("spec.maxTokens"), "{}", e.message);
+        let e = parse::<Doc>(br#"{"spec": {"model": "m", "colour": 1}}"#).unwrap_err();
+        assert!(e.message.contains("unknown field `colour`"), "{}", e.message);
+        assert_eq!(e.field.as_deref(), Some("spec"));
+        let e = parse::<Doc>(br#"{"spec": "#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("body"));
+        assert!(e.message.contains("malformed JSON"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        let e = parse::<serde_json::Value>(deep.as_bytes()).unwrap_err();
+        assert!(e.message.contains("deeper"), "{}", e.message);
+        // Brackets inside strings do not count.
+        let s = format!("{{\"a\": \"{}\"}}", "[".repeat(100));
+        assert!(parse::<serde_json::Value>(s.as_bytes()).is_ok());
+    }
+}

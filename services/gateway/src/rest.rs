@@ -1,0 +1,279 @@
+//! The public REST face (JSON). Handlers name the operation they perform
+//! (which fixes the role needed), parse and bound the input, and call the
+//! shared operations in `api`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures::StreamExt as _;
+use mesh_proto::{AgentSpec, ListTasksRequest, TaskStatus};
+use mesh_runtime::ErrorCode;
+use serde_json::json;
+
+use crate::auth::Operation;
+use crate::error::ApiError;
+use crate::json::ValidJson;
+use crate::metrics::RouteLabels;
+use crate::state::AppState;
+use crate::views::{self, AgentSpecBody, SubmitTaskBody};
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .route("/v1/agents/{name}", put(put_agent).get(get_agent))
+        .route("/v1/agents/{name}/tasks", post(submit_task))
+        .route("/v1/tasks", get(list_tasks))
+        .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/tasks/{id}/cancel", post(cancel_task))
+        .route("/v1/tasks/{id}/events", get(task_events))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        // Layers run outside-in: metrics see every request, including ones
+        // the body limit refuses; the limit applies before any handler reads.
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .with_state(state)
+}
+
+async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    let labels = RouteLabels {
+        method,
+        route,
+        status: response.status().as_u16(),
+    };
+    state.metrics.requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
+async fn put_agent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    ValidJson(body): ValidJson<AgentSpecBody>,
+) -> Result<Response, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::ApplyAgent)?;
+    let spec = AgentSpec {
+        model: body.model,
+        system_prompt: body.system_prompt,
+        temperature: body.temperature,
+        max_tokens: body.max_tokens,
+    };
+    let applied = state.apply_agent(&principal, name, spec).await.map_err(rest_field_names)?;
+    let agent = applied.agent.unwrap_or_default();
+    let status = if applied.changed && agent.version == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut body = views::agent(&agent);
+    body["changed"] = json!(applied.changed);
+    Ok((status, Json(body)).into_response())
+}
+
+/// The orchestrator names proto fields (`spec.system_prompt`); REST
+/// clients sent camelCase, so name the field as they wrote it.
+fn rest_field_names(mut error: ApiError) -> ApiError {
+    if let Some(field) = &error.field {
+        let rest = match field.as_str() {
+            "spec.model" => "model",
+            "spec.system_prompt" => "systemPrompt",
+            "spec.temperature" => "temperature",
+            "spec.max_tokens" => "maxTokens",
+            other => other,
+        }
+        .to_owned();
+        error.message = error.message.replacen(field.as_str(), &rest, 1);
+        error.field = Some(rest);
+    }
+    error
+}
+
+async fn get_agent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::GetAgent)?;
+    let agent = state.get_agent(&principal, name).await?;
+    Ok(Json(views::agent(&agent)))
+}
+
+async fn submit_task(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(agent): Path<String>,
+    ValidJson(body): ValidJson<SubmitTaskBody>,
+) -> Result<Response, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::SubmitTask)?;
+    let task = state.submit_task(&principal, agent, body.input).await?;
+    let location = format!("/v1/tasks/{}", task.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(views::task(&task)),
+    )
+        .into_response())
+}
+
+async fn get_task(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::GetTask)?;
+    let task = state.get_task(&principal, id).await?;
+    Ok(Json(views::task(&task)))
+}
+
+const LIST_PARAMS: [&str; 4] = ["agent", "status", "limit", "cursor"];
+
+async fn list_tasks(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::ListTasks)?;
+    if let Some(unknown) = params.keys().find(|k| !LIST_PARAMS.contains(&k.as_str())) {
+        return Err(ApiError::invalid(
+            unknown,
+            format!("unknown query parameter; expected one of {}", LIST_PARAMS.join(", ")),
+        ));
+    }
+    let status = match params.get("status") {
+        None => TaskStatus::Unspecified,
+        Some(s) => TaskStatus::from_rest_name(s).ok_or_else(|| {
+            ApiError::invalid(
+                "status",
+                format!("{s:?} is not one of queued, running, succeeded, failed, cancelled"),
+            )
+        })?,
+    };
+    let page_size = match params.get("limit") {
+        None => 0,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| *l > 0)
+            .ok_or_else(|| ApiError::invalid("limit", format!("{l:?} is not a positive integer")))?,
+    };
+    let cursor = params.get("cursor").cloned().unwrap_or_default();
+    if !cursor.is_empty() {
+        crate::api::validate_task_id("cursor", &cursor)?;
+    }
+    let page = state
+        .list_tasks(
+            &principal,
+            ListTasksRequest {
+                agent: params.get("agent").cloned().unwrap_or_default(),
+                status: status as i32,
+                page_size,
+                page_token: cursor,
+            },
+        )
+        .await
+        .map_err(|mut e| {
+            if e.field.as_deref() == Some("page_size") {
+                e.field = Some("limit".to_owned());
+                e.message = e.message.replacen("page_size", "limit", 1);
+            }
+            e
+        })?;
+    Ok(Json(json!({
+        "tasks": page.tasks.iter().map(views::task).collect::<Vec<_>>(),
+        "nextCursor": (!page.next_page_token.is_empty()).then_some(page.next_page_token),
+    })))
+}
+
+async fn cancel_task(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::CancelTask)?;
+    let task = state.cancel_task(&principal, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(views::task(&task))).into_response())
+}
+
+/// `GET /v1/tasks/{id}/events`: SSE; `Last-Event-ID` (or `?after=`)
+/// resumes after that event.
+async fn task_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::WatchTask)?;
+    if let Some(unknown) = params.keys().find(|k| k.as_str() != "after") {
+        return Err(ApiError::invalid(unknown, "unknown query parameter; expected after"));
+    }
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| ("Last-Event-ID", v.to_owned()))
+        .or_else(|| params.get("after").map(|v| ("after", v.clone())));
+    let after_seq = match resume {
+        None => 0,
+        Some((field, raw)) => raw
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| ApiError::invalid(field, format!("{raw:?} is not an event sequence")))?,
+    };
+    // 404 for unknown ids and other tenants' tasks before opening anything.
+    let task = state.get_task(&principal, id).await?;
+    let events =
+        crate::events::task_events(&state.bus, &principal.tenant, &task.id, after_seq).await?;
+    let gauge = state.metrics.open_streams.clone();
+    gauge.inc();
+    let guard = StreamGuard(gauge);
+    let sse = events.map(move |item| {
+        let _keep = &guard;
+        Ok::<_, Infallible>(match item {
+            Ok((seq, event)) => {
+                let name = event.kind.as_ref().map(|k| k.name()).unwrap_or("unknown");
+                Event::default()
+                    .id(seq.to_string())
+                    .event(name)
+                    .data(views::event(seq, &event).to_string())
+            }
+            Err(error) => Event::default()
+                .event("error")
+                .data(json!({"code": error.code.as_str(), "message": error.message}).to_string()),
+        })
+    });
+    Ok(Sse::new(sse)
+        .keep_alive(KeepAlive::new().interval(state.config.sse_keep_alive))
+        .into_response())
+}
+
+/// Decrements the open-streams gauge when a stream ends or its client leaves.
+pub struct StreamGuard(pub prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,20 @@
+//! What every handler of both faces shares.
+
+use std::sync::Arc;
+
+use mesh_auth::Verifier;
+use mesh_bus::Bus;
+use mesh_proto::control_plane_client::ControlPlaneClient;
+use tonic::transport::Channel;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub verifier: Verifier,
+    pub orchestrator: ControlPlaneClient<Channel>,
+    pub bus: Bus,
+    pub config: Arc<Config>,
+    pub metrics: Metrics,
+}

@@ -1,0 +1,105 @@
+//! JSON views of the resources for REST and SSE (camelCase, RFC 3339
+//! times), and the request bodies REST accepts.
+
+use mesh_proto::{Agent, Task, TaskEvent, TaskStatus, task_event::Kind};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+fn time(ms: i64) -> Value {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+/// `PUT /v1/agents/{name}` body: the minimal agent spec.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentSpecBody {
+    pub model: String,
+    #[serde(default)]
+    pub system_prompt: String,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+}
+
+/// `POST /v1/agents/{name}/tasks` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTaskBody {
+    pub input: String,
+}
+
+pub fn agent(agent: &Agent) -> Value {
+    let spec = agent.spec.clone().unwrap_or_default();
+    json!({
+        "name": agent.name,
+        "version": agent.version,
+        "spec": {
+            "model": spec.model,
+            "systemPrompt": spec.system_prompt,
+            "temperature": spec.temperature,
+            "maxTokens": spec.max_tokens,
+        },
+        "createdAt": time(agent.created_at_ms),
+        "updatedAt": time(agent.updated_at_ms),
+    })
+}
+
+pub fn task(task: &Task) -> Value {
+    let usage = task.usage.unwrap_or_default();
+    let status = TaskStatus::try_from(task.status).unwrap_or(TaskStatus::Unspecified);
+    json!({
+        "id": task.id,
+        "agent": task.agent,
+        "agentVersion": task.agent_version,
+        "input": task.input,
+        "status": status.rest_name(),
+        "output": task.output,
+        "error": (!task.error.is_empty()).then_some(&task.error),
+        "usage": {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens},
+        "attempts": task.attempts,
+        "cancelRequested": task.cancel_requested,
+        "createdAt": time(task.created_at_ms),
+        "updatedAt": time(task.updated_at_ms),
+        "startedAt": task.started_at_ms.map(time),
+        "finishedAt": task.finished_at_ms.map(time),
+        "links": {
+            "self": format!("/v1/tasks/{}", task.id),
+            "events": format!("/v1/tasks/{}/events", task.id),
+        },
+    })
+}
+
+/// One task event, as the data of an SSE event.
+pub fn event(seq: u64, event: &TaskEvent) -> Value {
+    let mut body = json!({
+        "seq": seq,
+        "taskId": event.task_id,
+        "at": time(event.at_ms),
+    });
+    let Some(kind) = &event.kind else {
+        return body;
+    };
+    body["type"] = json!(kind.name());
+    let details = match kind {
+        Kind::Started(s) => json!({"attempt": s.attempt, "worker": s.worker}),
+        Kind::Delta(d) => json!({"attempt": d.attempt, "index": d.index, "content": d.content}),
+        Kind::Completed(c) => {
+            let usage = c.usage.unwrap_or_default();
+            json!({
+                "output": c.output,
+                "finishReason": c.finish_reason,
+                "model": c.model,
+                "usage": {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens},
+            })
+        }
+        Kind::Failed(f) => json!({"error": f.error, "reason": f.reason, "attempts": f.attempts}),
+        Kind::CancelRequested(_) => json!({}),
+        Kind::Cancelled(c) => json!({"reason": c.reason}),
+        Kind::Retrying(r) => json!({"attempt": r.attempt, "error": r.error, "backoffMs": r.backoff_ms}),
+    };
+    if let (Some(body), Some(details)) = (body.as_object_mut(), details.as_object()) {
+        body.extend(details.clone());
+    }
+    body
+}
