@@ -1,0 +1,16 @@
+//! The retrieval binary: configuration from the environment, telemetry, then
+//! `retrieval::run` until SIGTERM or Ctrl-C.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let env = mesh_runtime::env::process_env();
+    let config = retrieval::Config::from_env(&env)?;
+    let telemetry = mesh_telemetry::init(
+        "retrieval",
+        config.shared.otlp_endpoint.as_deref(),
+        env.get("AGENTMESH_LOG_FORMAT").is_some_and(|f| f == "json"),
+    )?;
+    let result = retrieval::run(config, mesh_runtime::shutdown::on_signal()).await;
+    telemetry.shutdown();
+    result
+}

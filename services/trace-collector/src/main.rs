@@ -1,0 +1,16 @@
+//! The trace-collector binary: configuration from the environment, telemetry, then
+//! `trace_collector::run` until SIGTERM or Ctrl-C.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let env = mesh_runtime::env::process_env();
+    let config = trace_collector::Config::from_env(&env)?;
+    let telemetry = mesh_telemetry::init(
+        "trace-collector",
+        config.shared.otlp_endpoint.as_deref(),
+        env.get("AGENTMESH_LOG_FORMAT").is_some_and(|f| f == "json"),
+    )?;
+    let result = trace_collector::run(config, mesh_runtime::shutdown::on_signal()).await;
+    telemetry.shutdown();
+    result
+}
