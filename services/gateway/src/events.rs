@@ -45,30 +45,29 @@ pub async fn task_events(
         .await
         .map_err(|e| unavailable(&e))?;
     let messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-    let events = messages
-        .map(|message| {
-            let message = message.map_err(|e| {
-                tracing::warn!(error = %e, "event stream broke");
-                ApiError::new(ErrorCode::Unavailable, "the event stream broke")
-            })?;
-            let seq = message.info().map(|i| i.stream_sequence).unwrap_or_default();
-            let event = TaskEvent::decode(message.payload.clone()).map_err(|e| {
-                ApiError::new(ErrorCode::Internal, format!("undecodable event at {seq}: {e}"))
-            })?;
-            Ok((seq, event))
-        })
-        // Include the terminal event, then stop.
-        .scan(false, |ended, item| {
-            if *ended {
-                return futures::future::ready(None);
-            }
-            if let Ok((_, event)) = &item {
-                *ended = event.kind.as_ref().is_some_and(|k| k.is_terminal());
-            }
-            if item.is_err() {
-                *ended = true;
-            }
-            futures::future::ready(Some(item))
-        });
+    let decoded = messages.map(|message| {
+        let message = message.map_err(|e| {
+            tracing::warn!(error = %e, "event stream broke");
+            ApiError::new(ErrorCode::Unavailable, "the event stream broke")
+        })?;
+        let seq = message.info().map(|i| i.stream_sequence).unwrap_or_default();
+        let event = TaskEvent::decode(message.payload.clone()).map_err(|e| {
+            ApiError::new(ErrorCode::Internal, format!("undecodable event at {seq}: {e}"))
+        })?;
+        Ok((seq, event))
+    });
+    // Yield up to and including the terminal event (or an error), then end
+    // without waiting for another message.
+    let events = futures::stream::unfold((Box::pin(decoded), false), |(mut inner, ended)| async move {
+        if ended {
+            return None;
+        }
+        let item = inner.next().await?;
+        let ends = match &item {
+            Ok((_, event)) => event.kind.as_ref().is_some_and(|k| k.is_terminal()),
+            Err(_) => true,
+        };
+        Some((item, (inner, ends)))
+    });
     Ok(events)
 }

@@ -1,0 +1,274 @@
+//! The services of the mesh, started in-process against real NATS and a
+//! real database, wired to each other on free ports.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mesh_auth::Role;
+use mesh_bus::BusConfig;
+use mesh_runtime::SharedConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::infra::Nats;
+use crate::{RestClient, TEST_JWT_SECRET};
+
+pub struct MeshOptions {
+    pub sim: model_sim::SimConfig,
+    /// Overrides of the bus policies (ack wait, retries, backoff).
+    pub bus: BusConfig,
+    /// `None`: SQLite in a temporary directory.
+    pub database_url: Option<String>,
+    pub outbox_enabled: bool,
+    /// Start an agent-worker in the test's runtime.
+    pub start_worker: bool,
+    pub worker_agents: agent_worker::AgentSelection,
+    /// Point the router at this backend instead of the simulator.
+    pub backend_url: Option<String>,
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        let mut bus = BusConfig::default();
+        bus.task_retry.base = Duration::from_millis(100);
+        bus.task_retry.max = Duration::from_millis(400);
+        Self {
+            sim: model_sim::SimConfig {
+                listen: ([127, 0, 0, 1], 0).into(),
+                ..Default::default()
+            },
+            bus,
+            database_url: None,
+            outbox_enabled: true,
+            start_worker: true,
+            worker_agents: agent_worker::AgentSelection::All,
+            backend_url: None,
+        }
+    }
+}
+
+/// One running mesh. Dropping it stops every service.
+pub struct Mesh {
+    pub nats: Nats,
+    pub shared: SharedConfig,
+    pub data_dir: tempfile::TempDir,
+    pub sim_url: String,
+    pub router: inference_router::Running,
+    pub router_stop: CancellationToken,
+    pub orchestrator: Option<orchestrator::Running>,
+    pub orchestrator_stop: CancellationToken,
+    pub orchestrator_config: orchestrator::Config,
+    pub worker_stop: CancellationToken,
+    pub gateway: gateway::Running,
+    pub gateway_stop: CancellationToken,
+    sim_stop: CancellationToken,
+    pub bus: mesh_bus::Bus,
+}
+
+impl Mesh {
+    pub async fn start(options: MeshOptions) -> anyhow::Result<Self> {
+        let nats = Nats::start()?;
+        let data_dir = tempfile::tempdir()?;
+        let mut shared = SharedConfig::from_env(&Default::default())?;
+        shared.nats_url = nats.url.clone();
+        shared.database_url = options.database_url.clone();
+        shared.bus = options.bus.clone();
+
+        let sim_stop = CancellationToken::new();
+        let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let sim_url = format!("http://{}", sim_listener.local_addr()?);
+        {
+            let stop = sim_stop.clone();
+            let config = options.sim.clone();
+            tokio::spawn(async move {
+                if let Err(error) = model_sim::serve(sim_listener, config, stop).await {
+                    tracing::error!(%error, "simulator failed");
+                }
+            });
+        }
+
+        let router_stop = CancellationToken::new();
+        let backend = options.backend_url.clone().unwrap_or_else(|| sim_url.clone());
+        let router = inference_router::start(
+            inference_router::Config::ephemeral(shared.clone(), &backend)?,
+            router_stop.clone(),
+        )
+        .await
+        .context("start inference-router")?;
+
+        let mut orchestrator_config =
+            orchestrator::Config::ephemeral(shared.clone(), data_dir.path().to_owned())?;
+        orchestrator_config.outbox.enabled = options.outbox_enabled;
+        let orchestrator_stop = CancellationToken::new();
+        let orch = orchestrator::start(orchestrator_config.clone(), orchestrator_stop.clone())
+            .await
+            .context("start orchestrator")?;
+        let orchestrator_url = format!("http://{}", orch.grpc_addr);
+
+        let worker_stop = CancellationToken::new();
+        if options.start_worker {
+            let mut config = agent_worker::Config::ephemeral(
+                shared.clone(),
+                format!("http://{}", router.grpc_addr),
+            )?;
+            config.agents = options.worker_agents.clone();
+            config.discovery_interval = Duration::from_millis(100);
+            agent_worker::start(config, worker_stop.clone())
+                .await
+                .context("start agent-worker")?;
+        }
+
+        let gateway_stop = CancellationToken::new();
+        let gateway = gateway::start(
+            gateway::Config::ephemeral(shared.clone(), orchestrator_url, TEST_JWT_SECRET)?,
+            gateway_stop.clone(),
+        )
+        .await
+        .context("start gateway")?;
+        let bus = mesh_bus::Bus::connect(&nats.url, "test", shared.bus.clone()).await?;
+
+        Ok(Self {
+            nats,
+            shared,
+            data_dir,
+            sim_url,
+            router,
+            router_stop,
+            orchestrator: Some(orch),
+            orchestrator_stop,
+            orchestrator_config,
+            worker_stop,
+            gateway,
+            gateway_stop,
+            sim_stop,
+            bus,
+        })
+    }
+
+    pub fn router_grpc_url(&self) -> String {
+        format!("http://{}", self.router.grpc_addr)
+    }
+
+    pub fn gateway_grpc_url(&self) -> String {
+        format!("http://{}", self.gateway.grpc_addr)
+    }
+
+    pub fn token(&self, tenant: &str, roles: &[Role]) -> String {
+        mesh_auth::issue_hs256(TEST_JWT_SECRET.as_bytes(), tenant, "test", roles, 3600)
+            .expect("sign test token")
+    }
+
+    /// A REST client acting as `tenant` with the operator role.
+    pub fn client(&self, tenant: &str) -> RestClient {
+        RestClient::new(
+            format!("http://{}", self.gateway.http_addr),
+            self.token(tenant, &[Role::Operator]),
+        )
+    }
+
+    /// Stops the orchestrator and waits until it has shut down.
+    pub async fn stop_orchestrator(&mut self) -> anyhow::Result<()> {
+        self.orchestrator_stop.cancel();
+        if let Some(running) = self.orchestrator.take() {
+            running.stopped.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the orchestrator again on the same database and port.
+    pub async fn restart_orchestrator(&mut self, outbox_enabled: bool) -> anyhow::Result<()> {
+        let mut config = self.orchestrator_config.clone();
+        config.outbox.enabled = outbox_enabled;
+        // Same address, so the gateway's channel reconnects to it.
+        config.grpc_listen = self
+            .orchestrator
+            .as_ref()
+            .map(|o| o.grpc_addr)
+            .unwrap_or(config.grpc_listen);
+        self.orchestrator_stop = CancellationToken::new();
+        self.orchestrator =
+            Some(orchestrator::start(config, self.orchestrator_stop.clone()).await?);
+        Ok(())
+    }
+
+    pub fn worker_config(&self) -> anyhow::Result<agent_worker::Config> {
+        let mut config = agent_worker::Config::ephemeral(self.shared.clone(), self.router_grpc_url())?;
+        config.discovery_interval = Duration::from_millis(100);
+        Ok(config)
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for token in [
+            &self.gateway_stop,
+            &self.worker_stop,
+            &self.orchestrator_stop,
+            &self.router_stop,
+            &self.sim_stop,
+        ] {
+            token.cancel();
+        }
+    }
+}
+
+/// An agent-worker on its own runtime and thread, so a test can kill it
+/// the hard way: the runtime is dropped mid-task, nothing is acked, its
+/// NATS connection just goes away.
+pub struct IsolatedWorker {
+    kill: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl IsolatedWorker {
+    pub fn spawn(config: agent_worker::Config) -> anyhow::Result<Self> {
+        let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let thread = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let token = CancellationToken::new();
+            let started = runtime.block_on(agent_worker::start(config, token.clone()));
+            let _ = ready_tx.send(started.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            // Park this thread until killed; the runtime's workers keep running.
+            let _ = kill_rx.recv();
+            runtime.shutdown_background();
+        });
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Self {
+                kill: Some(kill_tx),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => anyhow::bail!("worker did not start: {e}"),
+            Err(_) => anyhow::bail!("worker thread died"),
+        }
+    }
+
+    /// Drops the worker's runtime without any shutdown phase.
+    pub fn kill(mut self) {
+        self.kill_now();
+    }
+
+    fn kill_now(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for IsolatedWorker {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}
