@@ -90,16 +90,23 @@ impl RestClient {
         Ok(body)
     }
 
-    /// Polls until the task's status is one of `statuses`.
+    /// Polls until the task's status is one of `statuses`. A 503 (an
+    /// upstream restarting) is retried like a slow answer; any other error
+    /// fails at once.
     pub async fn wait_for(&self, id: &str, statuses: &[&str], timeout: Duration) -> anyhow::Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            let task = self.task(id).await?;
-            if statuses.contains(&task["status"].as_str().unwrap_or_default()) {
+            let response = self.get(&format!("/v1/tasks/{id}")).send().await?;
+            let status = response.status();
+            let task: Value = response.json().await?;
+            if status.is_success() && statuses.contains(&task["status"].as_str().unwrap_or_default()) {
                 return Ok(task);
             }
+            if !status.is_success() && status != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                bail!("get task {id}: {status} {task}");
+            }
             if Instant::now() > deadline {
-                bail!("task {id} not in {statuses:?} after {timeout:?}: {task}");
+                bail!("task {id} not in {statuses:?} after {timeout:?}: {status} {task}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

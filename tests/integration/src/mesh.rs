@@ -103,6 +103,8 @@ impl Mesh {
             .await
             .context("start orchestrator")?;
         let orchestrator_url = format!("http://{}", orch.grpc_addr);
+        // Restarts bind the same address, so the gateway's channel finds it.
+        orchestrator_config.grpc_listen = orch.grpc_addr;
 
         let worker_stop = CancellationToken::new();
         if options.start_worker {
@@ -178,12 +180,6 @@ impl Mesh {
     pub async fn restart_orchestrator(&mut self, outbox_enabled: bool) -> anyhow::Result<()> {
         let mut config = self.orchestrator_config.clone();
         config.outbox.enabled = outbox_enabled;
-        // Same address, so the gateway's channel reconnects to it.
-        config.grpc_listen = self
-            .orchestrator
-            .as_ref()
-            .map(|o| o.grpc_addr)
-            .unwrap_or(config.grpc_listen);
         self.orchestrator_stop = CancellationToken::new();
         self.orchestrator =
             Some(orchestrator::start(config, self.orchestrator_stop.clone()).await?);
