@@ -126,7 +126,7 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("spec.maxTokens"), "{}", e.message);
         let e = parse::<Doc>(br#"{"spec": {"model": "m", "colour": 1}}"#).unwrap_err();
         assert!(e.message.contains("unknown field `colour`"), "{}", e.message);
-        assert_eq!(e.field.as_deref(), Some("spec"));
+        assert_eq!(e.field.as_deref(), Some("spec.colour"));
         let e = parse::<Doc>(br#"{"spec": "#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("body"));
         assert!(e.message.contains("malformed JSON"));
