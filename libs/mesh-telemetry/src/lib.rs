@@ -46,9 +46,10 @@ impl TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber: `RUST_LOG`-filtered logs on stderr
-/// (JSON when `AGENTMESH_LOG_FORMAT=json`) and, when `otlp_endpoint` is
-/// given, spans exported over OTLP/gRPC under `service_name`.
+/// Installs the global subscriber: logs on stderr filtered by `RUST_LOG`
+/// (else `default_filter`), JSON when `json_logs`, and, when
+/// `otlp_endpoint` is given, spans exported over OTLP/gRPC under
+/// `service_name`.
 ///
 /// Safe to call more than once (tests start several services in one
 /// process): only the first call installs anything.
@@ -56,8 +57,10 @@ pub fn init(
     service_name: &str,
     otlp_endpoint: Option<&str>,
     json_logs: bool,
+    default_filter: &str,
 ) -> Result<TelemetryGuard, TelemetryError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let (otel_layer, provider) = match otlp_endpoint {
         Some(endpoint) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()

@@ -9,6 +9,7 @@ async fn main() -> anyhow::Result<()> {
         "agent-worker",
         config.shared.otlp_endpoint.as_deref(),
         env.get("AGENTMESH_LOG_FORMAT").is_some_and(|f| f == "json"),
+        "info",
     )?;
     let result = agent_worker::run(config, mesh_runtime::shutdown::on_signal()).await;
     telemetry.shutdown();

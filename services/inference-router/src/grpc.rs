@@ -122,10 +122,20 @@ impl InferenceService for InferenceGrpc {
         let stream = async_stream_of(move |tx| async move {
             let _in_flight = in_flight;
             let mut first = true;
+            let mut content_chunks = 0u64;
+            let mut usage_seen = false;
             loop {
                 match events.next().await {
                     Some(Ok(event)) => {
                         if event.data.trim() == "[DONE]" {
+                            if !usage_seen {
+                                // Servers that ignore `stream_options.include_usage`
+                                // (llama.cpp's) send no usage: count the streamed
+                                // chunks, one token each in practice; prompt tokens
+                                // stay unknown (0).
+                                let usage = ChatUsage { prompt_tokens: 0, completion_tokens: content_chunks };
+                                let _ = tx.send(Ok(ChatChunk { usage: Some(usage), ..Default::default() })).await;
+                            }
                             return;
                         }
                         if event.event == "error" {
@@ -144,6 +154,10 @@ impl InferenceService for InferenceGrpc {
                             return;
                         }
                         let chunk = chunk_of(&value);
+                        usage_seen |= chunk.usage.is_some();
+                        if !chunk.delta.is_empty() {
+                            content_chunks += 1;
+                        }
                         if first && !chunk.delta.is_empty() {
                             first = false;
                             metrics.time_to_first_token.observe(started.elapsed().as_secs_f64());

@@ -9,6 +9,7 @@ async fn main() -> anyhow::Result<()> {
         "orchestrator",
         config.shared.otlp_endpoint.as_deref(),
         env.get("AGENTMESH_LOG_FORMAT").is_some_and(|f| f == "json"),
+        "info",
     )?;
     let result = orchestrator::run(config, mesh_runtime::shutdown::on_signal()).await;
     telemetry.shutdown();

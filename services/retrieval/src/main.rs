@@ -9,6 +9,7 @@ async fn main() -> anyhow::Result<()> {
         "retrieval",
         config.shared.otlp_endpoint.as_deref(),
         env.get("AGENTMESH_LOG_FORMAT").is_some_and(|f| f == "json"),
+        "info",
     )?;
     let result = retrieval::run(config, mesh_runtime::shutdown::on_signal()).await;
     telemetry.shutdown();

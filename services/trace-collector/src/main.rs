@@ -9,6 +9,7 @@ async fn main() -> anyhow::Result<()> {
         "trace-collector",
         config.shared.otlp_endpoint.as_deref(),
         env.get("AGENTMESH_LOG_FORMAT").is_some_and(|f| f == "json"),
+        "info",
     )?;
     let result = trace_collector::run(config, mesh_runtime::shutdown::on_signal()).await;
     telemetry.shutdown();

@@ -1,0 +1,111 @@
+//! The gateway's REST API as the CLI uses it.
+
+use std::io::Write as _;
+
+use anyhow::{Context as _, bail};
+use eventsource_stream::Eventsource as _;
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+
+use crate::output::Format;
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    pub fn new(base: &str, token: String) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["error"]["message"].as_str().unwrap_or("no details");
+            bail!("{status}: {message}");
+        }
+        Ok(body)
+    }
+
+    pub async fn apply_agent(&self, name: &str, spec: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.put(format!("{}/v1/agents/{name}", self.base)).json(spec))
+            .await
+    }
+
+    pub async fn submit(&self, agent: &str, input: &str) -> anyhow::Result<Value> {
+        self.send(
+            self.http
+                .post(format!("{}/v1/agents/{agent}/tasks", self.base))
+                .json(&json!({ "input": input })),
+        )
+        .await
+    }
+
+    pub async fn task(&self, id: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}/v1/tasks/{id}", self.base))).await
+    }
+
+    pub async fn tasks(&self, query: &[(&str, String)]) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}/v1/tasks", self.base)).query(query))
+            .await
+    }
+
+    /// Follows the task's events, printing them as they arrive; returns the
+    /// terminal event.
+    pub async fn follow(&self, id: &str, format: Format) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .get(format!("{}/v1/tasks/{id}/events", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        if !response.status().is_success() {
+            bail!("{}: cannot follow task {id}", response.status());
+        }
+        let mut events = response.bytes_stream().eventsource();
+        let mut stdout = std::io::stdout();
+        while let Some(event) = events.next().await {
+            let event = event.context("event stream broke")?;
+            let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+            if format == Format::Json {
+                println!("{data}");
+                continue;
+            }
+            match event.event.as_str() {
+                "delta" => {
+                    print!("{}", data["content"].as_str().unwrap_or_default());
+                    let _ = stdout.flush();
+                }
+                "started" if data["attempt"].as_u64().unwrap_or(1) > 1 => {
+                    eprintln!("\n[retry: attempt {}]", data["attempt"]);
+                }
+                "retrying" => eprintln!(
+                    "\n[attempt {} failed: {}; retrying in {} ms]",
+                    data["attempt"], data["error"].as_str().unwrap_or_default(), data["backoffMs"]
+                ),
+                _ => {}
+            }
+            if matches!(event.event.as_str(), "completed" | "failed" | "cancelled") {
+                if format == Format::Human {
+                    println!();
+                }
+                return Ok(data);
+            }
+        }
+        bail!("the event stream of task {id} ended before the task did")
+    }
+}

@@ -1,0 +1,162 @@
+//! `agentmesh`: run the mesh on a laptop (`up`), apply agents, run tasks
+//! and watch them, list and inspect tasks. Talks to the gateway's REST API.
+
+mod api;
+mod manifest;
+mod output;
+mod up;
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use output::Format;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "agentmesh", version, about = "Run and use the agentmesh platform")]
+struct Cli {
+    /// Gateway REST base URL.
+    #[arg(long, global = true, env = "AGENTMESH_URL", default_value = "http://127.0.0.1:8081")]
+    url: String,
+    /// Bearer token; defaults to the dev token `agentmesh up` wrote.
+    #[arg(long, global = true, env = "AGENTMESH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where `agentmesh up` keeps its state (and the dev token).
+    #[arg(long, global = true, env = "AGENTMESH_DATA_DIR", default_value = ".data")]
+    data_dir: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "human")]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole mesh locally until Ctrl-C: NATS, the six services on
+    /// SQLite, a local model server; then apply the example agent and run a
+    /// sample task.
+    Up(up::UpArgs),
+    /// Apply resources (Agent) from a YAML/JSON file or a directory.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Submit a task and stream its events live.
+    Run {
+        agent: String,
+        input: String,
+        /// Submit and print the task id without waiting.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List tasks (newest first).
+    Tasks {
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one task.
+    Task { id: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::Up(args) = cli.command {
+        return up::run(args, &cli.data_dir).await;
+    }
+    let token = match cli.token {
+        Some(token) => token,
+        None => std::fs::read_to_string(cli.data_dir.join("dev-token"))
+            .map(|t| t.trim().to_owned())
+            .with_context(|| {
+                format!(
+                    "no token: pass --token or AGENTMESH_TOKEN (or run `agentmesh up`, which writes {})",
+                    cli.data_dir.join("dev-token").display()
+                )
+            })?,
+    };
+    let api = api::Api::new(&cli.url, token);
+    match cli.command {
+        Command::Up(_) => unreachable!("handled above"),
+        Command::Apply { file } => apply(&api, &file, cli.output).await,
+        Command::Run { agent, input, detach } => {
+            let task = api.submit(&agent, &input).await?;
+            let id = task["id"].as_str().unwrap_or_default().to_owned();
+            if detach {
+                match cli.output {
+                    Format::Json => println!("{task}"),
+                    Format::Human => println!("{id}"),
+                }
+                return Ok(());
+            }
+            if cli.output == Format::Human {
+                eprintln!("task {id} queued");
+            }
+            let last = api.follow(&id, cli.output).await?;
+            match last["type"].as_str() {
+                Some("completed") => Ok(()),
+                Some(kind) => bail!("task {id} {kind}: {}", last["error"].as_str().or(last["reason"].as_str()).unwrap_or("")),
+                None => bail!("task {id} ended without a terminal event"),
+            }
+        }
+        Command::Tasks { agent, status, limit, cursor } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(agent.map(|a| ("agent", a)));
+            query.extend(status.map(|s| ("status", s)));
+            query.extend(cursor.map(|c| ("cursor", c)));
+            let page = api.tasks(&query).await?;
+            match cli.output {
+                Format::Json => println!("{page}"),
+                Format::Human => {
+                    output::task_table(page["tasks"].as_array().map(Vec::as_slice).unwrap_or_default());
+                    if let Some(next) = page["nextCursor"].as_str() {
+                        println!("(more: --cursor {next})");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Task { id } => {
+            let task = api.task(&id).await?;
+            match cli.output {
+                Format::Json => println!("{task}"),
+                Format::Human => output::task_detail(&task),
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn apply(api: &api::Api, file: &std::path::Path, format: Format) -> anyhow::Result<()> {
+    let resources = manifest::load(file)?;
+    let mut results = Vec::new();
+    for (origin, resource) in resources {
+        match resource.kind.as_str() {
+            "Agent" => {
+                let agent = api
+                    .apply_agent(&resource.metadata.name, &resource.spec)
+                    .await
+                    .with_context(|| format!("{origin}: agent {}", resource.metadata.name))?;
+                let verb = if agent["changed"] == json!(true) { "applied" } else { "unchanged" };
+                if format == Format::Human {
+                    println!("agent/{} {verb} (version {})", resource.metadata.name, agent["version"]);
+                }
+                results.push(agent);
+            }
+            "Tool" => bail!("{origin}: kind Tool is not supported yet (the agent runtime issue adds it)"),
+            other => bail!("{origin}: unknown kind {other:?}; expected Agent"),
+        }
+    }
+    if format == Format::Json {
+        println!("{}", serde_json::Value::Array(results));
+    }
+    Ok(())
+}

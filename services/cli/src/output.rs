@@ -1,0 +1,43 @@
+//! Human-readable output by default, `-o json` for scripts.
+
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+pub fn task_table(tasks: &[Value]) {
+    println!("{:<36}  {:<16}  {:<10}  {:>7}  {}", "ID", "AGENT", "STATUS", "TOKENS", "CREATED");
+    for t in tasks {
+        let tokens = t["usage"]["outputTokens"].as_u64().unwrap_or_default();
+        println!(
+            "{:<36}  {:<16}  {:<10}  {:>7}  {}",
+            t["id"].as_str().unwrap_or_default(),
+            t["agent"].as_str().unwrap_or_default(),
+            t["status"].as_str().unwrap_or_default(),
+            tokens,
+            t["createdAt"].as_str().unwrap_or_default(),
+        );
+    }
+}
+
+pub fn task_detail(t: &Value) {
+    let field = |k: &str| t[k].as_str().unwrap_or("-").to_owned();
+    println!("id:        {}", field("id"));
+    println!("agent:     {} (version {})", field("agent"), t["agentVersion"]);
+    println!("status:    {}", field("status"));
+    println!("attempts:  {}", t["attempts"]);
+    println!(
+        "tokens:    {} in, {} out",
+        t["usage"]["inputTokens"], t["usage"]["outputTokens"]
+    );
+    println!("created:   {}", field("createdAt"));
+    println!("finished:  {}", field("finishedAt"));
+    println!("input:     {}", field("input"));
+    if let Some(error) = t["error"].as_str() {
+        println!("error:     {error}");
+    }
+    println!("output:\n{}", field("output"));
+}
