@@ -26,6 +26,8 @@ pub struct Nats {
 impl Nats {
     /// Starts `$AGENTMESH_NATS_SERVER`, or the project's `.venv/bin/nats-server`
     /// (installed by `scripts/ensure-nats.sh`, which the test command runs).
+    // Sync on purpose: callable outside a runtime; it waits for a port.
+    #[allow(clippy::disallowed_methods)]
     pub fn start() -> anyhow::Result<Self> {
         let binary = std::env::var_os("AGENTMESH_NATS_SERVER")
             .map(PathBuf::from)
