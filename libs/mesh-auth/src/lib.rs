@@ -99,7 +99,10 @@ impl Verifier {
     /// Verifies an `Authorization` header value (`Bearer <jwt>`).
     pub fn verify_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
         let token = header
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::MissingToken)?;
@@ -152,8 +155,12 @@ pub fn issue_hs256(
         exp: now + ttl_secs,
         iat: Some(now),
     };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
-        .map_err(|e| AuthError::Signing(e.to_string()))
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| AuthError::Signing(e.to_string()))
 }
 
 #[cfg(test)]
@@ -179,7 +186,10 @@ mod tests {
     fn wrong_secret_expired_and_missing_are_rejected() {
         let token = issue_hs256(SECRET, "acme", "alice", &[], 60).unwrap();
         let other = Verifier::hs256(b"another-secret-another-secret-xx", 0);
-        assert!(matches!(other.verify(&token), Err(AuthError::InvalidToken(_))));
+        assert!(matches!(
+            other.verify(&token),
+            Err(AuthError::InvalidToken(_))
+        ));
 
         let expired = issue_hs256(SECRET, "acme", "alice", &[], -120).unwrap();
         assert!(matches!(

@@ -186,14 +186,15 @@ impl Bus {
                 stream: "TASKS".to_owned(),
                 message: e.to_string(),
             })?;
-        let names: Vec<String> = stream
-            .consumer_names()
-            .try_collect()
-            .await
-            .map_err(|e| BusError::Stream {
-                stream: "TASKS".to_owned(),
-                message: e.to_string(),
-            })?;
+        let names: Vec<String> =
+            stream
+                .consumer_names()
+                .try_collect()
+                .await
+                .map_err(|e| BusError::Stream {
+                    stream: "TASKS".to_owned(),
+                    message: e.to_string(),
+                })?;
         Ok(names
             .into_iter()
             .filter(|n| n.starts_with("agent-"))
@@ -268,7 +269,9 @@ impl Bus {
         msg_id: &str,
         message: &M,
     ) -> Result<jetstream::publish::PublishAck, BusError> {
-        let pending = self.publish(subject.clone(), tenant, msg_id, message).await?;
+        let pending = self
+            .publish(subject.clone(), tenant, msg_id, message)
+            .await?;
         pending.await.map_err(|e| BusError::Publish {
             subject,
             message: e.to_string(),
@@ -291,10 +294,7 @@ impl Bus {
             })?;
         match handle.direct_get_last_for_subject(subject).await {
             Ok(message) => Ok(Some(message)),
-            Err(e)
-                if e.kind()
-                    == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
-            {
+            Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
                 Ok(None)
             }
             Err(e) => Err(BusError::Stream {

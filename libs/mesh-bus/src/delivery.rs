@@ -18,6 +18,10 @@ pub struct DecodeError {
     pub reason: String,
 }
 
+/// A message that is not a valid delivery, with why; boxed because a
+/// JetStream message is large and this is the cold path.
+pub type Undecodable = Box<(jetstream::Message, DecodeError)>;
+
 /// One delivery of a `T` from JetStream.
 pub struct Delivery<T> {
     pub payload: T,
@@ -45,10 +49,18 @@ impl<T> std::fmt::Debug for Delivery<T> {
 impl<T: prost::Message + Default> Delivery<T> {
     /// Decodes a delivery. A message without a tenant header or with a
     /// payload that is not a `T` is an error: the caller dead-letters it
-    /// (see [`Delivery::dead_letter_raw`]) since no redelivery can fix it.
-    pub fn decode(message: jetstream::Message) -> Result<Self, (jetstream::Message, DecodeError)> {
+    /// (see [`dead_letter_raw`]) since no redelivery can fix it.
+    pub fn decode(message: jetstream::Message) -> Result<Self, Undecodable> {
         let subject = message.subject.to_string();
-        let fail = |message, reason: String| Err((message, DecodeError { subject: subject.clone(), reason }));
+        let fail = |message, reason: String| {
+            Err(Box::new((
+                message,
+                DecodeError {
+                    subject: subject.clone(),
+                    reason,
+                },
+            )))
+        };
         let info = match message.info() {
             Ok(info) => (info.delivered, info.stream_sequence),
             Err(e) => return fail(message, format!("no jetstream metadata: {e}")),
@@ -59,7 +71,10 @@ impl<T: prost::Message + Default> Delivery<T> {
             .and_then(|h| h.get(HEADER_TENANT))
             .map(|v| v.as_str().to_owned());
         let Some(tenant) = tenant.filter(|t| names::validate("tenant", t).is_ok()) else {
-            return fail(message, "missing or invalid agentmesh-tenant header".to_owned());
+            return fail(
+                message,
+                "missing or invalid agentmesh-tenant header".to_owned(),
+            );
         };
         let payload = match T::decode(message.payload.clone()) {
             Ok(payload) => payload,
@@ -146,7 +161,10 @@ async fn dead_letter(
 ) -> Result<(), BusError> {
     let mut headers = message.headers.clone().unwrap_or_default();
     let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let stream = message.info().map(|i| i.stream.to_owned()).unwrap_or_default();
+    let stream = message
+        .info()
+        .map(|i| i.stream.to_owned())
+        .unwrap_or_default();
     // One DLQ entry per original message, however often this runs.
     headers.insert(HEADER_MSG_ID, format!("dlq:{stream}:{seq}").as_str());
     headers.insert(HEADER_DLQ_REASON, reason);

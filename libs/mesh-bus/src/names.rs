@@ -44,11 +44,7 @@ pub fn task_subject(tenant: &str, agent: &str) -> Result<String, BusError> {
 /// parse, and re-checked here to be a single token.
 pub fn event_subject(tenant: &str, task_id: &str) -> Result<String, BusError> {
     validate("tenant", tenant)?;
-    if task_id.is_empty()
-        || !task_id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || b == b'-')
-    {
+    if task_id.is_empty() || !task_id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
         return Err(BusError::InvalidName {
             kind: "task id",
             value: task_id.to_owned(),
@@ -89,7 +85,18 @@ mod tests {
 
     #[test]
     fn rejects_subject_metacharacters_and_bad_shapes() {
-        for bad in ["", "a.b", "*", ">", "a b", "Acme", "-a", "a-", "é", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "a.b",
+            "*",
+            ">",
+            "a b",
+            "Acme",
+            "-a",
+            "a-",
+            "é",
+            &"x".repeat(64),
+        ] {
             let err = validate("tenant", bad).unwrap_err();
             assert!(err.to_string().contains("tenant"), "{err}");
         }
@@ -97,11 +104,17 @@ mod tests {
 
     #[test]
     fn builds_contract_subjects() {
-        assert_eq!(task_subject("acme", "support").unwrap(), "tasks.acme.support");
+        assert_eq!(
+            task_subject("acme", "support").unwrap(),
+            "tasks.acme.support"
+        );
         assert_eq!(agent_consumer("support").unwrap(), "agent-support");
         assert_eq!(agent_filter("support").unwrap(), "tasks.*.support");
         let id = "0191b2c4-6a8e-7d3e-9c1f-2a3b4c5d6e7f";
-        assert_eq!(event_subject("acme", id).unwrap(), format!("events.acme.{id}"));
+        assert_eq!(
+            event_subject("acme", id).unwrap(),
+            format!("events.acme.{id}")
+        );
         assert!(event_subject("acme", "x.>").is_err());
         assert_eq!(dlq_subject("tasks.acme.support"), "dlq.tasks.acme.support");
     }

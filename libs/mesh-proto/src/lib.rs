@@ -12,10 +12,7 @@ pub use v1::*;
 impl v1::TaskStatus {
     /// A terminal task never changes state again.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded | Self::Failed | Self::Cancelled
-        )
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
 
     /// The lowercase name used by REST (`queued`, `running`, ...).

@@ -39,7 +39,11 @@ where
 
 /// A duration given in milliseconds (variables end in `_MS`).
 pub fn millis_or(env: &Env, var: &str, default: Duration) -> Result<Duration, ConfigError> {
-    let ms = parse_or(env, var, u64::try_from(default.as_millis()).unwrap_or(u64::MAX))?;
+    let ms = parse_or(
+        env,
+        var,
+        u64::try_from(default.as_millis()).unwrap_or(u64::MAX),
+    )?;
     Ok(Duration::from_millis(ms))
 }
 
@@ -110,10 +114,18 @@ impl SharedConfig {
                     "AGENTMESH_BUS_TASK_MAX_DELIVER",
                     retry_defaults.max_deliver,
                 )?,
-                base: millis_or(env, "AGENTMESH_BUS_TASK_BACKOFF_BASE_MS", retry_defaults.base)?,
+                base: millis_or(
+                    env,
+                    "AGENTMESH_BUS_TASK_BACKOFF_BASE_MS",
+                    retry_defaults.base,
+                )?,
                 max: millis_or(env, "AGENTMESH_BUS_TASK_BACKOFF_MAX_MS", retry_defaults.max)?,
             },
-            task_ack_wait: millis_or(env, "AGENTMESH_BUS_TASK_ACK_WAIT_MS", defaults.task_ack_wait)?,
+            task_ack_wait: millis_or(
+                env,
+                "AGENTMESH_BUS_TASK_ACK_WAIT_MS",
+                defaults.task_ack_wait,
+            )?,
             task_max_ack_pending: parse_or(
                 env,
                 "AGENTMESH_BUS_TASK_MAX_ACK_PENDING",
@@ -172,9 +184,16 @@ mod tests {
     fn malformed_values_name_the_variable() {
         let err = SharedConfig::from_env(&env(&[("AGENTMESH_BUS_TASK_ACK_WAIT_MS", "soon")]))
             .unwrap_err();
-        assert!(err.to_string().starts_with("AGENTMESH_BUS_TASK_ACK_WAIT_MS:"), "{err}");
-        let err = SharedConfig::from_env(&env(&[("AGENTMESH_BUS_TASK_MAX_DELIVER", "0")]))
-            .unwrap_err();
-        assert!(err.to_string().contains("AGENTMESH_BUS_TASK_MAX_DELIVER"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("AGENTMESH_BUS_TASK_ACK_WAIT_MS:"),
+            "{err}"
+        );
+        let err =
+            SharedConfig::from_env(&env(&[("AGENTMESH_BUS_TASK_MAX_DELIVER", "0")])).unwrap_err();
+        assert!(
+            err.to_string().contains("AGENTMESH_BUS_TASK_MAX_DELIVER"),
+            "{err}"
+        );
     }
 }

@@ -49,7 +49,10 @@ mod tests {
         let mut bad = Request::new(());
         bad.metadata_mut()
             .insert(TENANT_METADATA, "a.b".parse().unwrap());
-        assert_eq!(tenant_of(&bad).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            tenant_of(&bad).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
         assert_eq!(
             tenant_of(&Request::new(())).unwrap_err().code(),
             tonic::Code::Unauthenticated

@@ -110,10 +110,15 @@ mod tests {
             stop.cancelled().await;
             Ok::<(), std::io::Error>(())
         });
-        supervisor.spawn("fails", async { Err::<(), _>(std::io::Error::other("boom")) });
+        supervisor.spawn("fails", async {
+            Err::<(), _>(std::io::Error::other("boom"))
+        });
         let result = supervisor.finish().wait().await;
         assert!(result.is_err());
-        assert!(!shutdown.is_cancelled(), "the caller's token is not touched");
+        assert!(
+            !shutdown.is_cancelled(),
+            "the caller's token is not touched"
+        );
     }
 
     #[tokio::test]

@@ -84,8 +84,13 @@ pub fn init(
         }
         None => (None, None),
     };
-    let fmt_json = json_logs.then(|| tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr));
-    let fmt_text = (!json_logs).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let fmt_json = json_logs.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+    });
+    let fmt_text =
+        (!json_logs).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
     let installed = tracing_subscriber::registry()
         .with(filter)
         .with(otel_layer)

@@ -52,7 +52,12 @@ impl TaskEvents {
         let msg_id = format!("{}:{key}", self.task_id);
         let ack = self
             .bus
-            .publish(self.subject.clone(), &self.tenant, &msg_id, &self.event(kind))
+            .publish(
+                self.subject.clone(),
+                &self.tenant,
+                &msg_id,
+                &self.event(kind),
+            )
             .await?;
         self.pending.lock().await.push(ack);
         Ok(())
@@ -76,7 +81,12 @@ impl TaskEvents {
         let msg_id = format!("{}:terminal", self.task_id);
         let ack = self
             .bus
-            .publish_acked(self.subject.clone(), &self.tenant, &msg_id, &self.event(kind))
+            .publish_acked(
+                self.subject.clone(),
+                &self.tenant,
+                &msg_id,
+                &self.event(kind),
+            )
             .await?;
         Ok(if ack.duplicate {
             Terminal::AlreadyFinished

@@ -53,7 +53,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     .context("bind admin listener")?;
     supervisor.spawn("admin", admin);
 
-    let bus = Bus::connect(&config.shared.nats_url, "agent-worker", config.shared.bus.clone()).await?;
+    let bus = Bus::connect(
+        &config.shared.nats_url,
+        "agent-worker",
+        config.shared.bus.clone(),
+    )
+    .await?;
     bus.ensure_streams(&[StreamKind::Tasks, StreamKind::Events, StreamKind::Dlq])
         .await?;
     let channel = tonic::transport::Endpoint::from_shared(config.router_url.clone())
@@ -68,7 +73,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         metrics,
     ));
 
-    supervisor.spawn("agent consumers", serve_agents(bus, runner, config, stop.clone()));
+    supervisor.spawn(
+        "agent consumers",
+        serve_agents(bus, runner, config, stop.clone()),
+    );
     readiness.set(true).await;
     supervisor.unready_on_stop(readiness);
     tracing::info!(%admin_addr, "agent-worker ready");

@@ -36,7 +36,11 @@ impl Metrics {
             }),
             active: Family::default(),
         };
-        registry.register("agent_request", "Task deliveries handled", m.requests.clone());
+        registry.register(
+            "agent_request",
+            "Task deliveries handled",
+            m.requests.clone(),
+        );
         registry.register(
             "agent_request_errors",
             "Task deliveries that did not complete, by outcome",

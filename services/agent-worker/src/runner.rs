@@ -111,9 +111,12 @@ impl TaskRunner {
     async fn handle(&self, agent: &str, message: async_nats::jetstream::Message) {
         let delivery = match Delivery::<TaskEnvelope>::decode(message) {
             Ok(delivery) => delivery,
-            Err((message, error)) => {
+            Err(undecodable) => {
+                let (message, error) = *undecodable;
                 tracing::error!(%error, "dead-lettering undecodable task");
-                if let Err(e) = mesh_bus::dead_letter_raw(&self.bus, &message, &error.to_string()).await {
+                if let Err(e) =
+                    mesh_bus::dead_letter_raw(&self.bus, &message, &error.to_string()).await
+                {
                     tracing::warn!(error = %e, "dead-letter failed; task will be redelivered");
                 }
                 return;
@@ -185,7 +188,10 @@ impl TaskRunner {
                         self.ack(delivery).await;
                         None
                     }
-                    Err(error) => self.retry_later(delivery, &events, &error.to_string()).await,
+                    Err(error) => {
+                        self.retry_later(delivery, &events, &error.to_string())
+                            .await
+                    }
                 }
             }
             Ok(Outcome::AlreadyFinished) => {
@@ -202,17 +208,26 @@ impl TaskRunner {
                         self.ack(delivery).await;
                         Some("cancelled")
                     }
-                    Err(error) => self.retry_later(delivery, &events, &error.to_string()).await,
+                    Err(error) => {
+                        self.retry_later(delivery, &events, &error.to_string())
+                            .await
+                    }
                 }
             }
             Err(RunError::Fatal(error)) => {
-                self.fail(delivery, &events, &error, "invalid_request").await;
+                self.fail(delivery, &events, &error, "invalid_request")
+                    .await;
                 Some("invalid_request")
             }
             Err(RunError::Retryable(error)) => self.retry_later(delivery, &events, &error).await,
             Err(RunError::Bus(error)) => {
                 tracing::warn!(%error, "bus error while running task; it will be redelivered");
-                let backoff = self.config.shared.bus.task_retry.backoff(delivery.delivered);
+                let backoff = self
+                    .config
+                    .shared
+                    .bus
+                    .task_retry
+                    .backoff(delivery.delivered);
                 let _ = delivery.nak_after(backoff).await;
                 Some("bus")
             }
@@ -236,10 +251,7 @@ impl TaskRunner {
     ) -> Option<&'static str> {
         let policy = self.config.shared.bus.task_retry;
         if policy.is_last(delivery.delivered) {
-            let error = format!(
-                "gave up after {} deliveries: {error}",
-                delivery.delivered
-            );
+            let error = format!("gave up after {} deliveries: {error}", delivery.delivered);
             self.fail(delivery, events, &error, "max_deliveries").await;
             return Some("max_deliveries");
         }
@@ -278,7 +290,9 @@ impl TaskRunner {
         });
         if let Err(e) = events.finish(failed).await {
             tracing::warn!(error = %e, "could not publish failed event; task will be redelivered");
-            let _ = delivery.nak_after(self.config.shared.bus.task_retry.base).await;
+            let _ = delivery
+                .nak_after(self.config.shared.bus.task_retry.base)
+                .await;
             return;
         }
         if let Err(e) = delivery.dead_letter(&self.bus, reason).await {
@@ -298,14 +312,23 @@ impl TaskRunner {
             .client()
             .subscribe(events.subject().to_owned())
             .await
-            .map_err(|e| RunError::Bus(BusError::Consumer {
-                consumer: "cancel watch".to_owned(),
-                message: e.to_string(),
-            }))?;
-        if let Some(last) = self.bus.last_message_on(StreamKind::Events, events.subject()).await? {
+            .map_err(|e| {
+                RunError::Bus(BusError::Consumer {
+                    consumer: "cancel watch".to_owned(),
+                    message: e.to_string(),
+                })
+            })?;
+        if let Some(last) = self
+            .bus
+            .last_message_on(StreamKind::Events, events.subject())
+            .await?
+        {
             match TaskEvent::decode(last.payload).ok().and_then(|e| e.kind) {
                 Some(kind) if kind.is_terminal() => {
-                    tracing::info!(last = kind.name(), "task already finished; dropping redelivery");
+                    tracing::info!(
+                        last = kind.name(),
+                        "task already finished; dropping redelivery"
+                    );
                     return Ok(Outcome::AlreadyFinished);
                 }
                 Some(Kind::CancelRequested(_)) => return Ok(Outcome::Cancelled),
@@ -407,14 +430,15 @@ impl TaskRunner {
             let mut model = spec.model.clone();
             let mut index = 0u32;
             loop {
-                let next = tokio::time::timeout(self.config.inference_idle_timeout, stream.message())
-                    .await
-                    .map_err(|_| {
-                        RunError::Retryable(format!(
-                            "no output from the model for {} ms",
-                            self.config.inference_idle_timeout.as_millis()
-                        ))
-                    })?;
+                let next =
+                    tokio::time::timeout(self.config.inference_idle_timeout, stream.message())
+                        .await
+                        .map_err(|_| {
+                            RunError::Retryable(format!(
+                                "no output from the model for {} ms",
+                                self.config.inference_idle_timeout.as_millis()
+                            ))
+                        })?;
                 let Some(chunk) = next.map_err(|s| classify(&s))? else {
                     break;
                 };

@@ -41,8 +41,12 @@ impl Api {
     }
 
     pub async fn apply_agent(&self, name: &str, spec: &Value) -> anyhow::Result<Value> {
-        self.send(self.http.put(format!("{}/v1/agents/{name}", self.base)).json(spec))
-            .await
+        self.send(
+            self.http
+                .put(format!("{}/v1/agents/{name}", self.base))
+                .json(spec),
+        )
+        .await
     }
 
     pub async fn submit(&self, agent: &str, input: &str) -> anyhow::Result<Value> {
@@ -55,12 +59,17 @@ impl Api {
     }
 
     pub async fn task(&self, id: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(format!("{}/v1/tasks/{id}", self.base))).await
+        self.send(self.http.get(format!("{}/v1/tasks/{id}", self.base)))
+            .await
     }
 
     pub async fn tasks(&self, query: &[(&str, String)]) -> anyhow::Result<Value> {
-        self.send(self.http.get(format!("{}/v1/tasks", self.base)).query(query))
-            .await
+        self.send(
+            self.http
+                .get(format!("{}/v1/tasks", self.base))
+                .query(query),
+        )
+        .await
     }
 
     /// Follows the task's events, printing them as they arrive; returns the
@@ -95,7 +104,9 @@ impl Api {
                 }
                 "retrying" => eprintln!(
                     "\n[attempt {} failed: {}; retrying in {} ms]",
-                    data["attempt"], data["error"].as_str().unwrap_or_default(), data["backoffMs"]
+                    data["attempt"],
+                    data["error"].as_str().unwrap_or_default(),
+                    data["backoffMs"]
                 ),
                 _ => {}
             }

@@ -14,19 +14,39 @@ use output::Format;
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "agentmesh", version, about = "Run and use the agentmesh platform")]
+#[command(
+    name = "agentmesh",
+    version,
+    about = "Run and use the agentmesh platform"
+)]
 struct Cli {
     /// Gateway REST base URL.
-    #[arg(long, global = true, env = "AGENTMESH_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTMESH_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     url: String,
     /// Bearer token; defaults to the dev token `agentmesh up` wrote.
     #[arg(long, global = true, env = "AGENTMESH_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Where `agentmesh up` keeps its state (and the dev token).
-    #[arg(long, global = true, env = "AGENTMESH_DATA_DIR", default_value = ".data")]
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTMESH_DATA_DIR",
+        default_value = ".data"
+    )]
     data_dir: PathBuf,
     /// Output format.
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "human")]
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "human"
+    )]
     output: Format,
     #[command(subcommand)]
     command: Command,
@@ -87,7 +107,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up(_) => unreachable!("handled above"),
         Command::Apply { file } => apply(&api, &file, cli.output).await,
-        Command::Run { agent, input, detach } => {
+        Command::Run {
+            agent,
+            input,
+            detach,
+        } => {
             let task = api.submit(&agent, &input).await?;
             let id = task["id"].as_str().unwrap_or_default().to_owned();
             if detach {
@@ -103,11 +127,22 @@ async fn main() -> anyhow::Result<()> {
             let last = api.follow(&id, cli.output).await?;
             match last["type"].as_str() {
                 Some("completed") => Ok(()),
-                Some(kind) => bail!("task {id} {kind}: {}", last["error"].as_str().or(last["reason"].as_str()).unwrap_or("")),
+                Some(kind) => bail!(
+                    "task {id} {kind}: {}",
+                    last["error"]
+                        .as_str()
+                        .or(last["reason"].as_str())
+                        .unwrap_or("")
+                ),
                 None => bail!("task {id} ended without a terminal event"),
             }
         }
-        Command::Tasks { agent, status, limit, cursor } => {
+        Command::Tasks {
+            agent,
+            status,
+            limit,
+            cursor,
+        } => {
             let mut query = vec![("limit", limit.to_string())];
             query.extend(agent.map(|a| ("agent", a)));
             query.extend(status.map(|s| ("status", s)));
@@ -116,7 +151,12 @@ async fn main() -> anyhow::Result<()> {
             match cli.output {
                 Format::Json => println!("{page}"),
                 Format::Human => {
-                    output::task_table(page["tasks"].as_array().map(Vec::as_slice).unwrap_or_default());
+                    output::task_table(
+                        page["tasks"]
+                            .as_array()
+                            .map(Vec::as_slice)
+                            .unwrap_or_default(),
+                    );
                     if let Some(next) = page["nextCursor"].as_str() {
                         println!("(more: --cursor {next})");
                     }
@@ -145,13 +185,22 @@ async fn apply(api: &api::Api, file: &std::path::Path, format: Format) -> anyhow
                     .apply_agent(&resource.metadata.name, &resource.spec)
                     .await
                     .with_context(|| format!("{origin}: agent {}", resource.metadata.name))?;
-                let verb = if agent["changed"] == json!(true) { "applied" } else { "unchanged" };
+                let verb = if agent["changed"] == json!(true) {
+                    "applied"
+                } else {
+                    "unchanged"
+                };
                 if format == Format::Human {
-                    println!("agent/{} {verb} (version {})", resource.metadata.name, agent["version"]);
+                    println!(
+                        "agent/{} {verb} (version {})",
+                        resource.metadata.name, agent["version"]
+                    );
                 }
                 results.push(agent);
             }
-            "Tool" => bail!("{origin}: kind Tool is not supported yet (the agent runtime issue adds it)"),
+            "Tool" => {
+                bail!("{origin}: kind Tool is not supported yet (the agent runtime issue adds it)")
+            }
             other => bail!("{origin}: unknown kind {other:?}; expected Agent"),
         }
     }

@@ -48,11 +48,14 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<(String, Resource)>> {
     };
     let mut resources = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("read {}", file.display()))?;
-        resources.extend(parse(&text).with_context(|| format!("{}", file.display()))?.into_iter().map(
-            |(i, r)| (format!("{}#{}", file.display(), i + 1), r),
-        ));
+        let text =
+            std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+        resources.extend(
+            parse(&text)
+                .with_context(|| format!("{}", file.display()))?
+                .into_iter()
+                .map(|(i, r)| (format!("{}#{}", file.display(), i + 1), r)),
+        );
     }
     if resources.is_empty() {
         bail!("no resources found in {}", path.display());
@@ -69,8 +72,8 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<(usize, Resource)>> {
         if value.is_null() {
             continue; // an empty document between `---` separators
         }
-        let resource: Resource = serde_json::from_value(value)
-            .with_context(|| format!("document {}", index + 1))?;
+        let resource: Resource =
+            serde_json::from_value(value).with_context(|| format!("document {}", index + 1))?;
         if resource.api_version != API_VERSION {
             bail!(
                 "document {}: apiVersion: expected {API_VERSION}, got {:?}",
@@ -98,7 +101,8 @@ mod tests {
 
     #[test]
     fn wrong_version_and_unknown_fields_are_errors() {
-        let err = parse("apiVersion: v9\nkind: Agent\nmetadata: {name: a}\nspec: {}\n").unwrap_err();
+        let err =
+            parse("apiVersion: v9\nkind: Agent\nmetadata: {name: a}\nspec: {}\n").unwrap_err();
         assert!(format!("{err:#}").contains("apiVersion"), "{err:#}");
         let err = parse("apiVersion: agentmesh.dev/v1alpha1\nkind: Agent\nmetadata: {name: a}\nspec: {}\nstatus: {}\n").unwrap_err();
         assert!(format!("{err:#}").contains("status"), "{err:#}");

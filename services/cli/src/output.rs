@@ -9,7 +9,7 @@ pub enum Format {
 }
 
 pub fn task_table(tasks: &[Value]) {
-    println!("{:<36}  {:<16}  {:<10}  {:>7}  {}", "ID", "AGENT", "STATUS", "TOKENS", "CREATED");
+    println!("{:<36}  {:<16}  {:<10}  {:>7}  CREATED", "ID", "AGENT", "STATUS", "TOKENS");
     for t in tasks {
         let tokens = t["usage"]["outputTokens"].as_u64().unwrap_or_default();
         println!(
@@ -26,7 +26,11 @@ pub fn task_table(tasks: &[Value]) {
 pub fn task_detail(t: &Value) {
     let field = |k: &str| t[k].as_str().unwrap_or("-").to_owned();
     println!("id:        {}", field("id"));
-    println!("agent:     {} (version {})", field("agent"), t["agentVersion"]);
+    println!(
+        "agent:     {} (version {})",
+        field("agent"),
+        t["agentVersion"]
+    );
     println!("status:    {}", field("status"));
     println!("attempts:  {}", t["attempts"]);
     println!(

@@ -60,8 +60,15 @@ struct Managed {
 impl Managed {
     async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
-            if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_ok() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+            if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+                .await
+                .is_ok()
+            {
                 step(&format!("stopped {}", self.name));
                 return;
             }
@@ -72,7 +79,9 @@ impl Managed {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn log_file(data_dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
@@ -82,7 +91,10 @@ fn log_file(data_dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
 
 async fn wait_tcp(port: u16, what: &str, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         if Instant::now() > deadline {
             bail!("{what} did not listen on port {port} within {timeout:?}");
         }
@@ -95,7 +107,9 @@ async fn start_nats(binary: &Path, data_dir: &Path) -> anyhow::Result<(Managed, 
     let port = free_port()?;
     let store = data_dir.join("nats");
     std::fs::create_dir_all(&store)?;
-    step(&format!("starting nats-server (JetStream) on 127.0.0.1:{port}"));
+    step(&format!(
+        "starting nats-server (JetStream) on 127.0.0.1:{port}"
+    ));
     let child = Command::new(binary)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(&store)
@@ -104,27 +118,53 @@ async fn start_nats(binary: &Path, data_dir: &Path) -> anyhow::Result<(Managed, 
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("start {}", binary.display()))?;
-    let managed = Managed { name: "nats-server", child };
+    let managed = Managed {
+        name: "nats-server",
+        child,
+    };
     wait_tcp(port, "nats-server", Duration::from_secs(15)).await?;
     Ok((managed, format!("nats://127.0.0.1:{port}")))
 }
 
-async fn start_llama(python: &Path, gguf: &Path, data_dir: &Path) -> anyhow::Result<(Managed, String)> {
+async fn start_llama(
+    python: &Path,
+    gguf: &Path,
+    data_dir: &Path,
+) -> anyhow::Result<(Managed, String)> {
     let port = free_port()?;
-    step(&format!("starting the local model server (llama.cpp, {}) on 127.0.0.1:{port}", gguf.display()));
+    step(&format!(
+        "starting the local model server (llama.cpp, {}) on 127.0.0.1:{port}",
+        gguf.display()
+    ));
     let child = Command::new(python)
         .args(["-m", "llama_cpp.server", "--model"])
         .arg(gguf)
         .args([
-            "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", &port.to_string(),
-            "--n_ctx", "2048", "--n_threads", "2", "--chat_format", "chatml-function-calling",
+            "--model_alias",
+            "smollm2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            "2",
+            "--chat_format",
+            "chatml-function-calling",
         ])
         .stdout(Stdio::null())
         .stderr(log_file(data_dir, "model-server")?)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("start {} -m llama_cpp.server", python.display()))?;
-    Ok((Managed { name: "model server", child }, format!("http://127.0.0.1:{port}")))
+    Ok((
+        Managed {
+            name: "model server",
+            child,
+        },
+        format!("http://127.0.0.1:{port}"),
+    ))
 }
 
 /// Waits until the backend lists its models.
@@ -164,7 +204,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     options.mode(0o600);
-    let mut file = options.open(path).with_context(|| format!("write {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("write {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     Ok(())
 }
@@ -221,7 +263,10 @@ async fn run_inner(
         children.push(server);
         (url, "SmolLM2-135M-Instruct on llama.cpp")
     } else if args.simulator {
-        (String::new(), "the model simulator (canned words, not a real model)")
+        (
+            String::new(),
+            "the model simulator (canned words, not a real model)",
+        )
     } else {
         bail!("no model: pass --model-gguf (scripts/up does), --backend-url, or --simulator");
     };
@@ -253,9 +298,10 @@ async fn run_inner(
     env.insert("AGENTMESH_GATEWAY_JWT_SECRET".into(), secret.clone());
 
     step("starting the services (SQLite under the data directory)");
-    let router = inference_router::start(inference_router::Config::from_env(env)?, shutdown.clone())
-        .await
-        .context("inference-router")?;
+    let router =
+        inference_router::start(inference_router::Config::from_env(env)?, shutdown.clone())
+            .await
+            .context("inference-router")?;
     let orchestrator = orchestrator::start(orchestrator::Config::from_env(env)?, shutdown.clone())
         .await
         .context("orchestrator")?;
@@ -291,7 +337,10 @@ async fn run_inner(
         let example = crate::manifest::parse(include_str!("../agents/assistant.yaml"))?;
         let agent = &example[0].1;
         api.apply_agent(&agent.metadata.name, &agent.spec).await?;
-        step(&format!("applied agent/{} (model {})", agent.metadata.name, agent.spec["model"]));
+        step(&format!(
+            "applied agent/{} (model {})",
+            agent.metadata.name, agent.spec["model"]
+        ));
         step(&format!("sample task: {:?}", args.prompt));
         let started = Instant::now();
         let task = api.submit(&agent.metadata.name, &args.prompt).await?;
@@ -310,12 +359,23 @@ async fn run_inner(
     println!();
     println!("agentmesh is running (Ctrl-C stops it)");
     println!("  REST      {base}   (SSE: GET /v1/tasks/<id>/events)");
-    println!("  gRPC      {}  (agentmesh.v1.AgentService, TaskService)", gateway.grpc_addr);
-    println!("  OpenAI    http://{}/v1/chat/completions  (inference-router)", router.http_addr);
-    println!("  metrics   http://{}/metrics (gateway), http://{}/metrics (orchestrator), http://{}/metrics (worker)",
-        gateway.admin_addr, orchestrator.admin_addr, worker.admin_addr);
+    println!(
+        "  gRPC      {}  (agentmesh.v1.AgentService, TaskService)",
+        gateway.grpc_addr
+    );
+    println!(
+        "  OpenAI    http://{}/v1/chat/completions  (inference-router)",
+        router.http_addr
+    );
+    println!(
+        "  metrics   http://{}/metrics (gateway), http://{}/metrics (orchestrator), http://{}/metrics (worker)",
+        gateway.admin_addr, orchestrator.admin_addr, worker.admin_addr
+    );
     println!("  data      {}", data_dir.display());
-    println!("  dev token (tenant \"dev\", admin) in {}:", data_dir.join("dev-token").display());
+    println!(
+        "  dev token (tenant \"dev\", admin) in {}:",
+        data_dir.join("dev-token").display()
+    );
     println!("    export AGENTMESH_TOKEN={token}");
     println!("  try       agentmesh run assistant \"What is JetStream?\"");
     println!("            curl -H \"Authorization: Bearer $AGENTMESH_TOKEN\" {base}/v1/tasks");

@@ -15,7 +15,11 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 impl AppState {
-    pub fn authorize(&self, authorization: Option<&str>, op: Operation) -> Result<Principal, ApiError> {
+    pub fn authorize(
+        &self,
+        authorization: Option<&str>,
+        op: Operation,
+    ) -> Result<Principal, ApiError> {
         authorize(&self.verifier, authorization, op)
     }
 
@@ -36,7 +40,13 @@ impl AppState {
         spec: AgentSpec,
     ) -> Result<ApplyAgentResponse, ApiError> {
         validate_name("name", &name)?;
-        let request = self.request(principal, ApplyAgentRequest { name, spec: Some(spec) })?;
+        let request = self.request(
+            principal,
+            ApplyAgentRequest {
+                name,
+                spec: Some(spec),
+            },
+        )?;
         Ok(self.client().apply_agent(request).await?.into_inner())
     }
 
@@ -59,7 +69,12 @@ impl AppState {
             .await?
             .into_inner()
             .task
-            .ok_or_else(|| ApiError::new(mesh_runtime::ErrorCode::Internal, "orchestrator returned no task"))
+            .ok_or_else(|| {
+                ApiError::new(
+                    mesh_runtime::ErrorCode::Internal,
+                    "orchestrator returned no task",
+                )
+            })
     }
 
     pub async fn get_task(&self, principal: &Principal, id: String) -> Result<Task, ApiError> {

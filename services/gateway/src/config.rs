@@ -60,12 +60,24 @@ impl Config {
             http_listen: env::parse_or(env, &var("HTTP_LISTEN"), ([127, 0, 0, 1], 8081).into())?,
             grpc_listen: env::parse_or(env, &var("GRPC_LISTEN"), ([127, 0, 0, 1], 7000).into())?,
             admin_listen: env::parse_or(env, &var("ADMIN_LISTEN"), ([127, 0, 0, 1], 9100).into())?,
-            orchestrator_url: env::string_or(env, &var("ORCHESTRATOR_URL"), "http://127.0.0.1:7001"),
+            orchestrator_url: env::string_or(
+                env,
+                &var("ORCHESTRATOR_URL"),
+                "http://127.0.0.1:7001",
+            ),
             jwt_secret: secret.into_bytes(),
             jwt_leeway: env::millis_or(env, &var("JWT_LEEWAY_MS"), Duration::from_secs(30))?,
             max_body_bytes: env::parse_or(env, &var("MAX_BODY_BYTES"), 256 * 1024)?,
-            upstream_timeout: env::millis_or(env, &var("UPSTREAM_TIMEOUT_MS"), Duration::from_secs(10))?,
-            sse_keep_alive: env::millis_or(env, &var("SSE_KEEP_ALIVE_MS"), Duration::from_secs(15))?,
+            upstream_timeout: env::millis_or(
+                env,
+                &var("UPSTREAM_TIMEOUT_MS"),
+                Duration::from_secs(10),
+            )?,
+            sse_keep_alive: env::millis_or(
+                env,
+                &var("SSE_KEEP_ALIVE_MS"),
+                Duration::from_secs(15),
+            )?,
         })
     }
 
@@ -94,9 +106,17 @@ mod tests {
         let err = Config::from_env(&Env::new()).unwrap_err();
         assert_eq!(err.to_string(), "AGENTMESH_GATEWAY_JWT_SECRET is required");
         let env: Env = [(var("JWT_SECRET"), "short".to_owned())].into();
-        assert!(Config::from_env(&env).unwrap_err().to_string().contains("at least 32"));
+        assert!(
+            Config::from_env(&env)
+                .unwrap_err()
+                .to_string()
+                .contains("at least 32")
+        );
         let env: Env = [(var("JWT_SECRET"), "x".repeat(32))].into();
         let config = Config::from_env(&env).unwrap();
-        assert!(!format!("{config:?}").contains("xxxx"), "secret must not be printed");
+        assert!(
+            !format!("{config:?}").contains("xxxx"),
+            "secret must not be printed"
+        );
     }
 }

@@ -80,7 +80,9 @@ mod tests {
 
     #[test]
     fn upstream_invalid_argument_keeps_the_field() {
-        let e = ApiError::from(tonic::Status::invalid_argument("spec.temperature: must be between 0 and 2"));
+        let e = ApiError::from(tonic::Status::invalid_argument(
+            "spec.temperature: must be between 0 and 2",
+        ));
         assert_eq!(e.code, ErrorCode::InvalidArgument);
         assert_eq!(e.field.as_deref(), Some("spec.temperature"));
         let e = ApiError::from(tonic::Status::not_found("task x not found"));

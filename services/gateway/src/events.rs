@@ -50,24 +50,33 @@ pub async fn task_events(
             tracing::warn!(error = %e, "event stream broke");
             ApiError::new(ErrorCode::Unavailable, "the event stream broke")
         })?;
-        let seq = message.info().map(|i| i.stream_sequence).unwrap_or_default();
+        let seq = message
+            .info()
+            .map(|i| i.stream_sequence)
+            .unwrap_or_default();
         let event = TaskEvent::decode(message.payload.clone()).map_err(|e| {
-            ApiError::new(ErrorCode::Internal, format!("undecodable event at {seq}: {e}"))
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("undecodable event at {seq}: {e}"),
+            )
         })?;
         Ok((seq, event))
     });
     // Yield up to and including the terminal event (or an error), then end
     // without waiting for another message.
-    let events = futures::stream::unfold((Box::pin(decoded), false), |(mut inner, ended)| async move {
-        if ended {
-            return None;
-        }
-        let item = inner.next().await?;
-        let ends = match &item {
-            Ok((_, event)) => event.kind.as_ref().is_some_and(|k| k.is_terminal()),
-            Err(_) => true,
-        };
-        Some((item, (inner, ends)))
-    });
+    let events = futures::stream::unfold(
+        (Box::pin(decoded), false),
+        |(mut inner, ended)| async move {
+            if ended {
+                return None;
+            }
+            let item = inner.next().await?;
+            let ends = match &item {
+                Ok((_, event)) => event.kind.as_ref().is_some_and(|k| k.is_terminal()),
+                Err(_) => true,
+            };
+            Some((item, (inner, ends)))
+        },
+    );
     Ok(events)
 }

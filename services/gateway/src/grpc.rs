@@ -22,7 +22,11 @@ pub struct PublicGrpc {
     pub state: AppState,
 }
 
-fn authorize<T>(state: &AppState, request: &Request<T>, op: Operation) -> Result<mesh_auth::Principal, Status> {
+fn authorize<T>(
+    state: &AppState,
+    request: &Request<T>,
+    op: Operation,
+) -> Result<mesh_auth::Principal, Status> {
     let header = request
         .metadata()
         .get("authorization")
@@ -42,12 +46,21 @@ impl AgentService for PublicGrpc {
     ) -> Result<Response<ApplyAgentResponse>, Status> {
         let principal = authorize(&self.state, &request, Operation::ApplyAgent)?;
         let req = request.into_inner();
-        let spec = req.spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
-        let applied = self.state.apply_agent(&principal, req.name, spec).await.map_err(status)?;
+        let spec = req
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+        let applied = self
+            .state
+            .apply_agent(&principal, req.name, spec)
+            .await
+            .map_err(status)?;
         Ok(Response::new(applied))
     }
 
-    async fn get_agent(&self, request: Request<GetAgentRequest>) -> Result<Response<Agent>, Status> {
+    async fn get_agent(
+        &self,
+        request: Request<GetAgentRequest>,
+    ) -> Result<Response<Agent>, Status> {
         let principal = authorize(&self.state, &request, Operation::GetAgent)?;
         let agent = self
             .state
@@ -101,7 +114,10 @@ impl TaskService for PublicGrpc {
         Ok(Response::new(page))
     }
 
-    async fn cancel_task(&self, request: Request<CancelTaskRequest>) -> Result<Response<Task>, Status> {
+    async fn cancel_task(
+        &self,
+        request: Request<CancelTaskRequest>,
+    ) -> Result<Response<Task>, Status> {
         let principal = authorize(&self.state, &request, Operation::CancelTask)?;
         let task = self
             .state
@@ -117,10 +133,15 @@ impl TaskService for PublicGrpc {
     ) -> Result<Response<Self::WatchTaskStream>, Status> {
         let principal = authorize(&self.state, &request, Operation::WatchTask)?;
         let req = request.into_inner();
-        let task = self.state.get_task(&principal, req.id).await.map_err(status)?;
-        let events = crate::events::task_events(&self.state.bus, &principal.tenant, &task.id, req.after_seq)
+        let task = self
+            .state
+            .get_task(&principal, req.id)
             .await
             .map_err(status)?;
+        let events =
+            crate::events::task_events(&self.state.bus, &principal.tenant, &task.id, req.after_seq)
+                .await
+                .map_err(status)?;
         let gauge = self.state.metrics.open_streams.clone();
         gauge.inc();
         let guard = crate::rest::StreamGuard(gauge);

@@ -39,7 +39,10 @@ where
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::PayloadTooLarge, "body: exceeds the request size limit")
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "body: exceeds the request size limit",
+                )
             } else {
                 ApiError::new(ErrorCode::InvalidArgument, format!("body: {rejection}"))
             }
@@ -51,7 +54,10 @@ where
 /// Decodes `bytes`, naming the failing field path in the error.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if depth(bytes) > MAX_JSON_DEPTH {
-        return Err(ApiError::invalid("body", format!("JSON nests deeper than {MAX_JSON_DEPTH} levels")));
+        return Err(ApiError::invalid(
+            "body",
+            format!("JSON nests deeper than {MAX_JSON_DEPTH} levels"),
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
@@ -63,7 +69,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             let path = error.path().to_string();
             let inner = error.into_inner();
             if inner.is_syntax() || inner.is_eof() {
-                Err(ApiError::invalid("body", format!("malformed JSON: {inner}")))
+                Err(ApiError::invalid(
+                    "body",
+                    format!("malformed JSON: {inner}"),
+                ))
             } else if path == "." || path.is_empty() {
                 Err(ApiError::invalid("body", inner))
             } else {
@@ -125,7 +134,11 @@ mod tests {
         let e = parse::<Doc>(br#"{"spec": {"model": "m", "maxTokens": -1}}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("spec.maxTokens"), "{}", e.message);
         let e = parse::<Doc>(br#"{"spec": {"model": "m", "colour": 1}}"#).unwrap_err();
-        assert!(e.message.contains("unknown field `colour`"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown field `colour`"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.field.as_deref(), Some("spec.colour"));
         let e = parse::<Doc>(br#"{"spec": "#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("body"));

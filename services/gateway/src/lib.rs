@@ -58,10 +58,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     .context("bind admin listener")?;
     supervisor.spawn("admin", admin);
 
-    let bus = Bus::connect(&config.shared.nats_url, "gateway", config.shared.bus.clone()).await?;
+    let bus = Bus::connect(
+        &config.shared.nats_url,
+        "gateway",
+        config.shared.bus.clone(),
+    )
+    .await?;
     bus.ensure_streams(&[StreamKind::Events]).await?;
     let channel = tonic::transport::Endpoint::from_shared(config.orchestrator_url.clone())
-        .with_context(|| format!("AGENTMESH_GATEWAY_ORCHESTRATOR_URL: {:?}", config.orchestrator_url))?
+        .with_context(|| {
+            format!(
+                "AGENTMESH_GATEWAY_ORCHESTRATOR_URL: {:?}",
+                config.orchestrator_url
+            )
+        })?
         .connect_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect_lazy();
@@ -93,8 +103,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(
-            AgentServiceServer::new(grpc::PublicGrpc { state: state.clone() })
-                .max_decoding_message_size(max_message),
+            AgentServiceServer::new(grpc::PublicGrpc {
+                state: state.clone(),
+            })
+            .max_decoding_message_size(max_message),
         )
         .add_service(
             TaskServiceServer::new(grpc::PublicGrpc { state })

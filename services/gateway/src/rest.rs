@@ -38,7 +38,10 @@ pub fn router(state: AppState) -> Router {
         // Layers run outside-in: metrics see every request, including ones
         // the body limit refuses; the limit applies before any handler reads.
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
         .with_state(state)
 }
 
@@ -66,7 +69,9 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
 }
 
 async fn put_agent(
@@ -82,7 +87,10 @@ async fn put_agent(
         temperature: body.temperature,
         max_tokens: body.max_tokens,
     };
-    let applied = state.apply_agent(&principal, name, spec).await.map_err(rest_field_names)?;
+    let applied = state
+        .apply_agent(&principal, name, spec)
+        .await
+        .map_err(rest_field_names)?;
     let agent = applied.agent.unwrap_or_default();
     let status = if applied.changed && agent.version == 1 {
         StatusCode::CREATED
@@ -160,7 +168,10 @@ async fn list_tasks(
     if let Some(unknown) = params.keys().find(|k| !LIST_PARAMS.contains(&k.as_str())) {
         return Err(ApiError::invalid(
             unknown,
-            format!("unknown query parameter; expected one of {}", LIST_PARAMS.join(", ")),
+            format!(
+                "unknown query parameter; expected one of {}",
+                LIST_PARAMS.join(", ")
+            ),
         ));
     }
     let status = match params.get("status") {
@@ -174,11 +185,9 @@ async fn list_tasks(
     };
     let page_size = match params.get("limit") {
         None => 0,
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|l| *l > 0)
-            .ok_or_else(|| ApiError::invalid("limit", format!("{l:?} is not a positive integer")))?,
+        Some(l) => l.parse::<u32>().ok().filter(|l| *l > 0).ok_or_else(|| {
+            ApiError::invalid("limit", format!("{l:?} is not a positive integer"))
+        })?,
     };
     let cursor = params.get("cursor").cloned().unwrap_or_default();
     if !cursor.is_empty() {
@@ -228,7 +237,10 @@ async fn task_events(
 ) -> Result<Response, ApiError> {
     let principal = state.authorize(bearer(&headers), Operation::WatchTask)?;
     if let Some(unknown) = params.keys().find(|k| k.as_str() != "after") {
-        return Err(ApiError::invalid(unknown, "unknown query parameter; expected after"));
+        return Err(ApiError::invalid(
+            unknown,
+            "unknown query parameter; expected after",
+        ));
     }
     let resume = headers
         .get("last-event-id")

@@ -96,7 +96,9 @@ pub fn event(seq: u64, event: &TaskEvent) -> Value {
         Kind::Failed(f) => json!({"error": f.error, "reason": f.reason, "attempts": f.attempts}),
         Kind::CancelRequested(_) => json!({}),
         Kind::Cancelled(c) => json!({"reason": c.reason}),
-        Kind::Retrying(r) => json!({"attempt": r.attempt, "error": r.error, "backoffMs": r.backoff_ms}),
+        Kind::Retrying(r) => {
+            json!({"attempt": r.attempt, "error": r.error, "backoffMs": r.backoff_ms})
+        }
     };
     if let (Some(body), Some(details)) = (body.as_object_mut(), details.as_object()) {
         body.extend(details.clone());

@@ -44,7 +44,11 @@ impl Backend {
 
     /// POSTs a JSON body to `path`; returns once the response headers are
     /// in (within the first-byte deadline) and the status is a success.
-    pub async fn post_json(&self, path: &str, body: Bytes) -> Result<reqwest::Response, BackendError> {
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: Bytes,
+    ) -> Result<reqwest::Response, BackendError> {
         let mut headers = http::HeaderMap::new();
         mesh_telemetry::inject_http(&mut headers);
         let mut request = self
@@ -67,7 +71,10 @@ impl Backend {
         self.send(request).await
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, BackendError> {
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, BackendError> {
         let response = tokio::time::timeout(self.first_byte_timeout, request.send())
             .await
             .map_err(|_| BackendError::Timeout(self.first_byte_timeout))?

@@ -49,7 +49,11 @@ impl Config {
             admin_listen: env::parse_or(env, &var("ADMIN_LISTEN"), ([127, 0, 0, 1], 9103).into())?,
             backend_url: backend_url.trim_end_matches('/').to_owned(),
             backend_api_key: env::optional(env, &var("BACKEND_API_KEY")),
-            connect_timeout: env::millis_or(env, &var("CONNECT_TIMEOUT_MS"), Duration::from_secs(5))?,
+            connect_timeout: env::millis_or(
+                env,
+                &var("CONNECT_TIMEOUT_MS"),
+                Duration::from_secs(5),
+            )?,
             first_byte_timeout: env::millis_or(
                 env,
                 &var("FIRST_BYTE_TIMEOUT_MS"),

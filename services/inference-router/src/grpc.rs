@@ -72,10 +72,19 @@ fn openai_body(req: &ChatRequest) -> serde_json::Value {
 fn chunk_of(value: &serde_json::Value) -> ChatChunk {
     let choice = &value["choices"][0];
     ChatChunk {
-        delta: choice["delta"]["content"].as_str().unwrap_or_default().to_owned(),
-        finish_reason: choice["finish_reason"].as_str().unwrap_or_default().to_owned(),
+        delta: choice["delta"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        finish_reason: choice["finish_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         usage: value["usage"].as_object().map(|u| ChatUsage {
-            prompt_tokens: u.get("prompt_tokens").and_then(|v| v.as_u64()).unwrap_or_default(),
+            prompt_tokens: u
+                .get("prompt_tokens")
+                .and_then(|v| v.as_u64())
+                .unwrap_or_default(),
             completion_tokens: u
                 .get("completion_tokens")
                 .and_then(|v| v.as_u64())
@@ -103,10 +112,15 @@ impl InferenceService for InferenceGrpc {
             return Err(Status::invalid_argument("messages: must not be empty"));
         }
         let started = Instant::now();
-        let body = serde_json::to_vec(&openai_body(&req)).map_err(|e| Status::internal(e.to_string()))?;
-        let response = async { self.backend.post_json("/v1/chat/completions", body.into()).await }
-            .instrument(span.clone())
-            .await;
+        let body =
+            serde_json::to_vec(&openai_body(&req)).map_err(|e| Status::internal(e.to_string()))?;
+        let response = async {
+            self.backend
+                .post_json("/v1/chat/completions", body.into())
+                .await
+        }
+        .instrument(span.clone())
+        .await;
         let response = match response {
             Ok(r) => r,
             Err(error) => {
@@ -133,24 +147,46 @@ impl InferenceService for InferenceGrpc {
                                 // (llama.cpp's) send no usage: count the streamed
                                 // chunks, one token each in practice; prompt tokens
                                 // stay unknown (0).
-                                let usage = ChatUsage { prompt_tokens: 0, completion_tokens: content_chunks };
-                                let _ = tx.send(Ok(ChatChunk { usage: Some(usage), ..Default::default() })).await;
+                                let usage = ChatUsage {
+                                    prompt_tokens: 0,
+                                    completion_tokens: content_chunks,
+                                };
+                                let _ = tx
+                                    .send(Ok(ChatChunk {
+                                        usage: Some(usage),
+                                        ..Default::default()
+                                    }))
+                                    .await;
                             }
                             return;
                         }
                         if event.event == "error" {
-                            let _ = tx.send(Err(Status::unavailable(format!("model backend stream error: {}", event.data)))).await;
+                            let _ = tx
+                                .send(Err(Status::unavailable(format!(
+                                    "model backend stream error: {}",
+                                    event.data
+                                ))))
+                                .await;
                             return;
                         }
                         let value: serde_json::Value = match serde_json::from_str(&event.data) {
                             Ok(v) => v,
                             Err(e) => {
-                                let _ = tx.send(Err(Status::unavailable(format!("model backend sent a malformed chunk: {e}")))).await;
+                                let _ = tx
+                                    .send(Err(Status::unavailable(format!(
+                                        "model backend sent a malformed chunk: {e}"
+                                    ))))
+                                    .await;
                                 return;
                             }
                         };
                         if value.get("error").is_some() {
-                            let _ = tx.send(Err(Status::unavailable(format!("model backend stream error: {}", value["error"])))).await;
+                            let _ = tx
+                                .send(Err(Status::unavailable(format!(
+                                    "model backend stream error: {}",
+                                    value["error"]
+                                ))))
+                                .await;
                             return;
                         }
                         let chunk = chunk_of(&value);
@@ -160,18 +196,28 @@ impl InferenceService for InferenceGrpc {
                         }
                         if first && !chunk.delta.is_empty() {
                             first = false;
-                            metrics.time_to_first_token.observe(started.elapsed().as_secs_f64());
+                            metrics
+                                .time_to_first_token
+                                .observe(started.elapsed().as_secs_f64());
                         }
                         if tx.send(Ok(chunk)).await.is_err() {
                             return; // the caller went away
                         }
                     }
                     Some(Err(e)) => {
-                        let _ = tx.send(Err(Status::unavailable(format!("model backend stream broke: {e}")))).await;
+                        let _ = tx
+                            .send(Err(Status::unavailable(format!(
+                                "model backend stream broke: {e}"
+                            ))))
+                            .await;
                         return;
                     }
                     None => {
-                        let _ = tx.send(Err(Status::unavailable("model backend stream ended before [DONE]"))).await;
+                        let _ = tx
+                            .send(Err(Status::unavailable(
+                                "model backend stream ended before [DONE]",
+                            )))
+                            .await;
                         return;
                     }
                 }
@@ -204,7 +250,10 @@ mod tests {
         )
         .unwrap();
         let c = chunk_of(&v);
-        assert_eq!((c.delta.as_str(), c.finish_reason.as_str(), c.model.as_str()), ("hi", "", "m"));
+        assert_eq!(
+            (c.delta.as_str(), c.finish_reason.as_str(), c.model.as_str()),
+            ("hi", "", "m")
+        );
         assert!(c.usage.is_none());
         let v: serde_json::Value = serde_json::from_str(
             r#"{"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#,
@@ -218,7 +267,10 @@ mod tests {
     fn request_body_passes_parameters() {
         let body = openai_body(&ChatRequest {
             model: "m".into(),
-            messages: vec![mesh_proto::ChatMessage { role: "user".into(), content: "x".into() }],
+            messages: vec![mesh_proto::ChatMessage {
+                role: "user".into(),
+                content: "x".into(),
+            }],
             temperature: Some(0.5),
             max_tokens: Some(7),
             seed: Some(42),
@@ -235,11 +287,20 @@ mod tests {
 
     #[test]
     fn backend_statuses_map_to_retryable_or_not() {
-        let s = |status| status_of(&BackendError::Status { status, body: Default::default() }).code();
+        let s = |status| {
+            status_of(&BackendError::Status {
+                status,
+                body: Default::default(),
+            })
+            .code()
+        };
         assert_eq!(s(503), tonic::Code::Unavailable);
         assert_eq!(s(429), tonic::Code::ResourceExhausted);
         assert_eq!(s(400), tonic::Code::InvalidArgument);
         assert_eq!(s(404), tonic::Code::NotFound);
-        assert_eq!(status_of(&BackendError::Unreachable("x".into())).code(), tonic::Code::Unavailable);
+        assert_eq!(
+            status_of(&BackendError::Unreachable("x".into())).code(),
+            tonic::Code::Unavailable
+        );
     }
 }

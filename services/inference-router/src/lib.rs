@@ -75,7 +75,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let grpc_addr = grpc_listener.local_addr()?;
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(InferenceServiceServer::new(grpc::InferenceGrpc { backend, metrics }))
+        .add_service(InferenceServiceServer::new(grpc::InferenceGrpc {
+            backend,
+            metrics,
+        }))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
             stop.clone().cancelled_owned(),

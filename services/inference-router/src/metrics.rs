@@ -36,8 +36,16 @@ impl Metrics {
             in_flight: Gauge::default(),
             time_to_first_token: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         };
-        registry.register("router_requests", "Model requests by API and outcome", m.requests.clone());
-        registry.register("router_in_flight", "Model requests in flight", m.in_flight.clone());
+        registry.register(
+            "router_requests",
+            "Model requests by API and outcome",
+            m.requests.clone(),
+        );
+        registry.register(
+            "router_in_flight",
+            "Model requests in flight",
+            m.in_flight.clone(),
+        );
         registry.register(
             "router_time_to_first_token_seconds",
             "Time to the first streamed token (gRPC face)",

@@ -33,7 +33,12 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
 }
 
 /// An error in OpenAI's shape.
-pub fn openai_error(status: StatusCode, kind: &str, message: &str, param: Option<&str>) -> Response {
+pub fn openai_error(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    param: Option<&str>,
+) -> Response {
     (
         status,
         axum::Json(json!({
@@ -50,9 +55,10 @@ fn backend_error_response(error: BackendError) -> Response {
             // for OpenAI-compatible servers.
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             let mut response = (status, body).into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             response
         }
         BackendError::Timeout(_) => openai_error(
@@ -90,7 +96,7 @@ async fn chat_completions(State(state): State<HttpState>, body: Bytes) -> Respon
             None,
         );
     }
-    if !value["model"].as_str().is_some_and(|m| !m.is_empty()) {
+    if value["model"].as_str().is_none_or(str::is_empty) {
         return openai_error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -98,7 +104,7 @@ async fn chat_completions(State(state): State<HttpState>, body: Bytes) -> Respon
             Some("model"),
         );
     }
-    if !value["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+    if value["messages"].as_array().is_none_or(Vec::is_empty) {
         return openai_error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -178,7 +184,10 @@ where
             }
             Some(Err(e)) => {
                 st.done = true;
-                Some((Ok(sse_error(&format!("model backend stream broke: {e}"))), st))
+                Some((
+                    Ok(sse_error(&format!("model backend stream broke: {e}"))),
+                    st,
+                ))
             }
             None => {
                 st.done = true;
@@ -210,7 +219,12 @@ async fn models(State(state): State<HttpState>) -> Response {
                 bytes,
             )
                 .into_response(),
-            Err(e) => openai_error(StatusCode::BAD_GATEWAY, "server_error", &e.to_string(), None),
+            Err(e) => openai_error(
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                &e.to_string(),
+                None,
+            ),
         },
         Err(error) => backend_error_response(error),
     }
@@ -221,7 +235,8 @@ pub fn describe_backend_error(error: &BackendError) -> String {
     match error {
         BackendError::Status { status, body } => format!(
             "model backend answered {status}: {}",
-            error_message(body).unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect())
+            error_message(body)
+                .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect())
         ),
         other => other.to_string(),
     }

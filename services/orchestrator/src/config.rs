@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mesh_runtime::env::{self, ConfigError, Env};
 use mesh_runtime::SharedConfig;
+use mesh_runtime::env::{self, ConfigError, Env};
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -147,9 +147,7 @@ impl ControlPlane for ControlService {
         let req = request.into_inner();
         async {
             validate_name("name", "agent", &req.name)?;
-            let spec = req
-                .spec
-                .ok_or_else(|| invalid("spec", "is required"))?;
+            let spec = req.spec.ok_or_else(|| invalid("spec", "is required"))?;
             self.validate_spec(&spec)?;
             let spec_json = spec_to_json(&spec);
             let now = now_ms();
@@ -215,7 +213,10 @@ impl ControlPlane for ControlService {
         .await
     }
 
-    async fn get_agent(&self, request: Request<GetAgentRequest>) -> Result<Response<Agent>, Status> {
+    async fn get_agent(
+        &self,
+        request: Request<GetAgentRequest>,
+    ) -> Result<Response<Agent>, Status> {
         let tenant = tenant_of(&request)?;
         let name = request.into_inner().name;
         validate_name("name", "agent", &name)?;
@@ -269,8 +270,8 @@ impl ControlPlane for ControlService {
                 input: req.input.clone(),
                 submitted_at_ms: now,
             };
-            let subject = names::task_subject(&tenant, &req.agent)
-                .map_err(|e| invalid("agent", e))?;
+            let subject =
+                names::task_subject(&tenant, &req.agent).map_err(|e| invalid("agent", e))?;
 
             let txn = self.db.begin().await.map_err(db_error)?;
             let row = task::ActiveModel {
@@ -399,7 +400,11 @@ impl ControlPlane for ControlService {
                 &tenant,
                 subject.clone(),
                 format!("{task_id}:cancel-requested"),
-                &event(&tenant, &task_id, task_event::Kind::CancelRequested(Default::default())),
+                &event(
+                    &tenant,
+                    &task_id,
+                    task_event::Kind::CancelRequested(Default::default()),
+                ),
             )
             .await
             .map_err(db_error)?;

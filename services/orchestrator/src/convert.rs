@@ -16,7 +16,10 @@ pub fn spec_to_json(spec: &AgentSpec) -> serde_json::Value {
 pub fn spec_from_json(value: &serde_json::Value) -> AgentSpec {
     AgentSpec {
         model: value["model"].as_str().unwrap_or_default().to_owned(),
-        system_prompt: value["system_prompt"].as_str().unwrap_or_default().to_owned(),
+        system_prompt: value["system_prompt"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         temperature: value["temperature"].as_f64().map(|t| t as f32),
         max_tokens: value["max_tokens"]
             .as_u64()

@@ -48,10 +48,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let supervisor = Supervisor::new(&shutdown);
     let stop = supervisor.stop();
 
-    let (admin_addr, admin) =
-        mesh_runtime::serve_admin(config.admin_listen, readiness.clone(), registry, stop.clone())
-            .await
-            .context("bind admin listener")?;
+    let (admin_addr, admin) = mesh_runtime::serve_admin(
+        config.admin_listen,
+        readiness.clone(),
+        registry,
+        stop.clone(),
+    )
+    .await
+    .context("bind admin listener")?;
     supervisor.spawn("admin", admin);
 
     let url = mesh_store::resolve_url(
@@ -62,11 +66,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let db = mesh_store::connect(&url, config.db_max_connections).await?;
     mesh_store::orchestrator::migrate(&db).await?;
 
-    let bus = Bus::connect(&config.shared.nats_url, "orchestrator", config.shared.bus.clone()).await?;
+    let bus = Bus::connect(
+        &config.shared.nats_url,
+        "orchestrator",
+        config.shared.bus.clone(),
+    )
+    .await?;
     bus.ensure_streams(&[StreamKind::Tasks, StreamKind::Events, StreamKind::Dlq])
         .await?;
 
-    let relay = outbox::Relay::new(db.clone(), bus.clone(), config.outbox.clone(), metrics.clone());
+    let relay = outbox::Relay::new(
+        db.clone(),
+        bus.clone(),
+        config.outbox.clone(),
+        metrics.clone(),
+    );
     let service = control::ControlService::new(
         db.clone(),
         bus.clone(),

@@ -20,7 +20,11 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
-        registry.register("tasks_submitted", "Tasks accepted", m.tasks_submitted.clone());
+        registry.register(
+            "tasks_submitted",
+            "Tasks accepted",
+            m.tasks_submitted.clone(),
+        );
         registry.register(
             "tasks_finished",
             "Tasks that reached a terminal status",
@@ -31,7 +35,11 @@ impl Metrics {
             "Outbox messages published to JetStream",
             m.outbox_published.clone(),
         );
-        registry.register("outbox_errors", "Failed relay passes", m.outbox_errors.clone());
+        registry.register(
+            "outbox_errors",
+            "Failed relay passes",
+            m.outbox_errors.clone(),
+        );
         registry.register(
             "outbox_backlog",
             "Outbox rows not yet published",

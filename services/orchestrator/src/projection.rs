@@ -40,7 +40,12 @@ pub enum ProjectionError {
 const ACTIVE: [&str; 2] = ["queued", "running"];
 
 impl Projector {
-    pub fn new(db: DatabaseConnection, bus: Bus, config: ProjectionConfig, metrics: Metrics) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        bus: Bus,
+        config: ProjectionConfig,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             db,
             bus,
@@ -87,9 +92,12 @@ impl Projector {
     async fn handle(&self, message: async_nats::jetstream::Message) {
         let delivery = match Delivery::<TaskEvent>::decode(message) {
             Ok(d) => d,
-            Err((message, error)) => {
+            Err(undecodable) => {
+                let (message, error) = *undecodable;
                 tracing::error!(%error, "dead-lettering undecodable event");
-                if let Err(e) = mesh_bus::dead_letter_raw(&self.bus, &message, &error.to_string()).await {
+                if let Err(e) =
+                    mesh_bus::dead_letter_raw(&self.bus, &message, &error.to_string()).await
+                {
                     tracing::warn!(error = %e, "dead-letter failed; event will be redelivered");
                 }
                 return;
@@ -137,8 +145,14 @@ impl Projector {
             Kind::Started(started) => (
                 update
                     .filter(task::Column::Status.is_in(ACTIVE))
-                    .col_expr(task::Column::Status, Expr::value(TaskStatus::Running.rest_name()))
-                    .col_expr(task::Column::Attempts, Expr::value(i32::try_from(started.attempt).unwrap_or(i32::MAX)))
+                    .col_expr(
+                        task::Column::Status,
+                        Expr::value(TaskStatus::Running.rest_name()),
+                    )
+                    .col_expr(
+                        task::Column::Attempts,
+                        Expr::value(i32::try_from(started.attempt).unwrap_or(i32::MAX)),
+                    )
                     .col_expr(
                         task::Column::StartedAtMs,
                         Expr::col(task::Column::StartedAtMs).if_null(now),
@@ -156,8 +170,14 @@ impl Projector {
                 (
                     update
                         .col_expr(task::Column::Output, Expr::value(done.output.clone()))
-                        .col_expr(task::Column::InputTokens, Expr::value(i64::try_from(usage.input_tokens).unwrap_or(i64::MAX)))
-                        .col_expr(task::Column::OutputTokens, Expr::value(i64::try_from(usage.output_tokens).unwrap_or(i64::MAX))),
+                        .col_expr(
+                            task::Column::InputTokens,
+                            Expr::value(i64::try_from(usage.input_tokens).unwrap_or(i64::MAX)),
+                        )
+                        .col_expr(
+                            task::Column::OutputTokens,
+                            Expr::value(i64::try_from(usage.output_tokens).unwrap_or(i64::MAX)),
+                        ),
                     Some(TaskStatus::Succeeded),
                 )
             }

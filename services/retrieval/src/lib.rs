@@ -32,9 +32,21 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             shared: SharedConfig::from_env(env)?,
-            grpc_listen: env::parse_or(env, "AGENTMESH_RETRIEVAL_GRPC_LISTEN", ([127, 0, 0, 1], 7004).into())?,
-            admin_listen: env::parse_or(env, "AGENTMESH_RETRIEVAL_ADMIN_LISTEN", ([127, 0, 0, 1], 9104).into())?,
-            lag_interval: env::millis_or(env, "AGENTMESH_RETRIEVAL_LAG_INTERVAL_MS", Duration::from_secs(5))?,
+            grpc_listen: env::parse_or(
+                env,
+                "AGENTMESH_RETRIEVAL_GRPC_LISTEN",
+                ([127, 0, 0, 1], 7004).into(),
+            )?,
+            admin_listen: env::parse_or(
+                env,
+                "AGENTMESH_RETRIEVAL_ADMIN_LISTEN",
+                ([127, 0, 0, 1], 9104).into(),
+            )?,
+            lag_interval: env::millis_or(
+                env,
+                "AGENTMESH_RETRIEVAL_LAG_INTERVAL_MS",
+                Duration::from_secs(5),
+            )?,
         })
     }
 
@@ -70,14 +82,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     );
     let supervisor = Supervisor::new(&shutdown);
     let stop = supervisor.stop();
-    let (admin_addr, admin) =
-        mesh_runtime::serve_admin(config.admin_listen, readiness.clone(), Arc::new(registry), stop.clone())
-            .await
-            .context("bind admin listener")?;
+    let (admin_addr, admin) = mesh_runtime::serve_admin(
+        config.admin_listen,
+        readiness.clone(),
+        Arc::new(registry),
+        stop.clone(),
+    )
+    .await
+    .context("bind admin listener")?;
     supervisor.spawn("admin", admin);
 
-    let bus = Bus::connect(&config.shared.nats_url, "retrieval", config.shared.bus.clone()).await?;
-    bus.ensure_streams(&[StreamKind::Ingest, StreamKind::Dlq]).await?;
+    let bus = Bus::connect(
+        &config.shared.nats_url,
+        "retrieval",
+        config.shared.bus.clone(),
+    )
+    .await?;
+    bus.ensure_streams(&[StreamKind::Ingest, StreamKind::Dlq])
+        .await?;
     bus.ensure_durable(
         StreamKind::Ingest,
         CONSUMER,

@@ -48,7 +48,11 @@ impl RestClient {
     }
 
     pub async fn apply_agent(&self, name: &str, spec: Value) -> anyhow::Result<Value> {
-        let response = self.put(&format!("/v1/agents/{name}")).json(&spec).send().await?;
+        let response = self
+            .put(&format!("/v1/agents/{name}"))
+            .json(&spec)
+            .send()
+            .await?;
         let status = response.status();
         let body: Value = response.json().await?;
         if !status.is_success() {
@@ -93,13 +97,20 @@ impl RestClient {
     /// Polls until the task's status is one of `statuses`. A 503 (an
     /// upstream restarting) is retried like a slow answer; any other error
     /// fails at once.
-    pub async fn wait_for(&self, id: &str, statuses: &[&str], timeout: Duration) -> anyhow::Result<Value> {
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        statuses: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let response = self.get(&format!("/v1/tasks/{id}")).send().await?;
             let status = response.status();
             let task: Value = response.json().await?;
-            if status.is_success() && statuses.contains(&task["status"].as_str().unwrap_or_default()) {
+            if status.is_success()
+                && statuses.contains(&task["status"].as_str().unwrap_or_default())
+            {
                 return Ok(task);
             }
             if !status.is_success() && status != reqwest::StatusCode::SERVICE_UNAVAILABLE {
@@ -113,7 +124,12 @@ impl RestClient {
     }
 
     /// Reads the task's SSE stream until it ends (or `timeout`).
-    pub async fn events(&self, id: &str, last_event_id: Option<u64>, timeout: Duration) -> anyhow::Result<Vec<SseEvent>> {
+    pub async fn events(
+        &self,
+        id: &str,
+        last_event_id: Option<u64>,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<SseEvent>> {
         let mut request = self.get(&format!("/v1/tasks/{id}/events"));
         if let Some(seq) = last_event_id {
             request = request.header("Last-Event-ID", seq.to_string());
@@ -121,7 +137,10 @@ impl RestClient {
         let response = request.send().await?;
         if !response.status().is_success() {
             let status = response.status();
-            bail!("events of {id}: {status} {}", response.text().await.unwrap_or_default());
+            bail!(
+                "events of {id}: {status} {}",
+                response.text().await.unwrap_or_default()
+            );
         }
         let mut stream = response.bytes_stream().eventsource();
         let mut events = Vec::new();

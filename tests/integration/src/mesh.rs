@@ -87,7 +87,10 @@ impl Mesh {
         }
 
         let router_stop = CancellationToken::new();
-        let backend = options.backend_url.clone().unwrap_or_else(|| sim_url.clone());
+        let backend = options
+            .backend_url
+            .clone()
+            .unwrap_or_else(|| sim_url.clone());
         let router = inference_router::start(
             inference_router::Config::ephemeral(shared.clone(), &backend)?,
             router_stop.clone(),
@@ -187,7 +190,8 @@ impl Mesh {
     }
 
     pub fn worker_config(&self) -> anyhow::Result<agent_worker::Config> {
-        let mut config = agent_worker::Config::ephemeral(self.shared.clone(), self.router_grpc_url())?;
+        let mut config =
+            agent_worker::Config::ephemeral(self.shared.clone(), self.router_grpc_url())?;
         config.discovery_interval = Duration::from_millis(100);
         Ok(config)
     }

@@ -11,13 +11,13 @@ use mesh_proto::{GetTaskRequest, SubmitTaskRequest};
 use serde_json::{Value, json};
 
 async fn mesh() -> Mesh {
-    let url = fresh_postgres().await.unwrap();
+    let url = fresh_postgres().await.expect("fresh postgres database");
     Mesh::start(MeshOptions {
         database_url: Some(url),
         ..Default::default()
     })
     .await
-    .unwrap()
+    .expect("mesh starts")
 }
 
 async fn error_of(response: reqwest::Response) -> (u16, Value) {
@@ -32,7 +32,10 @@ async fn bad_rest_input_is_a_4xx_naming_the_field_and_changes_nothing() {
     let client = mesh.client("acme");
     client.apply_sim_agent("support", 4).await.unwrap();
     let id = client.submit("support", "hello").await.unwrap();
-    client.wait_for(&id, &["succeeded"], Duration::from_secs(30)).await.unwrap();
+    client
+        .wait_for(&id, &["succeeded"], Duration::from_secs(30))
+        .await
+        .unwrap();
     let before = client.task(&id).await.unwrap();
 
     let raw = |method: reqwest::Method, path: &str, body: &'static str| {
@@ -44,17 +47,91 @@ async fn bad_rest_input_is_a_4xx_naming_the_field_and_changes_nothing() {
             .body(body)
     };
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
-        (raw(reqwest::Method::POST, "/v1/agents/support/tasks", r#"{"input": "x""#), 400, "body"),
-        (raw(reqwest::Method::POST, "/v1/agents/support/tasks", r#"{"input": "x", "priority": 1}"#), 400, "priority"),
-        (raw(reqwest::Method::POST, "/v1/agents/support/tasks", r#"{"input": 7}"#), 400, "input"),
-        (raw(reqwest::Method::POST, "/v1/agents/support/tasks", r#"{"input": "  "}"#), 400, "input"),
-        (raw(reqwest::Method::PUT, "/v1/agents/support", r#"{"model": "m", "temperature": 9}"#), 400, "temperature"),
-        (raw(reqwest::Method::PUT, "/v1/agents/support", r#"{"model": "m", "maxTokens": -3}"#), 400, "maxTokens"),
-        (raw(reqwest::Method::PUT, "/v1/agents/support", r#"{"model": "m", "tools": []}"#), 400, "tools"),
-        (raw(reqwest::Method::PUT, "/v1/agents/Bad.Name", r#"{"model": "m"}"#), 400, "name"),
-        (client.post("/v1/agents/nobody/tasks").json(&json!({"input": "x"})), 404, ""),
+        (
+            raw(
+                reqwest::Method::POST,
+                "/v1/agents/support/tasks",
+                r#"{"input": "x""#,
+            ),
+            400,
+            "body",
+        ),
+        (
+            raw(
+                reqwest::Method::POST,
+                "/v1/agents/support/tasks",
+                r#"{"input": "x", "priority": 1}"#,
+            ),
+            400,
+            "priority",
+        ),
+        (
+            raw(
+                reqwest::Method::POST,
+                "/v1/agents/support/tasks",
+                r#"{"input": 7}"#,
+            ),
+            400,
+            "input",
+        ),
+        (
+            raw(
+                reqwest::Method::POST,
+                "/v1/agents/support/tasks",
+                r#"{"input": "  "}"#,
+            ),
+            400,
+            "input",
+        ),
+        (
+            raw(
+                reqwest::Method::PUT,
+                "/v1/agents/support",
+                r#"{"model": "m", "temperature": 9}"#,
+            ),
+            400,
+            "temperature",
+        ),
+        (
+            raw(
+                reqwest::Method::PUT,
+                "/v1/agents/support",
+                r#"{"model": "m", "maxTokens": -3}"#,
+            ),
+            400,
+            "maxTokens",
+        ),
+        (
+            raw(
+                reqwest::Method::PUT,
+                "/v1/agents/support",
+                r#"{"model": "m", "tools": []}"#,
+            ),
+            400,
+            "tools",
+        ),
+        (
+            raw(
+                reqwest::Method::PUT,
+                "/v1/agents/Bad.Name",
+                r#"{"model": "m"}"#,
+            ),
+            400,
+            "name",
+        ),
+        (
+            client
+                .post("/v1/agents/nobody/tasks")
+                .json(&json!({"input": "x"})),
+            404,
+            "",
+        ),
         (client.get("/v1/tasks/not-a-uuid"), 400, "id"),
-        (client.get(&format!("/v1/tasks/{}", uuid::Uuid::now_v7())), 404, ""),
+        (
+            client.get(&format!("/v1/tasks/{}", uuid::Uuid::now_v7())),
+            404,
+            "",
+        ),
         (client.get("/v1/tasks?status=done"), 400, "status"),
         (client.get("/v1/tasks?limit=0"), 400, "limit"),
         (client.get("/v1/tasks?limit=100000"), 400, "limit"),
@@ -63,13 +140,27 @@ async fn bad_rest_input_is_a_4xx_naming_the_field_and_changes_nothing() {
         (client.get("/v1/tasks/not-a-uuid/events"), 400, "id"),
         (client.post(&format!("/v1/tasks/{id}/cancel")), 409, ""),
         (client.http.get(client.url("/v1/tasks")), 401, ""),
-        (client.http.get(client.url("/v1/tasks")).bearer_auth("not.a.jwt"), 401, ""),
-        (client.post("/v1/agents/support/tasks").body("input=x"), 400, ""),
+        (
+            client
+                .http
+                .get(client.url("/v1/tasks"))
+                .bearer_auth("not.a.jwt"),
+            401,
+            "",
+        ),
+        (
+            client.post("/v1/agents/support/tasks").body("input=x"),
+            400,
+            "",
+        ),
     ];
     for (i, (request, status, field)) in cases.into_iter().enumerate() {
         let (got, error) = error_of(request.send().await.unwrap()).await;
         assert_eq!(got, status, "case {i}: {error}");
-        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "case {i}: {error}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "case {i}: {error}"
+        );
         if !field.is_empty() {
             assert_eq!(error["field"], field, "case {i}: {error}");
         }
@@ -78,57 +169,126 @@ async fn bad_rest_input_is_a_4xx_naming_the_field_and_changes_nothing() {
     // Input over the configured limit (64 KiB by default): 400 on input,
     // or 413 when it also exceeds the body limit.
     let big = "x".repeat(70 * 1024);
-    let (status, error) = error_of(client.post("/v1/agents/support/tasks").json(&json!({"input": big})).send().await.unwrap()).await;
-    assert_eq!((status, error["field"].as_str()), (400, Some("input")), "{error}");
+    let (status, error) = error_of(
+        client
+            .post("/v1/agents/support/tasks")
+            .json(&json!({"input": big}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (400, Some("input")),
+        "{error}"
+    );
     let huge = "x".repeat(300 * 1024);
-    let (status, _) = error_of(client.post("/v1/agents/support/tasks").json(&json!({"input": huge})).send().await.unwrap()).await;
+    let (status, _) = error_of(
+        client
+            .post("/v1/agents/support/tasks")
+            .json(&json!({"input": huge}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 413);
 
     // A viewer may read but not run.
-    let viewer = mesh_integration::RestClient::new(client.base.clone(), mesh.token("acme", &[Role::Viewer]));
+    let viewer =
+        mesh_integration::RestClient::new(client.base.clone(), mesh.token("acme", &[Role::Viewer]));
     assert_eq!(viewer.task(&id).await.unwrap()["id"], id.as_str());
-    let (status, _) = error_of(viewer.post("/v1/agents/support/tasks").json(&json!({"input": "x"})).send().await.unwrap()).await;
+    let (status, _) = error_of(
+        viewer
+            .post("/v1/agents/support/tasks")
+            .json(&json!({"input": "x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 403);
 
     // Nothing stored changed, and the services still answer.
     assert_eq!(client.task(&id).await.unwrap(), before);
-    let agent: Value = client.get("/v1/agents/support").send().await.unwrap().json().await.unwrap();
+    let agent: Value = client
+        .get("/v1/agents/support")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(agent["version"], 1);
     assert_eq!(agent["spec"]["maxTokens"], 4);
-    for addr in [mesh.gateway.admin_addr, mesh.router.admin_addr, mesh.orchestrator.as_ref().unwrap().admin_addr] {
+    for addr in [
+        mesh.gateway.admin_addr,
+        mesh.router.admin_addr,
+        mesh.orchestrator.as_ref().unwrap().admin_addr,
+    ] {
         let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
         assert_eq!(ready.status(), 200);
     }
     let id2 = client.submit("support", "still working?").await.unwrap();
-    client.wait_for(&id2, &["succeeded"], Duration::from_secs(30)).await.unwrap();
+    client
+        .wait_for(&id2, &["succeeded"], Duration::from_secs(30))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_grpc_input_gets_the_matching_codes() {
     let mesh = mesh().await;
-    mesh.client("acme").apply_sim_agent("support", 4).await.unwrap();
-    let mut grpc = TaskServiceClient::connect(mesh.gateway_grpc_url()).await.unwrap();
+    mesh.client("acme")
+        .apply_sim_agent("support", 4)
+        .await
+        .unwrap();
+    let mut grpc = TaskServiceClient::connect(mesh.gateway_grpc_url())
+        .await
+        .unwrap();
     let token = format!("Bearer {}", mesh.token("acme", &[Role::User]));
     let call = |id: &str| {
         let mut r = tonic::Request::new(GetTaskRequest { id: id.to_owned() });
-        r.metadata_mut().insert("authorization", token.parse().unwrap());
+        r.metadata_mut()
+            .insert("authorization", token.parse().unwrap());
         r
     };
     let status = grpc.get_task(call("not-a-uuid")).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().starts_with("id:"), "{}", status.message());
-    let status = grpc.get_task(call(&uuid::Uuid::now_v7().to_string())).await.unwrap_err();
+    let status = grpc
+        .get_task(call(&uuid::Uuid::now_v7().to_string()))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
-    let mut r = tonic::Request::new(SubmitTaskRequest { agent: "nobody".into(), input: "x".into() });
-    r.metadata_mut().insert("authorization", token.parse().unwrap());
-    assert_eq!(grpc.submit_task(r).await.unwrap_err().code(), tonic::Code::NotFound);
-    let mut r = tonic::Request::new(SubmitTaskRequest { agent: "support".into(), input: "x".repeat(70 * 1024) });
-    r.metadata_mut().insert("authorization", token.parse().unwrap());
+    let mut r = tonic::Request::new(SubmitTaskRequest {
+        agent: "nobody".into(),
+        input: "x".into(),
+    });
+    r.metadata_mut()
+        .insert("authorization", token.parse().unwrap());
+    assert_eq!(
+        grpc.submit_task(r).await.unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+    let mut r = tonic::Request::new(SubmitTaskRequest {
+        agent: "support".into(),
+        input: "x".repeat(70 * 1024),
+    });
+    r.metadata_mut()
+        .insert("authorization", token.parse().unwrap());
     let status = grpc.submit_task(r).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(status.message().starts_with("input:"), "{}", status.message());
+    assert!(
+        status.message().starts_with("input:"),
+        "{}",
+        status.message()
+    );
     let unauthenticated = grpc
-        .get_task(tonic::Request::new(GetTaskRequest { id: uuid::Uuid::now_v7().to_string() }))
+        .get_task(tonic::Request::new(GetTaskRequest {
+            id: uuid::Uuid::now_v7().to_string(),
+        }))
         .await
         .unwrap_err();
     assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
@@ -141,7 +301,9 @@ async fn a_tenant_never_sees_another_tenants_agents_tasks_or_events() {
     let globex = mesh.client("globex");
     acme.apply_sim_agent("support", 4).await.unwrap();
     let id = acme.submit("support", "secret plans").await.unwrap();
-    acme.wait_for(&id, &["succeeded"], Duration::from_secs(30)).await.unwrap();
+    acme.wait_for(&id, &["succeeded"], Duration::from_secs(30))
+        .await
+        .unwrap();
 
     for path in [
         format!("/v1/tasks/{id}"),
@@ -151,13 +313,42 @@ async fn a_tenant_never_sees_another_tenants_agents_tasks_or_events() {
         let (status, _) = error_of(globex.get(&path).send().await.unwrap()).await;
         assert_eq!(status, 404, "{path}");
     }
-    let (status, _) = error_of(globex.post(&format!("/v1/tasks/{id}/cancel")).send().await.unwrap()).await;
+    let (status, _) = error_of(
+        globex
+            .post(&format!("/v1/tasks/{id}/cancel"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 404);
-    let (status, _) = error_of(globex.post("/v1/agents/support/tasks").json(&json!({"input": "x"})).send().await.unwrap()).await;
+    let (status, _) = error_of(
+        globex
+            .post("/v1/agents/support/tasks")
+            .json(&json!({"input": "x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 404, "globex has no agent named support");
-    let list: Value = globex.get("/v1/tasks").send().await.unwrap().json().await.unwrap();
+    let list: Value = globex
+        .get("/v1/tasks")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["tasks"].as_array().unwrap().len(), 0);
-    let list: Value = acme.get("/v1/tasks").send().await.unwrap().json().await.unwrap();
+    let list: Value = acme
+        .get("/v1/tasks")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["tasks"].as_array().unwrap().len(), 1);
 }
 
@@ -173,7 +364,10 @@ async fn task_lists_filter_and_paginate_with_a_cursor() {
     }
     let other = client.submit("b", "other").await.unwrap();
     for id in ids.iter().chain([&other]) {
-        client.wait_for(id, &["succeeded"], Duration::from_secs(30)).await.unwrap();
+        client
+            .wait_for(id, &["succeeded"], Duration::from_secs(30))
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -182,7 +376,14 @@ async fn task_lists_filter_and_paginate_with_a_cursor() {
             Some(c) => format!("/v1/tasks?agent=a&status=succeeded&limit=2&cursor={c}"),
             None => "/v1/tasks?agent=a&status=succeeded&limit=2".to_owned(),
         };
-        let page: Value = client.get(&path).send().await.unwrap().json().await.unwrap();
+        let page: Value = client
+            .get(&path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let tasks = page["tasks"].as_array().unwrap();
         assert!(tasks.len() <= 2);
         seen.extend(tasks.iter().map(|t| t["id"].as_str().unwrap().to_owned()));

@@ -48,7 +48,10 @@ async fn a_worker_killed_mid_task_is_redelivered_and_completes_once() {
     client.apply_sim_agent("slow", 20).await.unwrap();
 
     let first = IsolatedWorker::spawn(mesh.worker_config().unwrap()).unwrap();
-    let id = client.submit("slow", "one two three four five").await.unwrap();
+    let id = client
+        .submit("slow", "one two three four five")
+        .await
+        .unwrap();
     // Wait until the first worker is streaming deltas, then kill it.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -64,7 +67,10 @@ async fn a_worker_killed_mid_task_is_redelivered_and_completes_once() {
         if is_delta {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "first worker never streamed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first worker never streamed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     first.kill();
@@ -72,7 +78,10 @@ async fn a_worker_killed_mid_task_is_redelivered_and_completes_once() {
     assert_eq!(running["status"], "running");
 
     let _second = IsolatedWorker::spawn(mesh.worker_config().unwrap()).unwrap();
-    let task = client.wait_for(&id, &["succeeded", "failed"], WAIT).await.unwrap();
+    let task = client
+        .wait_for(&id, &["succeeded", "failed"], WAIT)
+        .await
+        .unwrap();
     assert_eq!(task["status"], "succeeded", "{task}");
     assert_eq!(task["attempts"], 2);
     let events = client.events(&id, None, WAIT).await.unwrap();
@@ -97,16 +106,26 @@ async fn a_task_committed_but_not_published_is_published_once_after_restart() {
     let id = client.submit("support", "hello there").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut tasks = mesh.bus.jetstream().get_stream("TASKS").await.unwrap();
-    assert_eq!(tasks.info().await.unwrap().state.messages, 0, "nothing published yet");
+    assert_eq!(
+        tasks.info().await.unwrap().state.messages,
+        0,
+        "nothing published yet"
+    );
     assert_eq!(client.task(&id).await.unwrap()["status"], "queued");
 
     mesh.stop_orchestrator().await.unwrap();
     mesh.restart_orchestrator(true).await.unwrap();
-    let task = client.wait_for(&id, &["succeeded", "failed"], WAIT).await.unwrap();
+    let task = client
+        .wait_for(&id, &["succeeded", "failed"], WAIT)
+        .await
+        .unwrap();
     assert_eq!(task["status"], "succeeded", "{task}");
     assert_eq!(task["attempts"], 1, "published and delivered once");
     let info = tasks.info().await.unwrap();
-    assert_eq!(info.state.last_sequence, 1, "one message ever reached TASKS");
+    assert_eq!(
+        info.state.last_sequence, 1,
+        "one message ever reached TASKS"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -148,11 +167,18 @@ async fn a_republished_outbox_row_is_dropped_by_jetstream() {
     mesh.restart_orchestrator(true).await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     while !outbox::Entity::find().all(&db).await.unwrap().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "outbox never drained");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox never drained"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut tasks = mesh.bus.jetstream().get_stream("TASKS").await.unwrap();
-    assert_eq!(tasks.info().await.unwrap().state.messages, 1, "the duplicate was dropped");
+    assert_eq!(
+        tasks.info().await.unwrap().state.messages,
+        1,
+        "the duplicate was dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -170,13 +196,24 @@ async fn a_failing_backend_is_retried_with_backoff_then_dead_lettered() {
     let client = mesh.client("acme");
     client.apply_sim_agent("flaky", 5).await.unwrap();
 
-    let dlq = mesh.bus.client().subscribe("dlq.tasks.acme.flaky").await.unwrap();
+    let dlq = mesh
+        .bus
+        .client()
+        .subscribe("dlq.tasks.acme.flaky")
+        .await
+        .unwrap();
     let id = client.submit("flaky", "please answer").await.unwrap();
-    let task = client.wait_for(&id, &["succeeded", "failed"], WAIT).await.unwrap();
+    let task = client
+        .wait_for(&id, &["succeeded", "failed"], WAIT)
+        .await
+        .unwrap();
     assert_eq!(task["status"], "failed");
     let error = task["error"].as_str().unwrap();
     assert!(error.contains("gave up after 3 deliveries"), "{error}");
-    assert!(error.contains("503"), "the backend's answer is in the reason: {error}");
+    assert!(
+        error.contains("503"),
+        "the backend's answer is in the reason: {error}"
+    );
 
     let events = client.events(&id, None, WAIT).await.unwrap();
     assert_eq!(count(&events, "retrying"), 2);
@@ -192,11 +229,20 @@ async fn a_failing_backend_is_retried_with_backoff_then_dead_lettered() {
         .collect();
     assert!(backoffs[0] >= 50 && backoffs[1] >= 100, "{backoffs:?}");
 
-    let dead = tokio::time::timeout(WAIT, dlq.take(1).collect::<Vec<_>>()).await.unwrap();
+    let dead = tokio::time::timeout(WAIT, dlq.take(1).collect::<Vec<_>>())
+        .await
+        .unwrap();
     let headers = dead[0].headers.clone().unwrap();
-    assert_eq!(headers.get("agentmesh-dlq-reason").unwrap().as_str(), "max_deliveries");
-    assert_eq!(headers.get("agentmesh-dlq-deliveries").unwrap().as_str(), "3");
-    let envelope: mesh_proto::TaskEnvelope = prost::Message::decode(dead[0].payload.clone()).unwrap();
+    assert_eq!(
+        headers.get("agentmesh-dlq-reason").unwrap().as_str(),
+        "max_deliveries"
+    );
+    assert_eq!(
+        headers.get("agentmesh-dlq-deliveries").unwrap().as_str(),
+        "3"
+    );
+    let envelope: mesh_proto::TaskEnvelope =
+        prost::Message::decode(dead[0].payload.clone()).unwrap();
     assert_eq!(envelope.task_id, id);
 }
 
@@ -214,24 +260,42 @@ async fn queued_and_running_tasks_can_be_cancelled() {
     client.apply_sim_agent("slow", 200).await.unwrap();
 
     let queued = client.submit("idle", "never runs").await.unwrap();
-    let response = client.post(&format!("/v1/tasks/{queued}/cancel")).send().await.unwrap();
+    let response = client
+        .post(&format!("/v1/tasks/{queued}/cancel"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 202);
     let task = client.task(&queued).await.unwrap();
     assert_eq!(task["status"], "cancelled");
     let events = client.events(&queued, None, WAIT).await.unwrap();
     assert_eq!(events.last().unwrap().event, "cancelled");
     // Cancelling again is a conflict, not a second cancellation.
-    let again = client.post(&format!("/v1/tasks/{queued}/cancel")).send().await.unwrap();
+    let again = client
+        .post(&format!("/v1/tasks/{queued}/cancel"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 409);
 
     let running = client.submit("slow", "a long answer please").await.unwrap();
     client.wait_for(&running, &["running"], WAIT).await.unwrap();
-    let response = client.post(&format!("/v1/tasks/{running}/cancel")).send().await.unwrap();
+    let response = client
+        .post(&format!("/v1/tasks/{running}/cancel"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 202);
-    let task = client.wait_for(&running, &["cancelled", "succeeded"], WAIT).await.unwrap();
+    let task = client
+        .wait_for(&running, &["cancelled", "succeeded"], WAIT)
+        .await
+        .unwrap();
     assert_eq!(task["status"], "cancelled", "{task}");
     let events = client.events(&running, None, WAIT).await.unwrap();
     assert_eq!(events.last().unwrap().event, "cancelled");
     assert_eq!(count(&events, "completed"), 0);
-    assert!(count(&events, "delta") < 200, "the model call was stopped early");
+    assert!(
+        count(&events, "delta") < 200,
+        "the model call was stopped early"
+    );
 }

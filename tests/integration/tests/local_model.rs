@@ -31,7 +31,18 @@ async fn a_task_is_answered_by_the_real_local_model() {
     let mut server = tokio::process::Command::new(python)
         .args(["-m", "llama_cpp.server", "--model"])
         .arg(&gguf)
-        .args(["--model_alias", "smollm2", "--host", "127.0.0.1", "--port", &port.to_string(), "--n_ctx", "2048", "--n_threads", "2"])
+        .args([
+            "--model_alias",
+            "smollm2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            "2",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -39,18 +50,37 @@ async fn a_task_is_answered_by_the_real_local_model() {
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while reqwest::get(format!("{url}/v1/models")).await.map(|r| r.status().is_success()).ok() != Some(true) {
-        assert!(tokio::time::Instant::now() < deadline, "model server did not start");
+    while reqwest::get(format!("{url}/v1/models"))
+        .await
+        .map(|r| r.status().is_success())
+        .ok()
+        != Some(true)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "model server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mesh = Mesh::start(MeshOptions { backend_url: Some(url), ..Default::default() }).await.unwrap();
+    let mesh = Mesh::start(MeshOptions {
+        backend_url: Some(url),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let client = mesh.client("acme");
     client
         .apply_agent("assistant", json!({"model": "smollm2", "systemPrompt": "Answer in one sentence.", "temperature": 0, "maxTokens": 48}))
         .await
         .unwrap();
-    let id = client.submit("assistant", "What is the capital of France?").await.unwrap();
-    let task = client.wait_for(&id, &["succeeded", "failed"], Duration::from_secs(120)).await.unwrap();
+    let id = client
+        .submit("assistant", "What is the capital of France?")
+        .await
+        .unwrap();
+    let task = client
+        .wait_for(&id, &["succeeded", "failed"], Duration::from_secs(120))
+        .await
+        .unwrap();
     assert_eq!(task["status"], "succeeded", "{task}");
     let output = task["output"].as_str().unwrap();
     assert!(output.contains("Paris"), "a real answer: {output}");

@@ -25,17 +25,27 @@ async fn postgres_mesh(options: MeshOptions) -> Mesh {
 /// Checks the shape every complete event history must have: strictly
 /// increasing sequences, `started` first, exactly one terminal event and
 /// it is last; returns the concatenated deltas of the last attempt.
+#[allow(clippy::unwrap_used)] // a test helper: a panic is the failure report
 fn check_history(events: &[SseEvent]) -> String {
     assert!(!events.is_empty(), "no events");
-    let seqs: Vec<u64> = events.iter().map(|e| e.id.parse().expect("numeric id")).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "sequences not increasing: {seqs:?}");
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e.id.parse().expect("numeric id"))
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "sequences not increasing: {seqs:?}"
+    );
     assert_eq!(events[0].event, "started", "{events:?}");
     let terminal: Vec<&SseEvent> = events
         .iter()
         .filter(|e| matches!(e.event.as_str(), "completed" | "failed" | "cancelled"))
         .collect();
     assert_eq!(terminal.len(), 1, "one terminal event: {events:?}");
-    assert!(std::ptr::eq(terminal[0], events.last().unwrap()), "terminal event is last");
+    assert!(
+        std::ptr::eq(terminal[0], events.last().unwrap()),
+        "terminal event is last"
+    );
     let last_attempt = events
         .iter()
         .filter(|e| e.event == "started")
@@ -49,7 +59,10 @@ fn check_history(events: &[SseEvent]) -> String {
     for (i, d) in deltas.iter().enumerate() {
         assert_eq!(d.data["index"].as_u64(), Some(i as u64), "delta order");
     }
-    deltas.iter().map(|d| d.data["content"].as_str().unwrap()).collect()
+    deltas
+        .iter()
+        .map(|d| d.data["content"].as_str().unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -60,7 +73,10 @@ async fn rest_and_grpc_tasks_complete_and_streams_replay_in_order() {
     assert_eq!(agent["version"], 1);
 
     // A live SSE client, connected before the task runs.
-    let id = client.submit("support", "tell me about the weather today").await.unwrap();
+    let id = client
+        .submit("support", "tell me about the weather today")
+        .await
+        .unwrap();
     let live = {
         let client = client.clone();
         let id = id.clone();
@@ -81,14 +97,19 @@ async fn rest_and_grpc_tasks_complete_and_streams_replay_in_order() {
         late.iter().map(|e| &e.id).collect::<Vec<_>>(),
         live.iter().map(|e| &e.id).collect::<Vec<_>>()
     );
-    assert_eq!(late.last().unwrap().data["output"], Value::String(output.clone()));
+    assert_eq!(
+        late.last().unwrap().data["output"],
+        Value::String(output.clone())
+    );
     // Resuming after an event replays only what follows it.
     let second: u64 = late[1].id.parse().unwrap();
     let resumed = client.events(&id, Some(second), WAIT).await.unwrap();
     assert_eq!(resumed.len(), late.len() - 2);
 
     // The same over public gRPC: submit, then a late watch.
-    let mut grpc = TaskServiceClient::connect(mesh.gateway_grpc_url()).await.unwrap();
+    let mut grpc = TaskServiceClient::connect(mesh.gateway_grpc_url())
+        .await
+        .unwrap();
     let token = mesh.token("acme", &[mesh_auth::Role::User]);
     let mut request = tonic::Request::new(SubmitTaskRequest {
         agent: "support".into(),
@@ -97,9 +118,18 @@ async fn rest_and_grpc_tasks_complete_and_streams_replay_in_order() {
     request
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let task = grpc.submit_task(request).await.unwrap().into_inner().task.unwrap();
+    let task = grpc
+        .submit_task(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Queued as i32);
-    let done = client.wait_for(&task.id, &["succeeded"], WAIT).await.unwrap();
+    let done = client
+        .wait_for(&task.id, &["succeeded"], WAIT)
+        .await
+        .unwrap();
     let mut watch = tonic::Request::new(WatchTaskRequest {
         id: task.id.clone(),
         after_seq: 0,

@@ -158,7 +158,10 @@ impl MigrationTrait for CreateTables {
             )
             .await?;
         for (name, cols) in [
-            ("orch_tasks_tenant_id", vec![OrchTasks::Tenant, OrchTasks::Id]),
+            (
+                "orch_tasks_tenant_id",
+                vec![OrchTasks::Tenant, OrchTasks::Id],
+            ),
             (
                 "orch_tasks_tenant_agent_status",
                 vec![OrchTasks::Tenant, OrchTasks::Agent, OrchTasks::Status],

@@ -3,9 +3,9 @@
 
 pub mod agent;
 pub mod agent_version;
+mod migrations;
 pub mod outbox;
 pub mod task;
-mod migrations;
 
 pub use migrations::Migrator;
 
