@@ -17,6 +17,7 @@ use futures::StreamExt as _;
 use mesh_proto::{AgentSpec, ListTasksRequest, TaskStatus};
 use mesh_runtime::ErrorCode;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use crate::auth::Operation;
 use crate::error::ApiError;
@@ -53,7 +54,19 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.run(request).await;
+    // One server span per request, continuing the caller's trace when it
+    // sent a `traceparent`.
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    mesh_telemetry::set_parent(&span, mesh_telemetry::extract_http(request.headers()));
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     let labels = RouteLabels {
         method,
         route,

@@ -10,6 +10,7 @@
 mod config;
 mod control;
 mod convert;
+mod dead_letters;
 mod metrics;
 pub mod outbox;
 pub mod projection;
@@ -93,6 +94,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     } else {
         tracing::warn!("outbox relay disabled: submitted tasks stay in the outbox");
     }
+    supervisor.spawn(
+        "max-deliveries watch",
+        dead_letters::watch(bus.clone(), stop.clone()),
+    );
     let projector =
         projection::Projector::new(db.clone(), bus.clone(), config.projection.clone(), metrics);
     supervisor.spawn("event projection", projector.run(stop.clone()));

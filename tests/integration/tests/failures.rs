@@ -299,3 +299,54 @@ async fn queued_and_running_tasks_can_be_cancelled() {
         "the model call was stopped early"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_dying_on_the_last_delivery_still_fails_the_task_and_dead_letters_it() {
+    let mut options = MeshOptions {
+        sim: slow_sim(100),
+        start_worker: false,
+        ..Default::default()
+    };
+    options.bus.task_ack_wait = Duration::from_millis(1000);
+    options.bus.task_retry.max_deliver = 1;
+    let mesh = postgres_mesh(options).await;
+    let client = mesh.client("acme");
+    client.apply_sim_agent("slow", 50).await.unwrap();
+    let dlq = mesh
+        .bus
+        .client()
+        .subscribe("dlq.tasks.acme.slow")
+        .await
+        .unwrap();
+
+    let worker = IsolatedWorker::spawn(mesh.worker_config().unwrap()).unwrap();
+    let id = client.submit("slow", "one two three").await.unwrap();
+    client.wait_for(&id, &["running"], WAIT).await.unwrap();
+    worker.kill();
+    // Another worker keeps pulling; the dead delivery is not handed out again.
+    let _other = IsolatedWorker::spawn(mesh.worker_config().unwrap()).unwrap();
+
+    let task = client
+        .wait_for(&id, &["failed", "succeeded"], WAIT)
+        .await
+        .unwrap();
+    assert_eq!(task["status"], "failed", "{task}");
+    assert!(
+        task["error"].as_str().unwrap().contains("worker stopped"),
+        "{task}"
+    );
+    let dead = tokio::time::timeout(WAIT, dlq.take(1).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let headers = dead[0].headers.clone().unwrap();
+    assert_eq!(
+        headers.get("agentmesh-dlq-reason").unwrap().as_str(),
+        "max_deliveries"
+    );
+    let mut tasks = mesh.bus.jetstream().get_stream("TASKS").await.unwrap();
+    assert_eq!(
+        tasks.info().await.unwrap().state.messages,
+        0,
+        "removed from the work queue"
+    );
+}
