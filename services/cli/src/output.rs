@@ -9,7 +9,10 @@ pub enum Format {
 }
 
 pub fn task_table(tasks: &[Value]) {
-    println!("{:<36}  {:<16}  {:<10}  {:>7}  CREATED", "ID", "AGENT", "STATUS", "TOKENS");
+    println!(
+        "{:<36}  {:<16}  {:<10}  {:>7}  CREATED",
+        "ID", "AGENT", "STATUS", "TOKENS"
+    );
     for t in tasks {
         let tokens = t["usage"]["outputTokens"].as_u64().unwrap_or_default();
         println!(
