@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 
 use crate::auth::{Operation, authorize};
 use crate::error::ApiError;
+use crate::ratelimit::Decision;
 use crate::state::AppState;
 
 impl AppState {
@@ -63,6 +64,7 @@ impl AppState {
         input: String,
     ) -> Result<Task, ApiError> {
         validate_name("agent", &agent)?;
+        self.check_submit_rate(&principal.tenant).await?;
         let request = self.request(principal, SubmitTaskRequest { agent, input })?;
         self.client()
             .submit_task(request)
@@ -75,6 +77,32 @@ impl AppState {
                     "orchestrator returned no task",
                 )
             })
+    }
+
+    async fn check_submit_rate(&self, tenant: &str) -> Result<(), ApiError> {
+        let Some(limiter) = &self.submit_limiter else {
+            return Ok(());
+        };
+        match limiter.check(tenant, "submit").await {
+            Ok(Decision::Allowed) => Ok(()),
+            Ok(Decision::Limited { retry_after }) => {
+                self.metrics.ratelimit_rejections.inc();
+                let mut error = ApiError::new(
+                    mesh_runtime::ErrorCode::ResourceExhausted,
+                    format!(
+                        "tenant {tenant} is over its limit of {} task submissions per minute",
+                        self.config.submit_rate_per_minute
+                    ),
+                );
+                error.retry_after = Some(retry_after);
+                Err(error)
+            }
+            Err(error) => {
+                self.metrics.ratelimit_errors.inc();
+                tracing::warn!(%error, "rate limit check failed; letting the request through");
+                Ok(())
+            }
+        }
     }
 
     pub async fn get_task(&self, principal: &Principal, id: String) -> Result<Task, ApiError> {

@@ -24,6 +24,11 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// SSE keep-alive comment interval.
     pub sse_keep_alive: Duration,
+    /// Task submissions per tenant per minute (enforced through Redis when
+    /// `REDIS_URL` is set; 0 turns the limit off).
+    pub submit_rate_per_minute: u32,
+    /// Timeout of one Redis call.
+    pub redis_timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -77,6 +82,12 @@ impl Config {
                 env,
                 &var("SSE_KEEP_ALIVE_MS"),
                 Duration::from_secs(15),
+            )?,
+            submit_rate_per_minute: env::parse_or(env, &var("SUBMIT_RATE_PER_MINUTE"), 1200)?,
+            redis_timeout: env::millis_or(
+                env,
+                &var("REDIS_TIMEOUT_MS"),
+                Duration::from_millis(250),
             )?,
         })
     }

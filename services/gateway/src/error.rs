@@ -13,6 +13,8 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, when one is.
     pub field: Option<String>,
+    /// For rate limits: when to come back (`Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -30,6 +33,7 @@ impl ApiError {
             code: ErrorCode::InvalidArgument,
             message: format!("{field}: {why}"),
             field: Some(field.to_owned()),
+            retry_after: None,
         }
     }
 
@@ -38,7 +42,13 @@ impl ApiError {
     }
 
     pub fn to_status(&self) -> tonic::Status {
-        tonic::Status::new(self.code.grpc(), self.message.clone())
+        let mut status = tonic::Status::new(self.code.grpc(), self.message.clone());
+        if let Some(after) = self.retry_after
+            && let Ok(value) = after.as_secs().to_string().parse()
+        {
+            status.metadata_mut().insert("retry-after", value);
+        }
+        status
     }
 }
 
@@ -60,6 +70,7 @@ impl From<tonic::Status> for ApiError {
             code,
             message,
             field,
+            retry_after: None,
         }
     }
 }
@@ -70,7 +81,16 @@ impl IntoResponse for ApiError {
         if let Some(field) = &self.field {
             body["field"] = json!(field);
         }
-        (self.code.http(), Json(json!({ "error": body }))).into_response()
+        let mut response = (self.code.http(), Json(json!({ "error": body }))).into_response();
+        if let Some(after) = self.retry_after
+            && let Ok(value) =
+                axum::http::HeaderValue::from_str(&after.as_secs().max(1).to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 

@@ -11,6 +11,7 @@ mod events;
 mod grpc;
 pub mod json;
 mod metrics;
+mod ratelimit;
 mod rest;
 mod state;
 mod views;
@@ -75,12 +76,25 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .connect_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect_lazy();
+    let submit_limiter = match (&config.shared.redis_url, config.submit_rate_per_minute) {
+        (Some(url), limit) if limit > 0 => Some(
+            ratelimit::RateLimiter::connect(url, limit, config.redis_timeout)
+                .await
+                .context("connect to redis (REDIS_URL) for rate limits")?,
+        ),
+        (None, limit) if limit > 0 => {
+            tracing::warn!("REDIS_URL is not set: per-tenant rate limits are off");
+            None
+        }
+        _ => None,
+    };
     let state = state::AppState {
         verifier: mesh_auth::Verifier::hs256(&config.jwt_secret, config.jwt_leeway.as_secs()),
         orchestrator: ControlPlaneClient::new(channel),
         bus,
         config: Arc::new(config.clone()),
         metrics,
+        submit_limiter,
     };
 
     let http_listener = tokio::net::TcpListener::bind(config.http_listen)

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub requests: Family<RouteLabels, Counter>,
     pub duration: Family<RouteLabels, Histogram>,
     pub open_streams: Gauge,
+    pub ratelimit_rejections: Counter,
+    pub ratelimit_errors: Counter,
 }
 
 impl Metrics {
@@ -29,7 +31,19 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16))
             }),
             open_streams: Gauge::default(),
+            ratelimit_rejections: Counter::default(),
+            ratelimit_errors: Counter::default(),
         };
+        registry.register(
+            "gateway_ratelimit_rejections",
+            "Requests refused by a per-tenant rate limit",
+            m.ratelimit_rejections.clone(),
+        );
+        registry.register(
+            "gateway_ratelimit_errors",
+            "Rate-limit checks that failed open because Redis did not answer",
+            m.ratelimit_errors.clone(),
+        );
         registry.register("gateway_http_requests", "REST requests", m.requests.clone());
         registry.register(
             "gateway_http_request_duration_seconds",

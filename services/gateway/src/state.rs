@@ -17,4 +17,6 @@ pub struct AppState {
     pub bus: Bus,
     pub config: Arc<Config>,
     pub metrics: Metrics,
+    /// Present when `REDIS_URL` is set and the submit limit is on.
+    pub submit_limiter: Option<crate::ratelimit::RateLimiter>,
 }

@@ -90,3 +90,9 @@ pub async fn fresh_postgres() -> anyhow::Result<String> {
         .context("database URL has no database path")?;
     Ok(format!("{prefix}/{name}"))
 }
+
+/// The Redis the tests use: `$REDIS_URL` (the test command sets it), else
+/// the local one.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}

@@ -24,6 +24,10 @@ pub struct MeshOptions {
     pub worker_agents: agent_worker::AgentSelection,
     /// Point the router at this backend instead of the simulator.
     pub backend_url: Option<String>,
+    /// Redis for the gateway's rate limits (`None`: limits off).
+    pub redis_url: Option<String>,
+    /// The gateway's per-tenant submit limit (0: off).
+    pub submit_rate_per_minute: u32,
 }
 
 impl Default for MeshOptions {
@@ -42,6 +46,8 @@ impl Default for MeshOptions {
             start_worker: true,
             worker_agents: agent_worker::AgentSelection::All,
             backend_url: None,
+            redis_url: None,
+            submit_rate_per_minute: 0,
         }
     }
 }
@@ -71,6 +77,7 @@ impl Mesh {
         let mut shared = SharedConfig::from_env(&Default::default())?;
         shared.nats_url = nats.url.clone();
         shared.database_url = options.database_url.clone();
+        shared.redis_url = options.redis_url.clone();
         shared.bus = options.bus.clone();
 
         let sim_stop = CancellationToken::new();
@@ -123,12 +130,12 @@ impl Mesh {
         }
 
         let gateway_stop = CancellationToken::new();
-        let gateway = gateway::start(
-            gateway::Config::ephemeral(shared.clone(), orchestrator_url, TEST_JWT_SECRET)?,
-            gateway_stop.clone(),
-        )
-        .await
-        .context("start gateway")?;
+        let mut gateway_config =
+            gateway::Config::ephemeral(shared.clone(), orchestrator_url, TEST_JWT_SECRET)?;
+        gateway_config.submit_rate_per_minute = options.submit_rate_per_minute;
+        let gateway = gateway::start(gateway_config, gateway_stop.clone())
+            .await
+            .context("start gateway")?;
         let bus = mesh_bus::Bus::connect(&nats.url, "test", shared.bus.clone()).await?;
 
         Ok(Self {
