@@ -25,6 +25,12 @@ pub struct Config {
     /// Upper bound of a whole backend call, streaming included.
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Requests the backend pool runs at once; more wait in the queue.
+    pub max_concurrency: usize,
+    /// Requests that may wait for a slot; more are refused (429).
+    pub max_queue: usize,
+    /// How long a request may wait for a slot (covers scale-from-zero).
+    pub queue_timeout: Duration,
 }
 
 const PREFIX: &str = "AGENTMESH_ROUTER_";
@@ -65,6 +71,9 @@ impl Config {
                 Duration::from_secs(600),
             )?,
             max_body_bytes: env::parse_or(env, &var("MAX_BODY_BYTES"), 4 * 1024 * 1024)?,
+            max_concurrency: env::parse_or(env, &var("MAX_CONCURRENCY"), 256)?,
+            max_queue: env::parse_or(env, &var("MAX_QUEUE"), 4096)?,
+            queue_timeout: env::millis_or(env, &var("QUEUE_TIMEOUT_MS"), Duration::from_secs(120))?,
         })
     }
 

@@ -17,12 +17,14 @@ use serde_json::json;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
+use crate::admission::{AdmitError, Pool};
 use crate::backend::{Backend, BackendError};
 use crate::metrics::Metrics;
 use crate::openai::describe_backend_error;
 
 pub struct InferenceGrpc {
     pub backend: Backend,
+    pub pool: Pool,
     pub metrics: Metrics,
 }
 
@@ -112,6 +114,14 @@ impl InferenceService for InferenceGrpc {
             return Err(Status::invalid_argument("messages: must not be empty"));
         }
         let started = Instant::now();
+        let admitted = self.pool.admit().await.map_err(|error| {
+            self.metrics.request("grpc_chat_stream", "rejected");
+            match error {
+                // Retryable for the worker: it naks with backoff.
+                AdmitError::QueueFull { .. } => Status::resource_exhausted(error.to_string()),
+                AdmitError::Timeout { .. } => Status::unavailable(error.to_string()),
+            }
+        })?;
         let body =
             serde_json::to_vec(&openai_body(&req)).map_err(|e| Status::internal(e.to_string()))?;
         let response = async {
@@ -131,10 +141,9 @@ impl InferenceService for InferenceGrpc {
         };
         self.metrics.request("grpc_chat_stream", "ok");
         let metrics = self.metrics.clone();
-        let in_flight = metrics.in_flight_guard();
         let mut events = response.bytes_stream().eventsource();
         let stream = async_stream_of(move |tx| async move {
-            let _in_flight = in_flight;
+            let _slot = admitted;
             let mut first = true;
             let mut content_chunks = 0u64;
             let mut usage_seen = false;

@@ -3,6 +3,7 @@
 //! serves one configured backend; route tables, pools, admission queues and
 //! fallback are the router issue's.
 
+mod admission;
 mod backend;
 mod config;
 mod grpc;
@@ -50,6 +51,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     supervisor.spawn("admin", admin);
 
     let backend = backend::Backend::new(&config).context("build backend client")?;
+    let pool = metrics.pool("default", &config);
 
     let http_listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
@@ -58,6 +60,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let app = openai::router(
         openai::HttpState {
             backend: backend.clone(),
+            pool: pool.clone(),
             metrics: metrics.clone(),
         },
         config.max_body_bytes,
@@ -77,6 +80,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .add_service(health_service)
         .add_service(InferenceServiceServer::new(grpc::InferenceGrpc {
             backend,
+            pool,
             metrics,
         }))
         .serve_with_incoming_shutdown(

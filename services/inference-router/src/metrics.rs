@@ -14,37 +14,43 @@ pub struct RequestLabels {
     pub outcome: String,
 }
 
-#[derive(Clone)]
-pub struct Metrics {
-    requests: Family<RequestLabels, Counter>,
-    in_flight: Gauge,
-    pub time_to_first_token: Histogram,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
 }
 
-pub struct InFlight(Gauge);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
+#[derive(Clone)]
+pub struct Metrics {
+    /// Requests waiting for a backend slot, per pool (scales the GPU pool).
+    pub pool_queue_depth: Family<PoolLabels, Gauge>,
+    /// Requests running on the pool's backends.
+    pub pool_in_flight: Family<PoolLabels, Gauge>,
+    requests: Family<RequestLabels, Counter>,
+    pub time_to_first_token: Histogram,
 }
 
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
+            pool_queue_depth: Family::default(),
+            pool_in_flight: Family::default(),
             requests: Family::default(),
-            in_flight: Gauge::default(),
             time_to_first_token: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         };
+        registry.register(
+            "router_pool_queue_depth",
+            "Requests waiting for a backend slot, per pool",
+            m.pool_queue_depth.clone(),
+        );
+        registry.register(
+            "router_pool_in_flight",
+            "Requests running on the pool's backends",
+            m.pool_in_flight.clone(),
+        );
         registry.register(
             "router_requests",
             "Model requests by API and outcome",
             m.requests.clone(),
-        );
-        registry.register(
-            "router_in_flight",
-            "Model requests in flight",
-            m.in_flight.clone(),
         );
         registry.register(
             "router_time_to_first_token_seconds",
@@ -54,6 +60,21 @@ impl Metrics {
         m
     }
 
+    /// The admission pool `name`, reporting into the pool gauges.
+    pub fn pool(&self, name: &str, config: &crate::Config) -> crate::admission::Pool {
+        let labels = PoolLabels {
+            pool: name.to_owned(),
+        };
+        crate::admission::Pool::new(
+            name,
+            config.max_concurrency,
+            config.max_queue,
+            config.queue_timeout,
+            self.pool_queue_depth.get_or_create(&labels).clone(),
+            self.pool_in_flight.get_or_create(&labels).clone(),
+        )
+    }
+
     pub fn request(&self, api: &str, outcome: &str) {
         self.requests
             .get_or_create(&RequestLabels {
@@ -61,10 +82,5 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
-    }
-
-    pub fn in_flight_guard(&self) -> InFlight {
-        self.in_flight.inc();
-        InFlight(self.in_flight.clone())
     }
 }

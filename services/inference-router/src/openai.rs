@@ -15,12 +15,14 @@ use axum::routing::{get, post};
 use futures::StreamExt as _;
 use serde_json::json;
 
+use crate::admission::{AdmitError, Pool};
 use crate::backend::{Backend, BackendError, error_message};
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub backend: Backend,
+    pub pool: Pool,
     pub metrics: Metrics,
 }
 
@@ -114,7 +116,13 @@ async fn chat_completions(State(state): State<HttpState>, body: Bytes) -> Respon
     }
     let streaming = value["stream"].as_bool().unwrap_or(false);
     let api = if streaming { "chat_stream" } else { "chat" };
-    let _in_flight = state.metrics.in_flight_guard();
+    let admitted = match state.pool.admit().await {
+        Ok(admitted) => admitted,
+        Err(error) => {
+            state.metrics.request(api, "rejected");
+            return admission_error_response(&error);
+        }
+    };
     let response = match state.backend.post_json("/v1/chat/completions", body).await {
         Ok(response) => response,
         Err(error) => {
@@ -140,7 +148,11 @@ async fn chat_completions(State(state): State<HttpState>, body: Bytes) -> Respon
         };
     }
     let upstream = response.bytes_stream();
-    let body = Body::from_stream(guard_stream_end(upstream));
+    // The backend slot is held until the stream ends or the client leaves.
+    let body = Body::from_stream(guard_stream_end(upstream).map(move |item| {
+        let _slot = &admitted;
+        item
+    }));
     (
         StatusCode::OK,
         [
@@ -228,6 +240,27 @@ async fn models(State(state): State<HttpState>) -> Response {
         },
         Err(error) => backend_error_response(error),
     }
+}
+
+fn admission_error_response(error: &AdmitError) -> Response {
+    let mut response = match error {
+        AdmitError::QueueFull { .. } => openai_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            &error.to_string(),
+            None,
+        ),
+        AdmitError::Timeout { .. } => openai_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            &error.to_string(),
+            None,
+        ),
+    };
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Used by the gRPC face to turn a backend error body into a message.
