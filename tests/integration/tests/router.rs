@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
 //! The inference-router in front of the model simulator (which speaks the
 //! OpenAI wire protocol): parameters pass through, streams that break end
 //! with an explicit error, and the admission queue waits instead of failing
