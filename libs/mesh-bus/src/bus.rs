@@ -207,14 +207,23 @@ impl Bus {
         stream: StreamKind,
         consumer: &str,
     ) -> Result<ConsumerLag, BusError> {
-        let stream_handle =
-            self.js
-                .get_stream(stream.name())
-                .await
-                .map_err(|e| BusError::Stream {
-                    stream: stream.name().to_owned(),
-                    message: e.to_string(),
-                })?;
+        self.consumer_lag_of(stream.name(), consumer).await
+    }
+
+    /// [`Bus::consumer_lag`] by stream name (as a ScaledObject names it).
+    pub async fn consumer_lag_of(
+        &self,
+        stream: &str,
+        consumer: &str,
+    ) -> Result<ConsumerLag, BusError> {
+        let stream_handle = self
+            .js
+            .get_stream(stream)
+            .await
+            .map_err(|e| BusError::Stream {
+                stream: stream.to_owned(),
+                message: e.to_string(),
+            })?;
         let info = stream_handle
             .consumer_info(consumer)
             .await
