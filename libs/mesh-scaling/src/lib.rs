@@ -11,8 +11,10 @@
 
 mod policy;
 mod rule;
+mod render;
 mod runner;
 
 pub use policy::{PolicyError, ScalePolicy};
 pub use rule::Scaler;
+pub use render::{AgentScaling, RenderOptions, agent_worker_component};
 pub use runner::{Replicas, run};

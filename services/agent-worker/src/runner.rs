@@ -9,7 +9,9 @@
 
 use std::time::Instant;
 
-use futures::StreamExt as _;
+use std::sync::Arc;
+
+use futures::{FutureExt as _, StreamExt as _};
 use mesh_bus::{Bus, BusError, Delivery, StreamKind};
 use mesh_proto::inference_service_client::InferenceServiceClient;
 use mesh_proto::{
@@ -84,10 +86,13 @@ impl TaskRunner {
     }
 
     /// Pulls the agent's consumer until `stop`, running up to
-    /// `concurrency` tasks at once; returns after in-flight tasks finish.
-    pub async fn serve_agent(&self, agent: &str, stop: CancellationToken) -> Result<(), BusError> {
+    /// `concurrency` tasks at once. On stop: no more pulls, deliveries
+    /// fetched but not started are nak'ed for immediate redelivery to
+    /// another worker, and in-flight tasks finish (ack or nak) before this
+    /// returns.
+    pub async fn serve_agent(self: Arc<Self>, agent: &str, stop: CancellationToken) -> Result<(), BusError> {
         let consumer = self.bus.ensure_agent_consumer(agent).await?;
-        let messages = consumer
+        let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.config.concurrency)
             .messages()
@@ -96,15 +101,47 @@ impl TaskRunner {
                 consumer: format!("agent-{agent}"),
                 message: e.to_string(),
             })?;
-        messages
-            .take_until(stop.cancelled())
-            .for_each_concurrent(self.config.concurrency, |message| async move {
-                match message {
-                    Ok(message) => self.handle(agent, message).await,
-                    Err(error) => tracing::warn!(%agent, %error, "tasks pull error"),
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.config.concurrency));
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            // A free slot first, so nothing is taken that cannot start.
+            let slot = tokio::select! {
+                _ = stop.cancelled() => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
+            let message = tokio::select! {
+                _ = stop.cancelled() => break,
+                message = messages.next() => message,
+            };
+            match message {
+                Some(Ok(message)) => {
+                    let (runner, agent) = (self.clone(), agent.to_owned());
+                    running.spawn(async move {
+                        runner.handle(&agent, message).await;
+                        drop(slot);
+                    });
                 }
-            })
-            .await;
+                Some(Err(error)) => tracing::warn!(%agent, %error, "tasks pull error"),
+                None => break,
+            }
+            // Reap finished tasks so the set stays small.
+            while running.try_join_next().is_some() {}
+        }
+        // Hand back what was fetched but not started.
+        let mut handed_back = 0;
+        while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+            let _ = message
+                .ack_with(async_nats::jetstream::AckKind::Nak(None))
+                .await;
+            handed_back += 1;
+        }
+        if handed_back > 0 {
+            tracing::info!(%agent, handed_back, "returned unstarted deliveries to the queue");
+        }
+        while running.join_next().await.is_some() {}
         Ok(())
     }
 

@@ -10,7 +10,7 @@ pub mod mesh;
 
 pub use client::RestClient;
 pub use infra::{Nats, fresh_postgres};
-pub use mesh::{IsolatedWorker, Mesh, MeshOptions};
+pub use mesh::{IsolatedWorker, Mesh, MeshOptions, WorkerReplicas};
 
 /// The secret tests sign tokens with.
 pub const TEST_JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";

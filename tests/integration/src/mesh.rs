@@ -218,17 +218,22 @@ impl Drop for Mesh {
     }
 }
 
-/// An agent-worker on its own runtime and thread, so a test can kill it
-/// the hard way: the runtime is dropped mid-task, nothing is acked, its
-/// NATS connection just goes away.
+/// An agent-worker on its own runtime and thread, so a test can stop it
+/// gracefully (drain) or kill it the hard way: the runtime is dropped
+/// mid-task, nothing is acked, its NATS connection just goes away.
 pub struct IsolatedWorker {
-    kill: Option<std::sync::mpsc::Sender<()>>,
+    command: Option<std::sync::mpsc::Sender<Exit>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+enum Exit {
+    Kill,
+    Drain,
 }
 
 impl IsolatedWorker {
     pub fn spawn(config: agent_worker::Config) -> anyhow::Result<Self> {
-        let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
+        let (command_tx, command_rx) = std::sync::mpsc::channel::<Exit>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let thread = std::thread::spawn(move || {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -244,14 +249,26 @@ impl IsolatedWorker {
             };
             let token = CancellationToken::new();
             let started = runtime.block_on(agent_worker::start(config, token.clone()));
-            let _ = ready_tx.send(started.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-            // Park this thread until killed; the runtime's workers keep running.
-            let _ = kill_rx.recv();
+            let running = match started {
+                Ok(running) => {
+                    let _ = ready_tx.send(Ok(()));
+                    running
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            // Park this thread until told; the runtime's workers keep running.
+            if let Ok(Exit::Drain) | Err(_) = command_rx.recv() {
+                token.cancel();
+                let _ = runtime.block_on(running.stopped.wait());
+            }
             runtime.shutdown_background();
         });
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Self {
-                kill: Some(kill_tx),
+                command: Some(command_tx),
                 thread: Some(thread),
             }),
             Ok(Err(e)) => anyhow::bail!("worker did not start: {e}"),
@@ -261,12 +278,17 @@ impl IsolatedWorker {
 
     /// Drops the worker's runtime without any shutdown phase.
     pub fn kill(mut self) {
-        self.kill_now();
+        self.exit(Exit::Kill);
     }
 
-    fn kill_now(&mut self) {
-        if let Some(kill) = self.kill.take() {
-            let _ = kill.send(());
+    /// Graceful stop: stop pulling, finish in-flight tasks, then exit.
+    pub fn drain(mut self) {
+        self.exit(Exit::Drain);
+    }
+
+    fn exit(&mut self, how: Exit) {
+        if let Some(command) = self.command.take() {
+            let _ = command.send(how);
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -276,6 +298,47 @@ impl IsolatedWorker {
 
 impl Drop for IsolatedWorker {
     fn drop(&mut self) {
-        self.kill_now();
+        self.exit(Exit::Kill);
+    }
+}
+
+/// Worker replicas the local scaler resizes: each an [`IsolatedWorker`].
+pub struct WorkerReplicas {
+    config: agent_worker::Config,
+    workers: Vec<IsolatedWorker>,
+}
+
+impl WorkerReplicas {
+    pub fn new(config: agent_worker::Config) -> Self {
+        Self {
+            config,
+            workers: Vec::new(),
+        }
+    }
+}
+
+impl mesh_scaling::Replicas for WorkerReplicas {
+    fn current(&self) -> u32 {
+        u32::try_from(self.workers.len()).unwrap_or(u32::MAX)
+    }
+
+    async fn scale_to(&mut self, n: u32) -> Result<(), String> {
+        let n = n as usize;
+        while self.workers.len() < n {
+            let config = self.config.clone();
+            let worker = tokio::task::spawn_blocking(move || IsolatedWorker::spawn(config))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            self.workers.push(worker);
+        }
+        while self.workers.len() > n {
+            if let Some(worker) = self.workers.pop() {
+                tokio::task::spawn_blocking(move || worker.drain())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
     }
 }

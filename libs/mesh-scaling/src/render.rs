@@ -1,0 +1,234 @@
+//! Renders one agent's worker Deployment and KEDA ScaledObject as a
+//! Kustomize Component, from the agent's `spec.scaling`, so a GitOps
+//! repository holds exactly what scales that agent. The ScaledObject names
+//! the consumer the code creates (`agent-<agent>` on TASKS).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// An Agent resource's `spec.scaling`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentScaling {
+    #[serde(default)]
+    pub min_replicas: u32,
+    #[serde(default = "default_max")]
+    pub max_replicas: u32,
+    /// Queue lag one replica absorbs (KEDA `lagThreshold`).
+    #[serde(default = "default_lag")]
+    pub target_queue_lag_per_replica: u64,
+    /// Lag above which the agent scales from zero (`activationLagThreshold`).
+    #[serde(default)]
+    pub activation_queue_lag: u64,
+    #[serde(default = "default_polling")]
+    pub polling_interval_seconds: u32,
+    #[serde(default = "default_cooldown")]
+    pub cooldown_seconds: u32,
+    #[serde(default = "default_cooldown")]
+    pub scale_down_stabilization_seconds: u32,
+}
+
+fn default_max() -> u32 {
+    10
+}
+fn default_lag() -> u64 {
+    10
+}
+fn default_polling() -> u32 {
+    30
+}
+fn default_cooldown() -> u32 {
+    300
+}
+
+impl Default for AgentScaling {
+    fn default() -> Self {
+        Self {
+            min_replicas: 0,
+            max_replicas: default_max(),
+            target_queue_lag_per_replica: default_lag(),
+            activation_queue_lag: 0,
+            polling_interval_seconds: default_polling(),
+            cooldown_seconds: default_cooldown(),
+            scale_down_stabilization_seconds: default_cooldown(),
+        }
+    }
+}
+
+impl AgentScaling {
+    /// `Err((field, why))`, field paths relative to `spec.scaling`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_replicas == 0 || self.max_replicas > 1000 {
+            return Err(("maxReplicas", "must be between 1 and 1000".into()));
+        }
+        if self.min_replicas > self.max_replicas {
+            return Err(("minReplicas", format!("must not exceed maxReplicas ({})", self.max_replicas)));
+        }
+        if self.target_queue_lag_per_replica == 0 {
+            return Err(("targetQueueLagPerReplica", "must be at least 1".into()));
+        }
+        if self.polling_interval_seconds == 0 {
+            return Err(("pollingIntervalSeconds", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Where the rendered objects point.
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    pub namespace: String,
+    pub image: String,
+    /// NATS monitoring endpoint KEDA polls (`host:8222`).
+    pub nats_monitoring: String,
+    pub nats_account: String,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self {
+            namespace: "ai-agents".into(),
+            image: "agentmesh/agent-worker:latest".into(),
+            nats_monitoring: "nats.ai-data.svc.cluster.local:8222".into(),
+            nats_account: "$G".into(),
+        }
+    }
+}
+
+/// The files of the component: `(file name, YAML)`.
+pub fn agent_worker_component(
+    agent: &str,
+    scaling: &AgentScaling,
+    options: &RenderOptions,
+) -> Result<Vec<(String, String)>, mesh_bus::BusError> {
+    let consumer = mesh_bus::names::agent_consumer(agent)?;
+    let name = format!("agent-worker-{agent}");
+    let labels = json!({
+        "app.kubernetes.io/name": "agent-worker",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/part-of": "agentmesh",
+        "agentmesh.dev/agent": agent,
+    });
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": options.namespace, "labels": labels},
+        "spec": {
+            // KEDA owns the count; this is the count before it takes over.
+            "replicas": scaling.min_replicas,
+            "selector": {"matchLabels": {"app.kubernetes.io/instance": name}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": "agent-worker",
+                    "terminationGracePeriodSeconds": 150,
+                    "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "agent-worker",
+                        "image": options.image,
+                        "envFrom": [{"configMapRef": {"name": "agent-worker"}}],
+                        "env": [
+                            {"name": "AGENTMESH_WORKER_AGENTS", "value": agent},
+                            {"name": "AGENTMESH_WORKER_ADMIN_LISTEN", "value": "0.0.0.0:9102"},
+                        ],
+                        "ports": [{"name": "admin", "containerPort": 9102}],
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "admin"}},
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "admin"}},
+                        "resources": {
+                            "requests": {"cpu": "100m", "memory": "128Mi"},
+                            "limits": {"cpu": "1", "memory": "512Mi"},
+                        },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }],
+                },
+            },
+        },
+    });
+    let scaled_object = json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": name, "namespace": options.namespace, "labels": labels},
+        "spec": {
+            "scaleTargetRef": {"name": name},
+            "pollingInterval": scaling.polling_interval_seconds,
+            "cooldownPeriod": scaling.cooldown_seconds,
+            "minReplicaCount": scaling.min_replicas,
+            "maxReplicaCount": scaling.max_replicas,
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": {
+                "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds,
+            }}}},
+            "triggers": [{
+                "type": "nats-jetstream",
+                "metadata": {
+                    "natsServerMonitoringEndpoint": options.nats_monitoring,
+                    "account": options.nats_account,
+                    "stream": mesh_bus::StreamKind::Tasks.name(),
+                    "consumer": consumer,
+                    "lagThreshold": scaling.target_queue_lag_per_replica.to_string(),
+                    "activationLagThreshold": scaling.activation_queue_lag.to_string(),
+                },
+            }],
+        },
+    });
+    let kustomization = json!({
+        "apiVersion": "kustomize.config.k8s.io/v1alpha1",
+        "kind": "Component",
+        "resources": ["deployment.yaml", "scaledobject.yaml"],
+    });
+    let yaml = |v: &Value| serde_yaml::to_string(v).unwrap_or_default();
+    let header = format!(
+        "# Rendered by `agentmesh render` from agent {agent:?}'s spec.scaling; edit the agent, not this file.\n"
+    );
+    Ok(vec![
+        ("kustomization.yaml".into(), format!("{header}{}", yaml(&kustomization))),
+        ("deployment.yaml".into(), format!("{header}{}", yaml(&deployment))),
+        ("scaledobject.yaml".into(), format!("{header}{}", yaml(&scaled_object))),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ScalePolicy;
+    use std::time::Duration;
+
+    #[test]
+    fn the_rendered_scaled_object_reads_back_as_the_same_policy() {
+        let scaling = AgentScaling {
+            min_replicas: 0,
+            max_replicas: 6,
+            target_queue_lag_per_replica: 25,
+            activation_queue_lag: 2,
+            polling_interval_seconds: 5,
+            cooldown_seconds: 90,
+            scale_down_stabilization_seconds: 60,
+        };
+        let files = agent_worker_component("support", &scaling, &RenderOptions::default()).unwrap();
+        let scaled = &files.iter().find(|(n, _)| n == "scaledobject.yaml").unwrap().1;
+        let policy = ScalePolicy::from_yaml(scaled, None).unwrap();
+        assert_eq!(policy.consumer, "agent-support");
+        assert_eq!(policy.stream, "TASKS");
+        assert_eq!((policy.min_replicas, policy.max_replicas), (0, 6));
+        assert_eq!((policy.lag_threshold, policy.activation_lag_threshold), (25, 2));
+        assert_eq!(policy.polling_interval, Duration::from_secs(5));
+        assert_eq!(policy.cooldown, Duration::from_secs(90));
+        assert_eq!(policy.scale_down_stabilization, Duration::from_secs(60));
+        let deployment = &files.iter().find(|(n, _)| n == "deployment.yaml").unwrap().1;
+        assert!(deployment.contains("AGENTMESH_WORKER_AGENTS"));
+    }
+
+    #[test]
+    fn invalid_scaling_names_the_field() {
+        let bad = AgentScaling {
+            min_replicas: 5,
+            max_replicas: 2,
+            ..AgentScaling::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "minReplicas");
+        assert!(agent_worker_component("Bad.Name", &AgentScaling::default(), &RenderOptions::default()).is_err());
+    }
+}
