@@ -20,7 +20,6 @@ use prost::Message as _;
 const TASKS: usize = 500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[allow(clippy::disallowed_types)] // a std Mutex never held across .await
 async fn a_burst_scales_workers_up_drains_once_and_scales_back_to_zero() {
     let mut options = MeshOptions {
         database_url: Some(fresh_postgres().await.unwrap()),
