@@ -10,11 +10,11 @@
 //! tests plug in worker processes or runtimes.
 
 mod policy;
-mod rule;
 mod render;
+mod rule;
 mod runner;
 
 pub use policy::{PolicyError, ScalePolicy};
-pub use rule::Scaler;
 pub use render::{AgentScaling, RenderOptions, agent_worker_component};
+pub use rule::Scaler;
 pub use runner::{Replicas, run};

@@ -62,7 +62,10 @@ impl AgentScaling {
             return Err(("maxReplicas", "must be between 1 and 1000".into()));
         }
         if self.min_replicas > self.max_replicas {
-            return Err(("minReplicas", format!("must not exceed maxReplicas ({})", self.max_replicas)));
+            return Err((
+                "minReplicas",
+                format!("must not exceed maxReplicas ({})", self.max_replicas),
+            ));
         }
         if self.target_queue_lag_per_replica == 0 {
             return Err(("targetQueueLagPerReplica", "must be at least 1".into()));
@@ -71,6 +74,34 @@ impl AgentScaling {
             return Err(("pollingIntervalSeconds", "must be at least 1".into()));
         }
         Ok(())
+    }
+}
+
+impl From<&AgentScaling> for mesh_proto::AgentScaling {
+    fn from(s: &AgentScaling) -> Self {
+        Self {
+            min_replicas: s.min_replicas,
+            max_replicas: s.max_replicas,
+            target_queue_lag_per_replica: s.target_queue_lag_per_replica,
+            activation_queue_lag: s.activation_queue_lag,
+            polling_interval_seconds: s.polling_interval_seconds,
+            cooldown_seconds: s.cooldown_seconds,
+            scale_down_stabilization_seconds: s.scale_down_stabilization_seconds,
+        }
+    }
+}
+
+impl From<&mesh_proto::AgentScaling> for AgentScaling {
+    fn from(s: &mesh_proto::AgentScaling) -> Self {
+        Self {
+            min_replicas: s.min_replicas,
+            max_replicas: s.max_replicas,
+            target_queue_lag_per_replica: s.target_queue_lag_per_replica,
+            activation_queue_lag: s.activation_queue_lag,
+            polling_interval_seconds: s.polling_interval_seconds,
+            cooldown_seconds: s.cooldown_seconds,
+            scale_down_stabilization_seconds: s.scale_down_stabilization_seconds,
+        }
     }
 }
 
@@ -184,9 +215,18 @@ pub fn agent_worker_component(
         "# Rendered by `agentmesh render` from agent {agent:?}'s spec.scaling; edit the agent, not this file.\n"
     );
     Ok(vec![
-        ("kustomization.yaml".into(), format!("{header}{}", yaml(&kustomization))),
-        ("deployment.yaml".into(), format!("{header}{}", yaml(&deployment))),
-        ("scaledobject.yaml".into(), format!("{header}{}", yaml(&scaled_object))),
+        (
+            "kustomization.yaml".into(),
+            format!("{header}{}", yaml(&kustomization)),
+        ),
+        (
+            "deployment.yaml".into(),
+            format!("{header}{}", yaml(&deployment)),
+        ),
+        (
+            "scaledobject.yaml".into(),
+            format!("{header}{}", yaml(&scaled_object)),
+        ),
     ])
 }
 
@@ -208,16 +248,27 @@ mod tests {
             scale_down_stabilization_seconds: 60,
         };
         let files = agent_worker_component("support", &scaling, &RenderOptions::default()).unwrap();
-        let scaled = &files.iter().find(|(n, _)| n == "scaledobject.yaml").unwrap().1;
+        let scaled = &files
+            .iter()
+            .find(|(n, _)| n == "scaledobject.yaml")
+            .unwrap()
+            .1;
         let policy = ScalePolicy::from_yaml(scaled, None).unwrap();
         assert_eq!(policy.consumer, "agent-support");
         assert_eq!(policy.stream, "TASKS");
         assert_eq!((policy.min_replicas, policy.max_replicas), (0, 6));
-        assert_eq!((policy.lag_threshold, policy.activation_lag_threshold), (25, 2));
+        assert_eq!(
+            (policy.lag_threshold, policy.activation_lag_threshold),
+            (25, 2)
+        );
         assert_eq!(policy.polling_interval, Duration::from_secs(5));
         assert_eq!(policy.cooldown, Duration::from_secs(90));
         assert_eq!(policy.scale_down_stabilization, Duration::from_secs(60));
-        let deployment = &files.iter().find(|(n, _)| n == "deployment.yaml").unwrap().1;
+        let deployment = &files
+            .iter()
+            .find(|(n, _)| n == "deployment.yaml")
+            .unwrap()
+            .1;
         assert!(deployment.contains("AGENTMESH_WORKER_AGENTS"));
     }
 
@@ -229,6 +280,13 @@ mod tests {
             ..AgentScaling::default()
         };
         assert_eq!(bad.validate().unwrap_err().0, "minReplicas");
-        assert!(agent_worker_component("Bad.Name", &AgentScaling::default(), &RenderOptions::default()).is_err());
+        assert!(
+            agent_worker_component(
+                "Bad.Name",
+                &AgentScaling::default(),
+                &RenderOptions::default()
+            )
+            .is_err()
+        );
     }
 }

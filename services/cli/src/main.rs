@@ -63,6 +63,22 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
+    /// Render each agent's worker Deployment and KEDA ScaledObject (from its
+    /// spec.scaling) as a Kustomize component, for a GitOps repository.
+    Render {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Output folder; one component per agent: <out>/agent-worker-<agent>/.
+        #[arg(long = "out", default_value = "deploy/kustomize/components")]
+        out: PathBuf,
+        #[arg(long, default_value = "ai-agents")]
+        namespace: String,
+        #[arg(long, default_value = "agentmesh/agent-worker:latest")]
+        image: String,
+        /// NATS monitoring endpoint KEDA polls.
+        #[arg(long, default_value = "nats.ai-data.svc.cluster.local:8222")]
+        nats_monitoring: String,
+    },
     /// Submit a task and stream its events live.
     Run {
         agent: String,
@@ -89,8 +105,24 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::Up(args) = cli.command {
-        return up::run(args, &cli.data_dir).await;
+    match cli.command {
+        Command::Up(args) => return up::run(args, &cli.data_dir).await,
+        Command::Render {
+            file,
+            out,
+            namespace,
+            image,
+            nats_monitoring,
+        } => {
+            let options = mesh_scaling::RenderOptions {
+                namespace,
+                image,
+                nats_monitoring,
+                ..Default::default()
+            };
+            return render(&file, &out, &options, cli.output);
+        }
+        _ => {}
     }
     let token = match cli.token {
         Some(token) => token,
@@ -105,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let api = api::Api::new(&cli.url, token);
     match cli.command {
-        Command::Up(_) => unreachable!("handled above"),
+        Command::Up(_) | Command::Render { .. } => unreachable!("handled above"),
         Command::Apply { file } => apply(&api, &file, cli.output).await,
         Command::Run {
             agent,
@@ -206,6 +238,51 @@ async fn apply(api: &api::Api, file: &std::path::Path, format: Format) -> anyhow
     }
     if format == Format::Json {
         println!("{}", serde_json::Value::Array(results));
+    }
+    Ok(())
+}
+
+fn render(
+    file: &std::path::Path,
+    out: &std::path::Path,
+    options: &mesh_scaling::RenderOptions,
+    format: Format,
+) -> anyhow::Result<()> {
+    let mut written = Vec::new();
+    for (origin, resource) in manifest::load(file)? {
+        if resource.kind != "Agent" {
+            continue;
+        }
+        let name = &resource.metadata.name;
+        let scaling: mesh_scaling::AgentScaling = match resource.spec.get("scaling") {
+            Some(value) => serde_json::from_value(value.clone())
+                .with_context(|| format!("{origin}: agent {name}: spec.scaling"))?,
+            None => {
+                eprintln!("agent/{name} has no spec.scaling: using the defaults");
+                mesh_scaling::AgentScaling::default()
+            }
+        };
+        if let Err((field, why)) = scaling.validate() {
+            bail!("{origin}: agent {name}: spec.scaling.{field}: {why}");
+        }
+        let files = mesh_scaling::agent_worker_component(name, &scaling, options)
+            .with_context(|| format!("{origin}: agent {name}"))?;
+        let dir = out.join(format!("agent-worker-{name}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        for (file_name, contents) in files {
+            let path = dir.join(file_name);
+            std::fs::write(&path, contents).with_context(|| format!("write {}", path.display()))?;
+        }
+        if format == Format::Human {
+            println!("agent/{name} -> {}", dir.display());
+        }
+        written.push(json!({"agent": name, "component": dir.display().to_string()}));
+    }
+    if written.is_empty() {
+        bail!("no Agent resources in {}", file.display());
+    }
+    if format == Format::Json {
+        println!("{}", serde_json::Value::Array(written));
     }
     Ok(())
 }

@@ -99,6 +99,7 @@ async fn put_agent(
         system_prompt: body.system_prompt,
         temperature: body.temperature,
         max_tokens: body.max_tokens,
+        scaling: body.scaling.as_ref().map(Into::into),
     };
     let applied = state
         .apply_agent(&principal, name, spec)
@@ -124,7 +125,7 @@ fn rest_field_names(mut error: ApiError) -> ApiError {
             "spec.system_prompt" => "systemPrompt",
             "spec.temperature" => "temperature",
             "spec.max_tokens" => "maxTokens",
-            other => other,
+            other => other.strip_prefix("spec.").unwrap_or(other),
         }
         .to_owned();
         error.message = error.message.replacen(field.as_str(), &rest, 1);

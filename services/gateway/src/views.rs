@@ -20,6 +20,7 @@ pub struct AgentSpecBody {
     pub system_prompt: String,
     pub temperature: Option<f32>,
     pub max_tokens: Option<u32>,
+    pub scaling: Option<mesh_scaling::AgentScaling>,
 }
 
 /// `POST /v1/agents/{name}/tasks` body.
@@ -39,6 +40,7 @@ pub fn agent(agent: &Agent) -> Value {
             "systemPrompt": spec.system_prompt,
             "temperature": spec.temperature,
             "maxTokens": spec.max_tokens,
+            "scaling": spec.scaling.as_ref().map(mesh_scaling::AgentScaling::from),
         },
         "createdAt": time(agent.created_at_ms),
         "updatedAt": time(agent.updated_at_ms),

@@ -100,6 +100,11 @@ impl ControlService {
         {
             return Err(invalid("spec.temperature", "must be between 0 and 2"));
         }
+        if let Some(scaling) = &spec.scaling
+            && let Err((field, why)) = mesh_scaling::AgentScaling::from(scaling).validate()
+        {
+            return Err(invalid(&format!("spec.scaling.{field}"), why));
+        }
         if let Some(m) = spec.max_tokens
             && (m == 0 || m > self.limits.max_tokens_ceiling)
         {

@@ -10,6 +10,7 @@ pub fn spec_to_json(spec: &AgentSpec) -> serde_json::Value {
         "system_prompt": spec.system_prompt,
         "temperature": spec.temperature,
         "max_tokens": spec.max_tokens,
+        "scaling": spec.scaling.as_ref().map(|s| serde_json::to_value(mesh_scaling::AgentScaling::from(s)).unwrap_or_default()),
     })
 }
 
@@ -24,6 +25,9 @@ pub fn spec_from_json(value: &serde_json::Value) -> AgentSpec {
         max_tokens: value["max_tokens"]
             .as_u64()
             .and_then(|t| u32::try_from(t).ok()),
+        scaling: serde_json::from_value::<mesh_scaling::AgentScaling>(value["scaling"].clone())
+            .ok()
+            .map(|s| (&s).into()),
     }
 }
 

@@ -113,6 +113,24 @@ async fn bad_rest_input_is_a_4xx_naming_the_field_and_changes_nothing() {
         (
             raw(
                 reqwest::Method::PUT,
+                "/v1/agents/support",
+                r#"{"model": "m", "scaling": {"minReplicas": 5, "maxReplicas": 2}}"#,
+            ),
+            400,
+            "scaling.minReplicas",
+        ),
+        (
+            raw(
+                reqwest::Method::PUT,
+                "/v1/agents/support",
+                r#"{"model": "m", "scaling": {"replicas": 2}}"#,
+            ),
+            400,
+            "scaling.replicas",
+        ),
+        (
+            raw(
+                reqwest::Method::PUT,
                 "/v1/agents/Bad.Name",
                 r#"{"model": "m"}"#,
             ),

@@ -71,6 +71,24 @@ async fn rest_and_grpc_tasks_complete_and_streams_replay_in_order() {
     let client = mesh.client("acme");
     let agent = client.apply_sim_agent("support", 12).await.unwrap();
     assert_eq!(agent["version"], 1);
+    // Applying a changed spec is a new version; the same spec is not.
+    let scaled = serde_json::json!({"model": "sim-model", "systemPrompt": "be brief", "temperature": 0,
+        "maxTokens": 12, "scaling": {"maxReplicas": 3, "targetQueueLagPerReplica": 7}});
+    let v2 = client.apply_agent("support", scaled.clone()).await.unwrap();
+    assert_eq!(
+        (v2["version"].as_u64(), v2["changed"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert_eq!(v2["spec"]["scaling"]["targetQueueLagPerReplica"], 7);
+    assert_eq!(
+        v2["spec"]["scaling"]["cooldownSeconds"], 300,
+        "defaults filled in"
+    );
+    let same = client.apply_agent("support", scaled).await.unwrap();
+    assert_eq!(
+        (same["version"].as_u64(), same["changed"].as_bool()),
+        (Some(2), Some(false))
+    );
 
     // A live SSE client, connected before the task runs.
     let id = client
