@@ -2,6 +2,7 @@
 //! and watch them, list and inspect tasks. Talks to the gateway's REST API.
 
 mod api;
+mod autoscale;
 mod manifest;
 mod output;
 mod up;
@@ -79,6 +80,9 @@ enum Command {
         #[arg(long, default_value = "nats.ai-data.svc.cluster.local:8222")]
         nats_monitoring: String,
     },
+    /// Run an agent's workers as local processes, scaled by KEDA's rule
+    /// from its rendered ScaledObject, until Ctrl-C.
+    Autoscale(autoscale::AutoscaleArgs),
     /// Submit a task and stream its events live.
     Run {
         agent: String,
@@ -107,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Up(args) => return up::run(args, &cli.data_dir).await,
+        Command::Autoscale(args) => return autoscale::run(args).await,
         Command::Render {
             file,
             out,
@@ -137,7 +142,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let api = api::Api::new(&cli.url, token);
     match cli.command {
-        Command::Up(_) | Command::Render { .. } => unreachable!("handled above"),
+        Command::Up(_) | Command::Render { .. } | Command::Autoscale(_) => {
+            unreachable!("handled above")
+        }
         Command::Apply { file } => apply(&api, &file, cli.output).await,
         Command::Run {
             agent,

@@ -371,6 +371,10 @@ async fn run_inner(
         "  metrics   http://{}/metrics (gateway), http://{}/metrics (orchestrator), http://{}/metrics (worker)",
         gateway.admin_addr, orchestrator.admin_addr, worker.admin_addr
     );
+    println!(
+        "  NATS      {}",
+        env.get("NATS_URL").map(String::as_str).unwrap_or("?")
+    );
     println!("  data      {}", data_dir.display());
     println!(
         "  dev token (tenant \"dev\", admin) in {}:",
