@@ -8,11 +8,14 @@
 pub mod admin;
 pub mod env;
 pub mod error;
+pub mod frame;
 pub mod grpc;
+pub mod queue_service;
 pub mod shutdown;
 pub mod supervisor;
 
 pub use admin::{Readiness, serve_admin};
 pub use env::{ConfigError, Env, SharedConfig};
 pub use error::ErrorCode;
+pub use frame::ServiceFrame;
 pub use supervisor::{Stopped, Supervisor};

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use mesh_bus::{Bus, StreamKind};
 use mesh_proto::inference_service_client::InferenceServiceClient;
-use mesh_runtime::{Readiness, Stopped, Supervisor};
+use mesh_runtime::{ServiceFrame, Stopped};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{AgentSelection, Config};
@@ -36,22 +36,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let (health, _health_service) = tonic_health::server::health_reporter();
-    let readiness = Readiness::new(health, "agentmesh.v1.AgentWorker");
     let mut registry = mesh_telemetry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
-    let supervisor = Supervisor::new(&shutdown);
-    let stop = supervisor.stop();
-
-    let (admin_addr, admin) = mesh_runtime::serve_admin(
+    // Workers serve no gRPC: readiness is their admin `/readyz`.
+    let frame = ServiceFrame::start(
+        "agentmesh.v1.AgentWorker",
         config.admin_listen,
-        readiness.clone(),
-        Arc::new(registry),
-        stop.clone(),
+        registry,
+        &shutdown,
     )
-    .await
-    .context("bind admin listener")?;
-    supervisor.spawn("admin", admin);
+    .await?;
+    let admin_addr = frame.admin_addr;
 
     let bus = Bus::connect(
         &config.shared.nats_url,
@@ -73,16 +68,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         metrics,
     ));
 
-    supervisor.spawn(
+    frame.supervisor().spawn(
         "agent consumers",
-        serve_agents(bus, runner, config, stop.clone()),
+        serve_agents(bus, runner, config, frame.stop()),
     );
-    readiness.set(true).await;
-    supervisor.unready_on_stop(readiness);
     tracing::info!(%admin_addr, "agent-worker ready");
     Ok(Running {
         admin_addr,
-        stopped: supervisor.finish(),
+        stopped: frame.ready().await,
     })
 }
 

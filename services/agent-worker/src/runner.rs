@@ -90,7 +90,11 @@ impl TaskRunner {
     /// fetched but not started are nak'ed for immediate redelivery to
     /// another worker, and in-flight tasks finish (ack or nak) before this
     /// returns.
-    pub async fn serve_agent(self: Arc<Self>, agent: &str, stop: CancellationToken) -> Result<(), BusError> {
+    pub async fn serve_agent(
+        self: Arc<Self>,
+        agent: &str,
+        stop: CancellationToken,
+    ) -> Result<(), BusError> {
         let consumer = self.bus.ensure_agent_consumer(agent).await?;
         let mut messages = consumer
             .stream()

@@ -312,10 +312,10 @@ async fn run_inner(
     let worker = agent_worker::start(agent_worker::Config::from_env(env)?, shutdown.clone())
         .await
         .context("agent-worker")?;
-    let retrieval = retrieval::start(retrieval::Config::from_env(env)?, shutdown.clone())
+    let retrieval = retrieval::start(retrieval::config_from_env(env)?, shutdown.clone())
         .await
         .context("retrieval")?;
-    let traces = trace_collector::start(trace_collector::Config::from_env(env)?, shutdown.clone())
+    let traces = trace_collector::start(trace_collector::config_from_env(env)?, shutdown.clone())
         .await
         .context("trace-collector")?;
     let gateway = gateway::start(gateway::Config::from_env(env)?, shutdown.clone())

@@ -24,7 +24,8 @@ use mesh_bus::{Bus, StreamKind};
 use mesh_proto::agent_service_server::AgentServiceServer;
 use mesh_proto::control_plane_client::ControlPlaneClient;
 use mesh_proto::task_service_server::TaskServiceServer;
-use mesh_runtime::{Readiness, Stopped, Supervisor};
+use mesh_runtime::frame::bind;
+use mesh_runtime::{ServiceFrame, Stopped};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -42,22 +43,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let readiness = Readiness::new(health, "agentmesh.v1.TaskService");
     let mut registry = mesh_telemetry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
-    let supervisor = Supervisor::new(&shutdown);
-    let stop = supervisor.stop();
-
-    let (admin_addr, admin) = mesh_runtime::serve_admin(
+    let frame = ServiceFrame::start(
+        "agentmesh.v1.TaskService",
         config.admin_listen,
-        readiness.clone(),
-        Arc::new(registry),
-        stop.clone(),
+        registry,
+        &shutdown,
     )
-    .await
-    .context("bind admin listener")?;
-    supervisor.spawn("admin", admin);
+    .await?;
+    let admin_addr = frame.admin_addr;
 
     let bus = Bus::connect(
         &config.shared.nats_url,
@@ -97,25 +92,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         submit_limiter,
     };
 
-    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
-        .await
-        .context("bind http listener")?;
+    let http_listener = bind(config.http_listen, "http").await?;
     let http_addr = http_listener.local_addr()?;
-    let app = rest::router(state.clone());
-    let http_stop = stop.clone();
-    supervisor.spawn("http", async move {
-        axum::serve(http_listener, app)
-            .with_graceful_shutdown(http_stop.cancelled_owned())
-            .await
-    });
+    frame.spawn_http(http_listener, rest::router(state.clone()));
 
-    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
-        .await
-        .context("bind grpc listener")?;
+    let grpc_listener = bind(config.grpc_listen, "grpc").await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let max_message = config.max_body_bytes;
-    let grpc = tonic::transport::Server::builder()
-        .add_service(health_service)
+    let grpc = frame
+        .grpc()
         .add_service(
             AgentServiceServer::new(grpc::PublicGrpc {
                 state: state.clone(),
@@ -125,20 +110,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .add_service(
             TaskServiceServer::new(grpc::PublicGrpc { state })
                 .max_decoding_message_size(max_message),
-        )
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-            stop.clone().cancelled_owned(),
         );
-    supervisor.spawn("grpc", grpc);
-
-    readiness.set(true).await;
-    supervisor.unready_on_stop(readiness);
+    frame.spawn_grpc(grpc_listener, grpc);
     tracing::info!(%http_addr, %grpc_addr, %admin_addr, "gateway ready");
     Ok(Running {
         http_addr,
         grpc_addr,
         admin_addr,
-        stopped: supervisor.finish(),
+        stopped: frame.ready().await,
     })
 }

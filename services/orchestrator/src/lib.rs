@@ -15,13 +15,11 @@ mod metrics;
 pub mod outbox;
 pub mod projection;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use anyhow::Context as _;
 use mesh_bus::{Bus, StreamKind};
 use mesh_proto::control_plane_server::ControlPlaneServer;
-use mesh_runtime::{Readiness, Stopped, Supervisor};
+use mesh_runtime::frame::bind;
+use mesh_runtime::{ServiceFrame, Stopped};
+use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -41,23 +39,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// Connects to the database and NATS, migrates, binds the listeners and
 /// spawns the components; returns once the service is ready.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let readiness = Readiness::new(health, "agentmesh.v1.ControlPlane");
     let mut registry = mesh_telemetry::Registry::with_prefix("orchestrator");
     let metrics = metrics::Metrics::register(&mut registry);
-    let registry = Arc::new(registry);
-    let supervisor = Supervisor::new(&shutdown);
-    let stop = supervisor.stop();
-
-    let (admin_addr, admin) = mesh_runtime::serve_admin(
+    let frame = ServiceFrame::start(
+        "agentmesh.v1.ControlPlane",
         config.admin_listen,
-        readiness.clone(),
         registry,
-        stop.clone(),
+        &shutdown,
     )
-    .await
-    .context("bind admin listener")?;
-    supervisor.spawn("admin", admin);
+    .await?;
+    let (supervisor, stop) = (frame.supervisor(), frame.stop());
 
     let url = mesh_store::resolve_url(
         config.shared.database_url.as_deref(),
@@ -102,28 +93,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         projection::Projector::new(db.clone(), bus.clone(), config.projection.clone(), metrics);
     supervisor.spawn("event projection", projector.run(stop.clone()));
 
-    let listener = tokio::net::TcpListener::bind(config.grpc_listen)
-        .await
-        .context("bind grpc listener")?;
+    let listener = bind(config.grpc_listen, "grpc").await?;
     let grpc_addr = listener.local_addr()?;
-    let grpc = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(
+    frame.spawn_grpc(
+        listener,
+        frame.grpc().add_service(
             ControlPlaneServer::new(service)
                 .max_decoding_message_size(config.limits.max_message_bytes),
-        )
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            stop.clone().cancelled_owned(),
-        );
-    supervisor.spawn("grpc", grpc);
-
-    readiness.set(true).await;
-    supervisor.unready_on_stop(readiness);
+        ),
+    );
+    let admin_addr = frame.admin_addr;
     tracing::info!(%grpc_addr, %admin_addr, "orchestrator ready");
     Ok(Running {
         grpc_addr,
         admin_addr,
-        stopped: supervisor.finish(),
+        stopped: frame.ready().await,
     })
 }

@@ -4,7 +4,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = mesh_runtime::env::process_env();
-    let config = retrieval::Config::from_env(&env)?;
+    let config = retrieval::config_from_env(&env)?;
     let telemetry = mesh_telemetry::init(
         "retrieval",
         config.shared.otlp_endpoint.as_deref(),

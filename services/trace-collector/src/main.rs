@@ -4,7 +4,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = mesh_runtime::env::process_env();
-    let config = trace_collector::Config::from_env(&env)?;
+    let config = trace_collector::config_from_env(&env)?;
     let telemetry = mesh_telemetry::init(
         "trace-collector",
         config.shared.otlp_endpoint.as_deref(),

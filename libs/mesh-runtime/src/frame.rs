@@ -1,0 +1,105 @@
+//! The frame every service starts with: a [`Supervisor`] for its
+//! components, [`Readiness`] that drives both `/readyz` and gRPC health,
+//! the admin listener (`/healthz`, `/readyz`, `/metrics`), and helpers to
+//! serve gRPC and HTTP until the service stops. A service's `start` builds
+//! the frame, adds its own components, then calls [`ServiceFrame::ready`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mesh_telemetry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic_health::server::{HealthReporter, HealthService};
+
+use crate::{Readiness, Stopped, Supervisor};
+
+/// The gRPC health service (`grpc.health.v1.Health`).
+pub type HealthGrpc = tonic_health::pb::health_server::HealthServer<HealthService>;
+
+#[derive(Debug)]
+pub struct ServiceFrame {
+    supervisor: Supervisor,
+    readiness: Readiness,
+    reporter: HealthReporter,
+    pub admin_addr: SocketAddr,
+}
+
+impl ServiceFrame {
+    /// Binds the admin listener and starts serving it; the service is NOT
+    /// ready until [`ServiceFrame::ready`].
+    pub async fn start(
+        grpc_service: &'static str,
+        admin_listen: SocketAddr,
+        registry: Registry,
+        shutdown: &CancellationToken,
+    ) -> std::io::Result<Self> {
+        let reporter = HealthReporter::new();
+        let readiness = Readiness::new(reporter.clone(), grpc_service);
+        let supervisor = Supervisor::new(shutdown);
+        let (admin_addr, admin) = crate::serve_admin(
+            admin_listen,
+            readiness.clone(),
+            Arc::new(registry),
+            supervisor.stop(),
+        )
+        .await?;
+        supervisor.spawn("admin", admin);
+        Ok(Self {
+            supervisor,
+            readiness,
+            reporter,
+            admin_addr,
+        })
+    }
+
+    /// The token components stop on.
+    pub fn stop(&self) -> CancellationToken {
+        self.supervisor.stop()
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// A gRPC server builder with the health service already added.
+    pub fn grpc(&self) -> tonic::transport::server::Router {
+        tonic::transport::Server::builder().add_service(HealthGrpc::new(
+            HealthService::from_health_reporter(self.reporter.clone()),
+        ))
+    }
+
+    /// Serves `router` on `listener` until the service stops.
+    pub fn spawn_grpc(&self, listener: TcpListener, router: tonic::transport::server::Router) {
+        let serve = router.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            self.stop().cancelled_owned(),
+        );
+        self.supervisor.spawn("grpc", serve);
+    }
+
+    /// Serves an axum app on `listener` until the service stops.
+    pub fn spawn_http(&self, listener: TcpListener, app: axum::Router) {
+        let stop = self.stop();
+        self.supervisor.spawn("http", async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+    }
+
+    /// Marks the service ready (and unready again when it starts to stop);
+    /// returns the handle to wait on.
+    pub async fn ready(self) -> Stopped {
+        self.readiness.set(true).await;
+        self.supervisor.unready_on_stop(self.readiness);
+        self.supervisor.finish()
+    }
+}
+
+/// Binds `addr`, naming what it is for in the error.
+pub async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bind {what} listener on {addr}: {e}")))
+}
