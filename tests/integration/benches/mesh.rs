@@ -1,1 +1,1001 @@
-fn main() {}
+//! The mesh benchmarks: one binary with named scenarios, each printing its
+//! figures next to a baseline measured in the same run, on the same
+//! machine and (where it applies) the same nats-server, and the ratio.
+//!
+//! ```text
+//! cargo bench -p mesh-integration --bench mesh -- [SCENARIO...] [--n N] [--concurrency C]
+//! cargo bench -p mesh-integration --bench mesh -- --list
+//! ```
+//!
+//! No argument runs every implemented scenario. A scenario whose issue has
+//! not landed says so and prints no figures: this binary never invents a
+//! number. Percentiles are nearest-rank over the sorted samples. Targets
+//! are reported as PASS or MISS; a miss does not fail the process, an
+//! incorrect result (a task that did not succeed) does.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream::{self, AckKind};
+use futures::{StreamExt as _, TryStreamExt as _};
+use mesh_integration::{Mesh, MeshOptions, RestClient, fresh_postgres};
+use mesh_proto::TaskEvent;
+use mesh_proto::task_event::Kind;
+use prost::Message as _;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+// === scenarios ===
+
+struct Scenario {
+    name: &'static str,
+    about: &'static str,
+    /// `Some(issue)`: not implemented until that issue lands.
+    pending: Option<&'static str>,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "tasks",
+        about: "REST submit -> orchestrator -> JetStream -> worker -> router -> simulator -> events, vs raw JetStream publish/pull/ack",
+        pending: None,
+    },
+    Scenario {
+        name: "router",
+        about: "router's OpenAI-compatible proxy vs the simulator called directly",
+        pending: None,
+    },
+    Scenario {
+        name: "auth",
+        about: "HS256 JWT verification vs decoding the same claims unverified",
+        pending: None,
+    },
+    Scenario {
+        name: "agent-loop",
+        about: "multi-step agent loop with tool calls",
+        pending: Some("the agent runtime issue"),
+    },
+    Scenario {
+        name: "retrieval",
+        about: "ingest and search",
+        pending: Some("the retrieval issue"),
+    },
+    Scenario {
+        name: "traces",
+        about: "span ingestion into the trace-collector",
+        pending: Some("the trace-collector issue"),
+    },
+    Scenario {
+        name: "scale",
+        about: "scaling on consumer lag",
+        pending: Some("the deploy issue"),
+    },
+];
+
+const USAGE: &str = "usage: cargo bench -p mesh-integration --bench mesh -- [SCENARIO...] [--n N] [--concurrency C] [--list]";
+
+#[derive(Debug, Default)]
+struct Args {
+    scenarios: Vec<&'static str>,
+    n: Option<usize>,
+    concurrency: Option<usize>,
+    list: bool,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+    fn count(flag: &str, value: Option<String>) -> anyhow::Result<usize> {
+        let value = value.with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        value
+            .parse::<usize>()
+            .ok()
+            .filter(|v| *v > 0)
+            .with_context(|| format!("{flag}: {value:?} is not a positive integer"))
+    }
+    let mut parsed = Args::default();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if arg.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg.clone(), None),
+        };
+        match flag.as_str() {
+            // `cargo bench` passes `--bench` to every harness-less bench.
+            "--bench" => {}
+            "--list" => parsed.list = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                parsed.list = true;
+            }
+            "--n" => parsed.n = Some(count("--n", inline.or_else(|| args.next()))?),
+            "--concurrency" | "-c" => {
+                parsed.concurrency = Some(count("--concurrency", inline.or_else(|| args.next()))?);
+            }
+            other if other.starts_with('-') => bail!("unknown flag {other:?}\n{USAGE}"),
+            name => {
+                let scenario = SCENARIOS
+                    .iter()
+                    .find(|s| s.name == name)
+                    .with_context(|| format!("unknown scenario {name:?}; try --list"))?;
+                parsed.scenarios.push(scenario.name);
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args(std::env::args().skip(1))?;
+    if args.list {
+        for s in SCENARIOS {
+            let state = s.pending.map_or_else(String::new, |issue| {
+                format!(" (not implemented yet: {issue})")
+            });
+            println!("{:<11} {}{state}", s.name, s.about);
+        }
+        return Ok(());
+    }
+    let selected: Vec<&Scenario> = if args.scenarios.is_empty() {
+        SCENARIOS.iter().filter(|s| s.pending.is_none()).collect()
+    } else {
+        SCENARIOS
+            .iter()
+            .filter(|s| args.scenarios.contains(&s.name))
+            .collect()
+    };
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!(
+        "agentmesh bench: {cores} cores, tokio multi-thread runtime shared by the bench and every in-process service"
+    );
+    for scenario in selected {
+        println!();
+        println!("== {} == {}", scenario.name, scenario.about);
+        if let Some(issue) = scenario.pending {
+            println!("not implemented yet: {issue}");
+            continue;
+        }
+        match scenario.name {
+            "tasks" => tasks(args.n.unwrap_or(2000), args.concurrency.unwrap_or(64)).await?,
+            "router" => router(args.n.unwrap_or(2000), args.concurrency.unwrap_or(32)).await?,
+            "auth" => auth(args.n.unwrap_or(100_000))?,
+            other => bail!("scenario {other} has no runner"),
+        }
+    }
+    Ok(())
+}
+
+// === statistics and printing ===
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    n: usize,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Stats {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        assert!(!samples.is_empty(), "no samples");
+        samples.sort_unstable();
+        // Nearest rank: the smallest sample with at least p% at or below it.
+        let at = |p: f64| {
+            let rank = (p / 100.0 * samples.len() as f64).ceil() as usize;
+            samples[rank.clamp(1, samples.len()) - 1]
+        };
+        Self {
+            n: samples.len(),
+            p50: at(50.0),
+            p90: at(90.0),
+            p99: at(99.0),
+            max: samples[samples.len() - 1],
+        }
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let micros = d.as_secs_f64() * 1e6;
+    if micros < 1000.0 {
+        format!("{micros:.0} µs")
+    } else {
+        format!("{:.2} ms", micros / 1000.0)
+    }
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+/// One line of a latency table; `rate` is per second over the whole run.
+struct Row {
+    label: String,
+    stats: Stats,
+    rate: Option<(f64, &'static str)>,
+}
+
+fn print_table(rows: &[Row]) {
+    let width = rows.iter().map(|r| r.label.len()).max().unwrap_or(0).max(4);
+    println!(
+        "  {:<width$} {:>6} {:>10} {:>10} {:>10} {:>10} {:>14}",
+        "what", "n", "p50", "p90", "p99", "max", "throughput"
+    );
+    for row in rows {
+        let rate = row.rate.map_or_else(
+            || "-".to_owned(),
+            |(rate, unit)| format!("{rate:.0} {unit}"),
+        );
+        println!(
+            "  {:<width$} {:>6} {:>10} {:>10} {:>10} {:>10} {:>14}",
+            row.label,
+            row.stats.n,
+            fmt_duration(row.stats.p50),
+            fmt_duration(row.stats.p90),
+            fmt_duration(row.stats.p99),
+            fmt_duration(row.stats.max),
+            rate,
+        );
+    }
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "MISS" }
+}
+
+/// Runs `n` operations with at most `concurrency` in flight (closed loop:
+/// a slot frees when its operation has finished), and the wall time.
+async fn closed_loop<T, F, Fut>(
+    n: usize,
+    concurrency: usize,
+    op: F,
+) -> anyhow::Result<(Vec<T>, Duration)>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let started = Instant::now();
+    let results = futures::stream::iter(0..n)
+        .map(op)
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    Ok((results, started.elapsed()))
+}
+
+// === arrivals: matching an id with the time its completion was seen ===
+
+enum Slot {
+    Waiting(oneshot::Sender<Result<Instant, String>>),
+    Arrived(Result<Instant, String>),
+}
+
+/// Completions keyed by id. The completion may be seen before the
+/// submitter knows the id (the POST answer can lose the race), so either
+/// side may come first.
+#[derive(Default)]
+struct Arrivals {
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl Arrivals {
+    fn arrive(&self, id: String, outcome: Result<Instant, String>) {
+        let mut slots = self.slots.lock().expect("arrivals lock");
+        match slots.remove(&id) {
+            Some(Slot::Waiting(waiter)) => {
+                let _ = waiter.send(outcome);
+            }
+            // A redelivered duplicate replaces an unclaimed arrival; the
+            // first one was already claimed otherwise.
+            _ => {
+                slots.insert(id, Slot::Arrived(outcome));
+            }
+        }
+    }
+
+    async fn wait(&self, id: &str, timeout: Duration) -> anyhow::Result<Instant> {
+        let receiver = {
+            let mut slots = self.slots.lock().expect("arrivals lock");
+            match slots.remove(id) {
+                Some(Slot::Arrived(outcome)) => return outcome.map_err(anyhow::Error::msg),
+                _ => {
+                    let (tx, rx) = oneshot::channel();
+                    slots.insert(id.to_owned(), Slot::Waiting(tx));
+                    rx
+                }
+            }
+        };
+        tokio::time::timeout(timeout, receiver)
+            .await
+            .with_context(|| format!("{id} did not complete within {timeout:?}"))?
+            .context("arrivals dropped")?
+            .map_err(|reason| anyhow::anyhow!("{id} did not succeed: {reason}"))
+    }
+}
+
+// === tasks ===
+
+const TENANT: &str = "bench";
+const AGENT: &str = "bench";
+const MAX_TOKENS: u32 = 4;
+const WARMUP: usize = 100;
+const TASK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The event stream as the bench sees it, over core NATS: completion
+/// times per task and the time of each task's first `started` event.
+#[derive(Default)]
+struct EventWatch {
+    completed: Arrivals,
+    started: Mutex<HashMap<String, Instant>>,
+    events: AtomicU64,
+}
+
+struct TaskSample {
+    id: String,
+    submitted: Instant,
+    accepted: Duration,
+    done: Duration,
+}
+
+async fn tasks(n: usize, concurrency: usize) -> anyhow::Result<()> {
+    let mesh = Mesh::start(MeshOptions {
+        database_url: Some(fresh_postgres().await?),
+        ..Default::default()
+    })
+    .await?;
+
+    // Baselines first, on the same nats-server while the mesh idles.
+    println!(
+        "baseline: raw JetStream on the same nats-server, file storage, work-queue stream BENCH, one durable pull consumer"
+    );
+    let raw_seq = raw_jetstream(&mesh.nats.url, "seq", n, 1).await?;
+    let raw = raw_jetstream(&mesh.nats.url, "conc", n, concurrency).await?;
+
+    let client = mesh.client(TENANT);
+    client.apply_sim_agent(AGENT, MAX_TOKENS).await?;
+    let watch = Arc::new(EventWatch::default());
+    let mut subscription = mesh
+        .bus
+        .client()
+        .subscribe(format!("events.{TENANT}.>"))
+        .await?;
+    // The subscription must be in place on the server before any submit.
+    mesh.bus.client().flush().await?;
+    let collector = {
+        let watch = watch.clone();
+        tokio::spawn(async move {
+            while let Some(message) = subscription.next().await {
+                let at = Instant::now();
+                watch.events.fetch_add(1, Ordering::Relaxed);
+                let event = match TaskEvent::decode(message.payload) {
+                    Ok(event) => event,
+                    Err(error) => {
+                        eprintln!("undecodable event on {}: {error}", message.subject);
+                        continue;
+                    }
+                };
+                match event.kind {
+                    Some(Kind::Started(_)) => {
+                        watch
+                            .started
+                            .lock()
+                            .expect("started lock")
+                            .entry(event.task_id)
+                            .or_insert(at);
+                    }
+                    Some(Kind::Completed(_)) => watch.completed.arrive(event.task_id, Ok(at)),
+                    Some(Kind::Failed(failed)) => watch
+                        .completed
+                        .arrive(event.task_id, Err(format!("failed: {}", failed.error))),
+                    Some(Kind::Cancelled(_)) => {
+                        watch
+                            .completed
+                            .arrive(event.task_id, Err("cancelled".to_owned()));
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+
+    let mut submitted_so_far = 0;
+    let mut run = |count: usize, in_flight: usize| {
+        let client = client.clone();
+        let watch = watch.clone();
+        let offset = submitted_so_far;
+        submitted_so_far += count;
+        closed_loop(count, in_flight, move |i| {
+            let client = client.clone();
+            let watch = watch.clone();
+            async move {
+                let submitted = Instant::now();
+                let id = client
+                    .submit(AGENT, &format!("bench task {}", offset + i))
+                    .await?;
+                let accepted = submitted.elapsed();
+                let done_at = watch.completed.wait(&id, TASK_TIMEOUT).await?;
+                Ok(TaskSample {
+                    id,
+                    submitted,
+                    accepted,
+                    done: done_at.saturating_duration_since(submitted),
+                })
+            }
+        })
+    };
+    // The unloaded path, to separate its length from queueing under load.
+    let n_seq = (n / 10).clamp(1, 200);
+    println!(
+        "mesh: {WARMUP} warm-up tasks (not measured), then {n_seq} tasks one at a time, then {n} tasks with {concurrency} in flight (closed loop: submit, wait for the `completed` event, next); max_tokens {MAX_TOKENS}, simulator at zero latency"
+    );
+    run(WARMUP, concurrency).await.context("warm-up")?;
+    let (seq_samples, _) = run(n_seq, 1).await?;
+    let events_before = watch.events.load(Ordering::Relaxed);
+    let cpu_before = cpu::snapshot();
+    let (samples, elapsed) = run(n, concurrency).await?;
+    let cpu_used = cpu::since(&cpu_before);
+    let events = watch.events.load(Ordering::Relaxed) - events_before;
+    let last_completed = samples
+        .iter()
+        .map(|s| s.submitted + s.done)
+        .max()
+        .context("no samples")?;
+
+    // Projection: the rows lag the completed event; measure by how much,
+    // once, at the end, and hold the result to account.
+    let expected = submitted_so_far;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let succeeded = loop {
+        let succeeded = count_tasks(&client, "succeeded").await?;
+        if succeeded >= expected || Instant::now() > deadline {
+            break succeeded;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let drained = last_completed.elapsed();
+    let all = count_tasks(&client, "").await?;
+    collector.abort();
+    if succeeded != expected || all != expected {
+        bail!(
+            "database has {succeeded} succeeded of {all} tasks for agent {AGENT}; expected {expected} succeeded"
+        );
+    }
+    let sample = client.task(&samples[0].id).await?;
+    if sample["status"] != "succeeded" || sample["usage"]["outputTokens"] != MAX_TOKENS {
+        bail!("sample task is not a finished {MAX_TOKENS}-token answer: {sample}");
+    }
+
+    let started = watch.started.lock().expect("started lock").clone();
+    let phases = |samples: &[TaskSample]| {
+        let queue_wait = samples
+            .iter()
+            .filter_map(|s| {
+                started
+                    .get(&s.id)
+                    .map(|t| t.saturating_duration_since(s.submitted))
+            })
+            .collect();
+        let running = samples
+            .iter()
+            .filter_map(|s| {
+                started
+                    .get(&s.id)
+                    .map(|t| (s.submitted + s.done).saturating_duration_since(*t))
+            })
+            .collect();
+        (
+            Stats::of(samples.iter().map(|s| s.accepted).collect()),
+            Stats::of(queue_wait),
+            Stats::of(running),
+        )
+    };
+    let mesh_rate = n as f64 / elapsed.as_secs_f64();
+    let mesh_seq = Stats::of(seq_samples.iter().map(|s| s.done).collect());
+    let mesh = Stats::of(samples.iter().map(|s| s.done).collect());
+    let (seq_post, seq_queue, seq_run) = phases(&seq_samples);
+    let (post, queue, running) = phases(&samples);
+    let part = |label: &str, stats: Stats| Row {
+        label: format!("  {label}"),
+        stats,
+        rate: None,
+    };
+    print_table(&[
+        Row {
+            label: "raw JetStream round trip, 1 in flight".to_owned(),
+            stats: raw_seq.round_trip,
+            rate: Some((raw_seq.rate, "msg/s")),
+        },
+        part("of which publish ack", raw_seq.publish),
+        Row {
+            label: "mesh submit -> completed, 1 in flight".to_owned(),
+            stats: mesh_seq,
+            rate: None,
+        },
+        part("of which POST answered (202)", seq_post),
+        part("of which submit -> started event", seq_queue),
+        part("of which started -> completed event", seq_run),
+        Row {
+            label: format!("raw JetStream round trip, {concurrency} in flight"),
+            stats: raw.round_trip,
+            rate: Some((raw.rate, "msg/s")),
+        },
+        part("of which publish ack", raw.publish),
+        Row {
+            label: format!("mesh submit -> completed, {concurrency} in flight"),
+            stats: mesh,
+            rate: Some((mesh_rate, "tasks/s")),
+        },
+        part("of which POST answered (202)", post),
+        part("of which submit -> started event", queue),
+        part("of which started -> completed event", running),
+    ]);
+    println!(
+        "  {events} events for {n} tasks ({:.1} per task); last completed event -> all {expected} tasks succeeded in PostgreSQL (projection drain): {}",
+        events as f64 / n as f64,
+        fmt_duration(drained)
+    );
+    println!(
+        "  verified over REST: {succeeded} of {all} tasks of agent {AGENT} are succeeded ({WARMUP} warm-up + {n_seq} + {n} measured)"
+    );
+    if let Some(cpu_used) = cpu_used {
+        cpu::print(&cpu_used, elapsed);
+    }
+    let seq_p50 = ratio(mesh_seq.p50, raw_seq.round_trip.p50);
+    let seq_p99 = ratio(mesh_seq.p99, raw_seq.round_trip.p99);
+    let p50 = ratio(mesh.p50, raw.round_trip.p50);
+    let p99 = ratio(mesh.p99, raw.round_trip.p99);
+    println!("  mesh / raw, 1 in flight: p50 {seq_p50:.1}x, p99 {seq_p99:.1}x");
+    println!("  mesh / raw, {concurrency} in flight: p50 {p50:.1}x, p99 {p99:.1}x");
+    println!(
+        "  target: mesh p50 within 10x the raw JetStream round trip: 1 in flight {seq_p50:.1}x {}; {concurrency} in flight {p50:.1}x {}",
+        verdict(seq_p50 <= 10.0),
+        verdict(p50 <= 10.0)
+    );
+    println!(
+        "  target: >= 500 tasks/s ({concurrency} in flight): {mesh_rate:.0} tasks/s {}",
+        verdict(mesh_rate >= 500.0)
+    );
+    Ok(())
+}
+
+/// Counts the agent's tasks with `status` ("" for all) over the paginated
+/// REST list.
+async fn count_tasks(client: &RestClient, status: &str) -> anyhow::Result<usize> {
+    let mut count = 0;
+    let mut cursor = String::new();
+    loop {
+        let mut path = format!("/v1/tasks?agent={AGENT}&limit=500");
+        if !status.is_empty() {
+            path.push_str(&format!("&status={status}"));
+        }
+        if !cursor.is_empty() {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let response = client.get(&path).send().await?;
+        let http_status = response.status();
+        let page: Value = response.json().await?;
+        if !http_status.is_success() {
+            bail!("list tasks: {http_status} {page}");
+        }
+        count += page["tasks"].as_array().map_or(0, Vec::len);
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => return Ok(count),
+        }
+    }
+}
+
+struct RawRun {
+    round_trip: Stats,
+    publish: Stats,
+    rate: f64,
+}
+
+/// Publish (awaiting the stream's ack) -> pulled by a durable consumer ->
+/// acked, `m` times with `concurrency` in flight; the consumer pulls and
+/// acks the way the agent-worker does (batch = concurrency, explicit ack).
+async fn raw_jetstream(
+    url: &str,
+    label: &str,
+    m: usize,
+    concurrency: usize,
+) -> anyhow::Result<RawRun> {
+    let client = async_nats::connect(url).await?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: "BENCH".to_owned(),
+            subjects: vec!["bench.>".to_owned()],
+            retention: jetstream::stream::RetentionPolicy::WorkQueue,
+            storage: jetstream::stream::StorageType::File,
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await?;
+    // Work-queue consumers may not overlap: one filter per run.
+    let subject = format!("bench.{label}");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some(format!("bench-{label}")),
+            filter_subject: subject.clone(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 10_000,
+            ..Default::default()
+        })
+        .await?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(concurrency)
+        .messages()
+        .await?;
+    let arrivals = Arc::new(Arrivals::default());
+    let receiver = {
+        let arrivals = arrivals.clone();
+        tokio::spawn(messages.for_each_concurrent(concurrency, move |message| {
+            let arrivals = arrivals.clone();
+            async move {
+                let message = match message {
+                    Ok(message) => message,
+                    Err(error) => return eprintln!("bench pull error: {error}"),
+                };
+                let id = String::from_utf8_lossy(&message.payload).into_owned();
+                let outcome = match message.ack_with(AckKind::Ack).await {
+                    Ok(()) => Ok(Instant::now()),
+                    Err(error) => Err(format!("ack: {error}")),
+                };
+                arrivals.arrive(id, outcome);
+            }
+        }))
+    };
+    let run = |count: usize, prefix: &'static str| {
+        let js = js.clone();
+        let arrivals = arrivals.clone();
+        let subject = subject.clone();
+        closed_loop(count, concurrency, move |i| {
+            let js = js.clone();
+            let arrivals = arrivals.clone();
+            let subject = subject.clone();
+            async move {
+                let id = format!("{prefix}-{i}");
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", uuid::Uuid::new_v4().to_string().as_str());
+                let started = Instant::now();
+                js.publish_with_headers(subject, headers, id.clone().into())
+                    .await?
+                    .await?;
+                let published = started.elapsed();
+                let acked = arrivals.wait(&id, Duration::from_secs(30)).await?;
+                anyhow::Ok((published, acked.saturating_duration_since(started)))
+            }
+        })
+    };
+    run(WARMUP, "warm").await?;
+    let (samples, elapsed) = run(m, "m").await?;
+    receiver.abort();
+    println!(
+        "  raw {label}: {WARMUP} warm-up messages, then {m} with {concurrency} in flight (closed loop), done in {}",
+        fmt_duration(elapsed)
+    );
+    Ok(RawRun {
+        publish: Stats::of(samples.iter().map(|s| s.0).collect()),
+        round_trip: Stats::of(samples.iter().map(|s| s.1).collect()),
+        rate: m as f64 / elapsed.as_secs_f64(),
+    })
+}
+
+// === router ===
+
+async fn router(n: usize, concurrency: usize) -> anyhow::Result<()> {
+    // No task path here: SQLite and no worker keep the machine quiet.
+    let mesh = Mesh::start(MeshOptions {
+        start_worker: false,
+        ..Default::default()
+    })
+    .await?;
+    let http = reqwest::Client::new();
+    let direct = format!("{}/v1/chat/completions", mesh.sim_url);
+    let proxied = format!("http://{}/v1/chat/completions", mesh.router.http_addr);
+    let run = |url: String, count: usize, stream: bool| {
+        let http = http.clone();
+        let body = json!({
+            "model": "sim-model",
+            "messages": [{"role": "user", "content": "hello there"}],
+            "max_tokens": MAX_TOKENS,
+            "stream": stream,
+        });
+        closed_loop(count, concurrency, move |_| {
+            let request = http.post(&url).json(&body);
+            async move {
+                let started = Instant::now();
+                let response = request.send().await?;
+                let status = response.status();
+                // Streamed: until the whole body, `[DONE]` included, is in.
+                let text = response.text().await?;
+                let took = started.elapsed();
+                let complete = if stream {
+                    text.trim_end().ends_with("data: [DONE]")
+                } else {
+                    serde_json::from_str::<Value>(&text)
+                        .is_ok_and(|answer| answer["choices"][0]["message"]["content"].is_string())
+                };
+                if !status.is_success() || !complete {
+                    bail!("chat completion: {status} {text}");
+                }
+                anyhow::Ok(took)
+            }
+        })
+    };
+    println!(
+        "{WARMUP} warm-up requests per target and mode (not measured), then {n} chat completions each, {concurrency} in flight, max_tokens {MAX_TOKENS}, simulator at zero latency"
+    );
+    let mut rows = Vec::new();
+    for stream in [false, true] {
+        let mode = if stream {
+            "streamed, to [DONE]"
+        } else {
+            "non-streaming"
+        };
+        run(direct.clone(), WARMUP, stream).await?;
+        run(proxied.clone(), WARMUP, stream).await?;
+        let (direct_samples, direct_elapsed) = run(direct.clone(), n, stream).await?;
+        let (proxied_samples, proxied_elapsed) = run(proxied.clone(), n, stream).await?;
+        let direct_stats = Stats::of(direct_samples);
+        let proxied_stats = Stats::of(proxied_samples);
+        let direct_rate = n as f64 / direct_elapsed.as_secs_f64();
+        let proxied_rate = n as f64 / proxied_elapsed.as_secs_f64();
+        print_table(&[
+            Row {
+                label: format!("simulator direct, {mode} (baseline)"),
+                stats: direct_stats,
+                rate: Some((direct_rate, "req/s")),
+            },
+            Row {
+                label: format!("through inference-router, {mode}"),
+                stats: proxied_stats,
+                rate: Some((proxied_rate, "req/s")),
+            },
+        ]);
+        rows.push((
+            mode,
+            direct_stats,
+            proxied_stats,
+            proxied_rate / direct_rate,
+        ));
+    }
+    for (mode, direct, proxied, throughput) in rows {
+        println!(
+            "  router / direct, {mode}: p50 {:.2}x (+{}), p99 {:.2}x (+{}), throughput {throughput:.2}x",
+            ratio(proxied.p50, direct.p50),
+            fmt_duration(proxied.p50.saturating_sub(direct.p50)),
+            ratio(proxied.p99, direct.p99),
+            fmt_duration(proxied.p99.saturating_sub(direct.p99)),
+        );
+    }
+    Ok(())
+}
+
+// === auth ===
+
+/// Decodes unpadded base64url, the encoding of JWT segments.
+fn base64url_decode(input: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in input.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = ((acc << 6) | u32::from(v)) & 0xffff;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The claims of a token, read without checking its signature or expiry.
+fn unverified_claims(token: &str) -> Option<Value> {
+    let payload = token.split('.').nth(1)?;
+    serde_json::from_slice(&base64url_decode(payload)?).ok()
+}
+
+fn ns_per_op(iterations: usize, mut op: impl FnMut()) -> f64 {
+    for _ in 0..iterations.min(1000) {
+        op();
+    }
+    let started = Instant::now();
+    for _ in 0..iterations {
+        op();
+    }
+    started.elapsed().as_secs_f64() * 1e9 / iterations as f64
+}
+
+fn auth(iterations: usize) -> anyhow::Result<()> {
+    let secret = b"bench-secret-0123456789abcdef-0123456789";
+    let token =
+        mesh_auth::issue_hs256(secret, TENANT, "bench-user", &[mesh_auth::Role::User], 3600)?;
+    let verifier = mesh_auth::Verifier::hs256(secret, 30);
+    // Both sides must read the same claims, or the comparison is void.
+    let principal = verifier.verify(&token)?;
+    let claims = unverified_claims(&token).context("token payload does not decode")?;
+    if claims["tenant"] != principal.tenant.as_str() || claims["sub"] != principal.subject.as_str()
+    {
+        bail!("unverified claims {claims} disagree with the verified principal {principal:?}");
+    }
+    let claims_json = serde_json::to_vec(&claims)?;
+
+    println!(
+        "{iterations} iterations each (after 1000 warm-up), one thread, the same {}-byte token",
+        token.len()
+    );
+    let parse = ns_per_op(iterations, || {
+        black_box(serde_json::from_slice::<Value>(black_box(&claims_json)).ok());
+    });
+    let decode = ns_per_op(iterations, || {
+        black_box(unverified_claims(black_box(&token)));
+    });
+    let verify = ns_per_op(iterations, || {
+        black_box(verifier.verify(black_box(&token)).ok());
+    });
+    println!("  {:<46} {:>10}", "what", "ns/op");
+    println!(
+        "  {:<46} {:>10.0}",
+        "baseline: serde_json parse of the claims", parse
+    );
+    println!(
+        "  {:<46} {:>10.0}",
+        "baseline: base64url decode + parse, unverified", decode
+    );
+    println!(
+        "  {:<46} {:>10.0}",
+        "Verifier::hs256(secret, 30).verify(token)", verify
+    );
+    println!(
+        "  verify / unverified decode: {:.1}x (+{:.0} ns for HMAC-SHA256 and claim checks); verify / parse: {:.1}x",
+        verify / decode,
+        verify - decode,
+        verify / parse
+    );
+    Ok(())
+}
+
+// === CPU accounting ===
+
+/// CPU time by process name over a window, read from Linux `/proc`: shows
+/// which process the cores went to (this one, which runs the bench and
+/// every service; PostgreSQL's backends; nats-server). Absent elsewhere.
+mod cpu {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    /// Units of `utime` and `stime` in `/proc/<pid>/stat` (USER_HZ).
+    const TICKS_PER_SECOND: f64 = 100.0;
+    const SELF_LABEL: &str = "this process (bench + services)";
+
+    pub struct Snapshot {
+        processes: HashMap<u32, (String, u64)>,
+        /// Machine-wide (busy, total) ticks from `/proc/stat`.
+        machine: (u64, u64),
+    }
+
+    fn machine() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let total: u64 = ticks.iter().sum();
+        let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+        Some((total - idle, total))
+    }
+
+    pub fn snapshot() -> Option<Snapshot> {
+        let machine = machine()?;
+        let own = std::process::id();
+        let mut processes = HashMap::new();
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // Gone since the listing: skip it.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // The name is in parentheses and may hold anything; the fields
+            // resume after the last ')' with field 3 (state).
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let ticks = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            // utime and stime: fields 14 and 15.
+            let used = ticks(11) + ticks(12);
+            let name = if pid == own {
+                SELF_LABEL.to_owned()
+            } else {
+                stat[open + 1..close].to_owned()
+            };
+            processes.insert(pid, (name, used));
+        }
+        Some(Snapshot { processes, machine })
+    }
+
+    pub struct Used {
+        /// Seconds of CPU per process name, most first.
+        pub by_name: Vec<(String, f64)>,
+        /// Share of the machine's CPU time that was not idle.
+        pub busy: f64,
+    }
+
+    /// CPU used since `before`.
+    pub fn since(before: &Option<Snapshot>) -> Option<Used> {
+        let before = before.as_ref()?;
+        let after = snapshot()?;
+        let mut by_name: HashMap<String, u64> = HashMap::new();
+        for (pid, (name, used)) in after.processes {
+            let earlier = match before.processes.get(&pid) {
+                Some((earlier_name, earlier)) if *earlier_name == name => *earlier,
+                _ => 0,
+            };
+            *by_name.entry(name).or_default() += used.saturating_sub(earlier);
+        }
+        let mut used: Vec<(String, f64)> = by_name
+            .into_iter()
+            .filter(|(_, ticks)| *ticks > 0)
+            .map(|(name, ticks)| (name, ticks as f64 / TICKS_PER_SECOND))
+            .collect();
+        used.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let busy = after.machine.0.saturating_sub(before.machine.0) as f64;
+        let total = after.machine.1.saturating_sub(before.machine.1).max(1) as f64;
+        Some(Used {
+            by_name: used,
+            busy: busy / total,
+        })
+    }
+
+    pub fn print(used: &Used, wall: Duration) {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let available = wall.as_secs_f64() * cores as f64;
+        let used_by_name = &used.by_name;
+        // Per-process ticks are sampled, so their sum can stray from the
+        // machine's own count; `busy` comes from /proc/stat.
+        let shown: Vec<String> = used_by_name
+            .iter()
+            .take(4)
+            .map(|(name, s)| format!("{name} {s:.2} s ({:.0}%)", s / available * 100.0))
+            .collect();
+        let rest: f64 = used_by_name.iter().skip(4).map(|(_, s)| s).sum();
+        println!(
+            "  cpu during the measured run ({:.2} s x {cores} cores = {available:.2} core-s, machine {:.0}% busy): {}, other {rest:.2} s",
+            wall.as_secs_f64(),
+            used.busy * 100.0,
+            shown.join(", "),
+        );
+    }
+}
