@@ -21,6 +21,8 @@ pub enum AgentSelection {
 pub struct Config {
     pub shared: SharedConfig,
     pub admin_listen: SocketAddr,
+    /// gRPC health only (workers take work from the queue, not from calls).
+    pub grpc_listen: SocketAddr,
     pub agents: AgentSelection,
     /// gRPC address of the inference-router.
     pub router_url: String,
@@ -72,6 +74,7 @@ impl Config {
         Ok(Self {
             shared: SharedConfig::from_env(env)?,
             admin_listen: env::parse_or(env, &var("ADMIN_LISTEN"), ([127, 0, 0, 1], 9102).into())?,
+            grpc_listen: env::parse_or(env, &var("GRPC_LISTEN"), ([127, 0, 0, 1], 7002).into())?,
             agents,
             router_url: env::string_or(env, &var("ROUTER_URL"), "http://127.0.0.1:7003"),
             concurrency,
@@ -101,6 +104,7 @@ impl Config {
         config.shared = shared;
         config.router_url = router_url;
         config.admin_listen = ([127, 0, 0, 1], 0).into();
+        config.grpc_listen = ([127, 0, 0, 1], 0).into();
         Ok(config)
     }
 }

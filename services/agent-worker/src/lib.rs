@@ -28,6 +28,7 @@ pub use config::{AgentSelection, Config};
 #[derive(Debug)]
 pub struct Running {
     pub admin_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     pub stopped: Stopped,
 }
 
@@ -38,7 +39,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let mut registry = mesh_telemetry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
-    // Workers serve no gRPC: readiness is their admin `/readyz`.
     let frame = ServiceFrame::start(
         "agentmesh.v1.AgentWorker",
         config.admin_listen,
@@ -68,13 +68,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         metrics,
     ));
 
+    let config_grpc_listen = config.grpc_listen;
     frame.supervisor().spawn(
         "agent consumers",
         serve_agents(bus, runner, config, frame.stop()),
     );
-    tracing::info!(%admin_addr, "agent-worker ready");
+    let listener = mesh_runtime::frame::bind(config_grpc_listen, "grpc").await?;
+    let grpc_addr = listener.local_addr()?;
+    frame.spawn_grpc(listener, frame.grpc());
+    tracing::info!(%admin_addr, %grpc_addr, "agent-worker ready");
     Ok(Running {
         admin_addr,
+        grpc_addr,
         stopped: frame.ready().await,
     })
 }

@@ -43,6 +43,7 @@ impl Replicas for ProcessReplicas {
                 .env("AGENTMESH_WORKER_AGENTS", &self.agent)
                 // Replicas share the machine: each picks a free admin port.
                 .env("AGENTMESH_WORKER_ADMIN_LISTEN", "127.0.0.1:0")
+                .env("AGENTMESH_WORKER_GRPC_LISTEN", "127.0.0.1:0")
                 .stdin(Stdio::null())
                 .kill_on_drop(true)
                 .spawn()

@@ -64,6 +64,8 @@ pub struct Mesh {
     pub orchestrator_stop: CancellationToken,
     pub orchestrator_config: orchestrator::Config,
     pub worker_stop: CancellationToken,
+    /// The in-process worker, when `start_worker` was set.
+    pub worker: Option<agent_worker::Running>,
     pub gateway: gateway::Running,
     pub gateway_stop: CancellationToken,
     sim_stop: CancellationToken,
@@ -117,6 +119,7 @@ impl Mesh {
         orchestrator_config.grpc_listen = orch.grpc_addr;
 
         let worker_stop = CancellationToken::new();
+        let mut worker = None;
         if options.start_worker {
             let mut config = agent_worker::Config::ephemeral(
                 shared.clone(),
@@ -124,9 +127,11 @@ impl Mesh {
             )?;
             config.agents = options.worker_agents.clone();
             config.discovery_interval = Duration::from_millis(100);
-            agent_worker::start(config, worker_stop.clone())
-                .await
-                .context("start agent-worker")?;
+            worker = Some(
+                agent_worker::start(config, worker_stop.clone())
+                    .await
+                    .context("start agent-worker")?,
+            );
         }
 
         let gateway_stop = CancellationToken::new();
@@ -149,6 +154,7 @@ impl Mesh {
             orchestrator_stop,
             orchestrator_config,
             worker_stop,
+            worker,
             gateway,
             gateway_stop,
             sim_stop,

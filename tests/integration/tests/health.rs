@@ -58,6 +58,7 @@ async fn every_service_reports_health_readiness_and_metrics() {
             mesh.orchestrator.as_ref().unwrap().admin_addr,
         ),
         ("inference-router", mesh.router.admin_addr),
+        ("agent-worker", mesh.worker.as_ref().unwrap().admin_addr),
         ("retrieval", retrieval.admin_addr),
         ("trace-collector", traces.admin_addr),
     ];
@@ -74,6 +75,10 @@ async fn every_service_reports_health_readiness_and_metrics() {
             "agentmesh.v1.ControlPlane",
         ),
         (mesh.router.grpc_addr, "agentmesh.v1.InferenceService"),
+        (
+            mesh.worker.as_ref().unwrap().grpc_addr,
+            "agentmesh.v1.AgentWorker",
+        ),
         (retrieval.grpc_addr, "agentmesh.v1.Retrieval"),
         (traces.grpc_addr, "agentmesh.v1.TraceCollector"),
     ];
