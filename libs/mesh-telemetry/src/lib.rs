@@ -59,47 +59,48 @@ pub fn init(
     json_logs: bool,
     default_filter: &str,
 ) -> Result<TelemetryGuard, TelemetryError> {
+    use tracing_subscriber::Layer as _;
+    // Spans always exist at INFO and above, whatever the log filter says:
+    // they carry the W3C context across gRPC and NATS even when nothing is
+    // exported, so one task stays one trace once an exporter is added.
+    let mut builder = SdkTracerProvider::builder().with_resource(
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name(service_name.to_owned())
+            .build(),
+    );
+    if let Some(endpoint) = otlp_endpoint {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service_name.to_owned()))
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let (otel_layer, provider) = match otlp_endpoint {
-        Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .build()
-                .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-            let provider = SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_resource(
-                    opentelemetry_sdk::Resource::builder()
-                        .with_service_name(service_name.to_owned())
-                        .build(),
-                )
-                .build();
-            let tracer = provider.tracer(service_name.to_owned());
-            (
-                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
-                Some(provider),
-            )
-        }
-        None => (None, None),
-    };
-    let fmt_json = json_logs.then(|| {
+    let logs = if json_logs {
         tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
-    });
-    let fmt_text =
-        (!json_logs).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+            .with_filter(filter)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
+    };
     let installed = tracing_subscriber::registry()
-        .with(filter)
         .with(otel_layer)
-        .with(fmt_json)
-        .with(fmt_text)
+        .with(logs)
         .try_init()
         .is_ok();
     Ok(TelemetryGuard {
-        provider: if installed { provider } else { None },
+        provider: installed.then_some(provider),
     })
 }
 
