@@ -117,7 +117,7 @@ pub async fn serve_admin(
     let bound = listener.local_addr()?;
     let app = admin_router(readiness, registry);
     let serve = async move {
-        axum::serve(listener, app)
+        axum::serve(crate::frame::nodelay(listener), app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
     };

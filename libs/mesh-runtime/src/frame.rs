@@ -71,10 +71,11 @@ impl ServiceFrame {
 
     /// Serves `router` on `listener` until the service stops.
     pub fn spawn_grpc(&self, listener: TcpListener, router: tonic::transport::server::Router) {
-        let serve = router.serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            self.stop().cancelled_owned(),
-        );
+        // TCP_NODELAY: streamed responses are many small writes; with
+        // Nagle and delayed ACKs each one can stall for ~40 ms.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let serve = router.serve_with_incoming_shutdown(incoming, self.stop().cancelled_owned());
         self.supervisor.spawn("grpc", serve);
     }
 
@@ -82,7 +83,7 @@ impl ServiceFrame {
     pub fn spawn_http(&self, listener: TcpListener, app: axum::Router) {
         let stop = self.stop();
         self.supervisor.spawn("http", async move {
-            axum::serve(listener, app)
+            axum::serve(nodelay(listener), app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         });
@@ -95,6 +96,17 @@ impl ServiceFrame {
         self.supervisor.unready_on_stop(self.readiness);
         self.supervisor.finish()
     }
+}
+
+/// An axum listener whose accepted connections have TCP_NODELAY set (see
+/// [`ServiceFrame::spawn_grpc`] for why).
+pub fn nodelay(listener: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    use axum::serve::ListenerExt as _;
+    listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    })
 }
 
 /// Binds `addr`, naming what it is for in the error.

@@ -48,6 +48,14 @@ pub async fn serve(
         .local_addr()
         .context("listener has no local address")?;
     tracing::info!(%addr, model = %config.model, failure = ?config.failure, "model simulator listening");
+    // TCP_NODELAY: tokens stream as many small writes, which Nagle and
+    // delayed ACKs would otherwise hold for ~40 ms each.
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, server::router(config))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
