@@ -105,6 +105,10 @@ impl From<&mesh_proto::AgentScaling> for AgentScaling {
     }
 }
 
+/// Longest agent name `render` accepts: `agent-worker-<agent>` must fit the
+/// 63 characters of a label value (KEDA labels its HPA with the name).
+pub const MAX_RENDERED_AGENT_NAME: usize = 50;
+
 /// Where the rendered objects point.
 #[derive(Debug, Clone)]
 pub struct RenderOptions {
@@ -119,7 +123,7 @@ impl Default for RenderOptions {
     fn default() -> Self {
         Self {
             namespace: "ai-agents".into(),
-            image: "agentmesh/agent-worker:latest".into(),
+            image: "agentmesh/agent-worker".into(),
             nats_monitoring: "nats.ai-data.svc.cluster.local:8222".into(),
             nats_account: "$G".into(),
         }
@@ -133,13 +137,23 @@ pub fn agent_worker_component(
     options: &RenderOptions,
 ) -> Result<Vec<(String, String)>, mesh_bus::BusError> {
     let consumer = mesh_bus::names::agent_consumer(agent)?;
+    if agent.len() > MAX_RENDERED_AGENT_NAME {
+        return Err(mesh_bus::BusError::InvalidName {
+            kind: "agent",
+            value: agent.to_owned(),
+            reason: "must be at most 50 characters to render: object names are agent-worker-<agent> and end up in 63-character label values",
+        });
+    }
     let name = format!("agent-worker-{agent}");
     let labels = json!({
         "app.kubernetes.io/name": "agent-worker",
         "app.kubernetes.io/instance": name,
         "app.kubernetes.io/part-of": "agentmesh",
+        "app.kubernetes.io/component": "agents",
         "agentmesh.dev/agent": agent,
     });
+    let selector = json!({"matchLabels": {"app.kubernetes.io/instance": name}});
+    let http_probe = |path: &str, period: u32, failures: u32| json!({"httpGet": {"path": path, "port": "admin"}, "periodSeconds": period, "failureThreshold": failures});
     let deployment = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -147,24 +161,53 @@ pub fn agent_worker_component(
         "spec": {
             // KEDA owns the count; this is the count before it takes over.
             "replicas": scaling.min_replicas,
-            "selector": {"matchLabels": {"app.kubernetes.io/instance": name}},
+            "revisionHistoryLimit": 5,
+            "selector": selector,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": "9102",
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
                 "spec": {
                     "serviceAccountName": "agent-worker",
+                    "automountServiceAccountToken": false,
+                    // Longer than the drain: a model call is at most
+                    // AGENTMESH_WORKER_INFERENCE_TIMEOUT_MS (90 s in the ConfigMap).
                     "terminationGracePeriodSeconds": 150,
-                    "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": {
+                        "runAsNonRoot": true,
+                        "runAsUser": 65532,
+                        "runAsGroup": 65532,
+                        "fsGroup": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "topologySpreadConstraints": [{
+                        "maxSkew": 1,
+                        "topologyKey": "topology.kubernetes.io/zone",
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                        "labelSelector": selector,
+                    }],
                     "containers": [{
                         "name": "agent-worker",
                         "image": options.image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "ports": [
+                            {"name": "admin", "containerPort": 9102},
+                            {"name": "grpc", "containerPort": 7002},
+                        ],
                         "envFrom": [{"configMapRef": {"name": "agent-worker"}}],
                         "env": [
                             {"name": "AGENTMESH_WORKER_AGENTS", "value": agent},
                             {"name": "AGENTMESH_WORKER_ADMIN_LISTEN", "value": "0.0.0.0:9102"},
                         ],
-                        "ports": [{"name": "admin", "containerPort": 9102}],
-                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "admin"}},
-                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "admin"}},
+                        "startupProbe": http_probe("/healthz", 2, 30),
+                        "livenessProbe": http_probe("/healthz", 10, 3),
+                        "readinessProbe": http_probe("/readyz", 5, 2),
                         "resources": {
                             "requests": {"cpu": "100m", "memory": "128Mi"},
                             "limits": {"cpu": "1", "memory": "512Mi"},
@@ -172,12 +215,22 @@ pub fn agent_worker_component(
                         "securityContext": {
                             "allowPrivilegeEscalation": false,
                             "readOnlyRootFilesystem": true,
+                            "runAsNonRoot": true,
                             "capabilities": {"drop": ["ALL"]},
                         },
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                     }],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
                 },
             },
         },
+    });
+    // At most one of the agent's workers drained at a time.
+    let pdb = json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": options.namespace, "labels": labels},
+        "spec": {"maxUnavailable": 1, "selector": selector},
     });
     let scaled_object = json!({
         "apiVersion": "keda.sh/v1alpha1",
@@ -208,7 +261,7 @@ pub fn agent_worker_component(
     let kustomization = json!({
         "apiVersion": "kustomize.config.k8s.io/v1alpha1",
         "kind": "Component",
-        "resources": ["deployment.yaml", "scaledobject.yaml"],
+        "resources": ["deployment.yaml", "scaledobject.yaml", "pdb.yaml"],
     });
     let yaml = |v: &Value| serde_yaml::to_string(v).unwrap_or_default();
     let header = format!(
@@ -227,6 +280,7 @@ pub fn agent_worker_component(
             "scaledobject.yaml".into(),
             format!("{header}{}", yaml(&scaled_object)),
         ),
+        ("pdb.yaml".into(), format!("{header}{}", yaml(&pdb))),
     ])
 }
 

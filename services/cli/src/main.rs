@@ -74,7 +74,7 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value = "ai-agents")]
         namespace: String,
-        #[arg(long, default_value = "agentmesh/agent-worker:latest")]
+        #[arg(long, default_value = "agentmesh/agent-worker")]
         image: String,
         /// NATS monitoring endpoint KEDA polls.
         #[arg(long, default_value = "nats.ai-data.svc.cluster.local:8222")]
@@ -292,4 +292,38 @@ fn render(
         println!("{}", serde_json::Value::Array(written));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The component committed under deploy/ is what `render` writes for
+    /// the example agent: regenerate it, do not edit it.
+    #[test]
+    fn the_committed_assistant_component_is_renders_output() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = tempfile::tempdir().unwrap();
+        super::render(
+            &root.join("services/cli/agents/assistant.yaml"),
+            out.path(),
+            &mesh_scaling::RenderOptions::default(),
+            super::Format::Json,
+        )
+        .unwrap();
+        let rendered = out.path().join("agent-worker-assistant");
+        let committed = root.join("deploy/kustomize/components/agent-worker-assistant");
+        let mut names: Vec<_> = std::fs::read_dir(&rendered)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 4, "{names:?}");
+        for name in names {
+            let want = std::fs::read_to_string(rendered.join(&name)).unwrap();
+            let have = std::fs::read_to_string(committed.join(&name)).unwrap_or_default();
+            assert_eq!(
+                have, want,
+                "{name:?} differs: run `agentmesh render -f services/cli/agents/assistant.yaml` from the repository root"
+            );
+        }
+    }
 }

@@ -72,8 +72,8 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "scale",
-        about: "scaling on consumer lag",
-        pending: Some("the deploy issue"),
+        about: "drain time of a queued burst at one agent with 1, 2 and 4 worker replicas (speed-up curve)",
+        pending: None,
     },
 ];
 
@@ -164,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
             "tasks" => tasks(args.n.unwrap_or(2000), args.concurrency.unwrap_or(64)).await?,
             "router" => router(args.n.unwrap_or(2000), args.concurrency.unwrap_or(32)).await?,
             "auth" => auth(args.n.unwrap_or(100_000))?,
+            "scale" => scale(args.n.unwrap_or(500), args.concurrency.unwrap_or(4)).await?,
             other => bail!("scenario {other} has no runner"),
         }
     }
@@ -998,4 +999,89 @@ mod cpu {
             shown.join(", "),
         );
     }
+}
+
+// === scale ===
+
+/// A burst of `n` tasks queued at one agent, drained by 1, 2 and 4 worker
+/// replicas (each its own runtime and NATS connection, `per_worker` tasks
+/// at once); the 1-replica drain is the baseline. The simulator streams 8
+/// tokens 10 ms apart, so a task takes ~80 ms of model time, like a small
+/// real model: the work is waiting, which is what replicas add capacity for.
+async fn scale(n: usize, per_worker: usize) -> anyhow::Result<()> {
+    let mesh = Mesh::start(MeshOptions {
+        database_url: Some(fresh_postgres().await?),
+        start_worker: false,
+        sim: model_sim::SimConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            inter_token: Duration::from_millis(10),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await?;
+    let client = mesh.client("bench");
+    client.apply_sim_agent("burst", 8).await?;
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!(
+        "{n} tasks queued before the workers start; each worker runs {per_worker} at once; simulator: 8 tokens, 10 ms apart; {cores} CPU cores"
+    );
+    println!(
+        "  {:>8}  {:>10}  {:>11}  {:>9}  {:>7}",
+        "replicas", "drain", "tasks/s", "speed-up", "ideal"
+    );
+    let mut baseline: Option<Duration> = None;
+    for replicas in [1usize, 2, 4] {
+        let mut completed = mesh.bus.client().subscribe("events.bench.>").await?;
+        let ids: Vec<String> = futures::stream::iter(0..n)
+            .map(|i| {
+                let client = client.clone();
+                async move { client.submit("burst", &format!("burst {i}")).await }
+            })
+            .buffer_unordered(32)
+            .try_collect()
+            .await?;
+        let mut config = mesh.worker_config()?;
+        config.agents = agent_worker::AgentSelection::Named(vec!["burst".into()]);
+        config.concurrency = per_worker;
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..replicas {
+            let config = config.clone();
+            workers.push(
+                tokio::task::spawn_blocking(move || {
+                    mesh_integration::IsolatedWorker::spawn(config)
+                })
+                .await??,
+            );
+        }
+        let mut done = std::collections::HashSet::new();
+        while done.len() < n {
+            let message = tokio::time::timeout(Duration::from_secs(120), completed.next())
+                .await
+                .context("the burst stopped draining")?
+                .context("event subscription ended")?;
+            let event = TaskEvent::decode(message.payload)?;
+            if matches!(event.kind, Some(Kind::Completed(_))) {
+                done.insert(event.task_id);
+            }
+        }
+        let drain = started.elapsed();
+        for worker in workers {
+            tokio::task::spawn_blocking(move || worker.drain()).await?;
+        }
+        if let Some(missing) = ids.iter().find(|id| !done.contains(*id)) {
+            bail!("task {missing} never completed");
+        }
+        let base = *baseline.get_or_insert(drain);
+        println!(
+            "  {:>8}  {:>10}  {:>11.0}  {:>8.2}x  {:>6}x",
+            replicas,
+            fmt_duration(drain),
+            n as f64 / drain.as_secs_f64(),
+            base.as_secs_f64() / drain.as_secs_f64(),
+            replicas
+        );
+    }
+    Ok(())
 }
