@@ -61,7 +61,12 @@ impl StreamKind {
             max_age,
             storage: StorageType::File,
             num_replicas: bus.replicas,
-            duplicate_window: bus.duplicate_window,
+            // JetStream refuses a duplicate window longer than the age limit.
+            duplicate_window: if max_age.is_zero() {
+                bus.duplicate_window
+            } else {
+                bus.duplicate_window.min(max_age)
+            },
             max_message_size: bus.max_message_bytes,
             // A full work queue refuses new work rather than dropping old work.
             discard: DiscardPolicy::New,

@@ -14,6 +14,63 @@ use mesh_runtime::ErrorCode;
 /// Yields `(stream sequence, event)` in order until the terminal event.
 pub async fn task_events(
     bus: &Bus,
+    task: &mesh_proto::Task,
+    after_seq: u64,
+) -> Result<impl Stream<Item = Result<(u64, TaskEvent), ApiError>> + use<>, ApiError> {
+    let (tenant, task_id) = (task.tenant.as_str(), task.id.as_str());
+    let status = mesh_proto::TaskStatus::try_from(task.status).unwrap_or_default();
+    if status.is_terminal() {
+        let subject =
+            names::event_subject(tenant, task_id).map_err(|e| ApiError::invalid("id", e))?;
+        let history = bus
+            .last_message_on(StreamKind::Events, &subject)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "event stream unavailable");
+                ApiError::new(ErrorCode::Unavailable, "the event stream is unavailable")
+            })?;
+        if history.is_none() {
+            // The events aged out of EVENTS: answer with the stored outcome
+            // (sequence 0) instead of waiting for events that will not come.
+            let event = final_event_from(task, status);
+            return Ok(futures::future::Either::Left(futures::stream::iter([Ok(
+                (0, event),
+            )])));
+        }
+    }
+    live_events(bus, tenant, task_id, after_seq)
+        .await
+        .map(futures::future::Either::Right)
+}
+
+/// The terminal event a finished task's row implies.
+fn final_event_from(task: &mesh_proto::Task, status: mesh_proto::TaskStatus) -> TaskEvent {
+    use mesh_proto::task_event::Kind;
+    let kind = match status {
+        mesh_proto::TaskStatus::Succeeded => Kind::Completed(mesh_proto::TaskCompleted {
+            output: task.output.clone(),
+            usage: task.usage,
+            ..Default::default()
+        }),
+        mesh_proto::TaskStatus::Failed => Kind::Failed(mesh_proto::TaskFailed {
+            error: task.error.clone(),
+            attempts: task.attempts,
+            ..Default::default()
+        }),
+        _ => Kind::Cancelled(mesh_proto::TaskCancelled {
+            reason: "cancelled".to_owned(),
+        }),
+    };
+    TaskEvent {
+        task_id: task.id.clone(),
+        tenant: task.tenant.clone(),
+        at_ms: task.finished_at_ms.unwrap_or(task.updated_at_ms),
+        kind: Some(kind),
+    }
+}
+
+async fn live_events(
+    bus: &Bus,
     tenant: &str,
     task_id: &str,
     after_seq: u64,

@@ -138,10 +138,9 @@ impl TaskService for PublicGrpc {
             .get_task(&principal, req.id)
             .await
             .map_err(status)?;
-        let events =
-            crate::events::task_events(&self.state.bus, &principal.tenant, &task.id, req.after_seq)
-                .await
-                .map_err(status)?;
+        let events = crate::events::task_events(&self.state.bus, &task, req.after_seq)
+            .await
+            .map_err(status)?;
         let gauge = self.state.metrics.open_streams.clone();
         gauge.inc();
         let guard = crate::rest::StreamGuard(gauge);

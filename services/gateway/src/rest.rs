@@ -270,8 +270,7 @@ async fn task_events(
     };
     // 404 for unknown ids and other tenants' tasks before opening anything.
     let task = state.get_task(&principal, id).await?;
-    let events =
-        crate::events::task_events(&state.bus, &principal.tenant, &task.id, after_seq).await?;
+    let events = crate::events::task_events(&state.bus, &task, after_seq).await?;
     let gauge = state.metrics.open_streams.clone();
     gauge.inc();
     let guard = StreamGuard(gauge);

@@ -183,3 +183,34 @@ async fn the_embedded_default_runs_on_sqlite() {
     assert_eq!(task["usage"]["outputTokens"], 4);
     assert!(mesh.data_dir.path().join("orchestrator.db").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_finished_task_whose_events_aged_out_still_streams_its_outcome() {
+    let mut options = MeshOptions::default();
+    options.bus.events_max_age = Duration::from_secs(1);
+    let mesh = Mesh::start(options).await.unwrap();
+    let client = mesh.client("acme");
+    client.apply_sim_agent("support", 3).await.unwrap();
+    let id = client.submit("support", "hello").await.unwrap();
+    let task = client.wait_for(&id, &["succeeded"], WAIT).await.unwrap();
+    let subject = format!("events.acme.{id}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while mesh
+        .bus
+        .last_message_on(mesh_bus::StreamKind::Events, &subject)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events never aged out"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = client.events(&id, None, WAIT).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event, "completed");
+    assert_eq!(events[0].id, "0");
+    assert_eq!(events[0].data["output"], task["output"]);
+}
