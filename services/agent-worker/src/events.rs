@@ -1,7 +1,8 @@
 //! Publishes one task's events. Deltas are pipelined (their acks are
-//! collected, not awaited one by one); a terminal event first waits for
-//! every earlier ack, so a client never sees `completed` before the deltas
-//! it summarizes are stored.
+//! collected, not awaited one by one). The terminal event follows them on
+//! the same connection, so the stream stores it after them; its outcome is
+//! reported only once every earlier ack is in, so a failed delta is never
+//! silently behind a successful finish.
 
 use async_nats::jetstream::context::PublishAckFuture;
 use mesh_bus::{Bus, BusError, names};

@@ -2,8 +2,6 @@
 //! tenant (from `agentmesh-tenant` metadata). Every query is filtered by
 //! tenant; a row of another tenant is indistinguishable from a missing one.
 
-use std::sync::Arc;
-
 use mesh_bus::{Bus, names};
 use mesh_proto::control_plane_server::ControlPlane;
 use mesh_proto::{
@@ -17,7 +15,6 @@ use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _,
     QueryFilter as _, QueryOrder as _, QuerySelect as _, Set, TransactionTrait as _,
 };
-use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -25,12 +22,12 @@ use uuid::Uuid;
 use crate::config::Limits;
 use crate::convert::{agent_from_row, now_ms, spec_from_json, spec_to_json, task_from_row};
 use crate::metrics::Metrics;
-use crate::outbox;
+use crate::outbox::{self, RelayHandle};
 
 pub struct ControlService {
     db: DatabaseConnection,
     bus: Bus,
-    relay_wake: Arc<Notify>,
+    relay: RelayHandle,
     limits: Limits,
     metrics: Metrics,
 }
@@ -39,14 +36,14 @@ impl ControlService {
     pub fn new(
         db: DatabaseConnection,
         bus: Bus,
-        relay_wake: Arc<Notify>,
+        relay: RelayHandle,
         limits: Limits,
         metrics: Metrics,
     ) -> Self {
         Self {
             db,
             bus,
-            relay_wake,
+            relay,
             limits,
             metrics,
         }
@@ -301,11 +298,11 @@ impl ControlPlane for ControlService {
             .insert(&txn)
             .await
             .map_err(db_error)?;
-            outbox::enqueue(&txn, &tenant, subject, id.to_string(), &envelope)
+            let queued = outbox::enqueue(&txn, &tenant, subject, id.to_string(), &envelope)
                 .await
                 .map_err(db_error)?;
             txn.commit().await.map_err(db_error)?;
-            self.relay_wake.notify_one();
+            self.relay.committed([queued]);
             self.metrics.tasks_submitted.inc();
             tracing::info!(task_id = %id, agent = %row.agent, "task submitted");
             Ok(Response::new(SubmitTaskResponse {
@@ -400,25 +397,27 @@ impl ControlPlane for ControlService {
             active.cancel_requested = Set(true);
             active.updated_at_ms = Set(now);
             // A worker that already holds the task stops on this event.
-            outbox::enqueue(
-                &txn,
-                &tenant,
-                subject.clone(),
-                format!("{task_id}:cancel-requested"),
-                &event(
+            let mut queued = vec![
+                outbox::enqueue(
+                    &txn,
                     &tenant,
-                    &task_id,
-                    task_event::Kind::CancelRequested(Default::default()),
-                ),
-            )
-            .await
-            .map_err(db_error)?;
+                    subject.clone(),
+                    format!("{task_id}:cancel-requested"),
+                    &event(
+                        &tenant,
+                        &task_id,
+                        task_event::Kind::CancelRequested(Default::default()),
+                    ),
+                )
+                .await
+                .map_err(db_error)?,
+            ];
             if status == TaskStatus::Queued {
                 // Nobody runs it yet: it is cancelled now. A worker that picks
                 // it up later sees the terminal event and drops it.
                 active.status = Set(TaskStatus::Cancelled.rest_name().to_owned());
                 active.finished_at_ms = Set(Some(now));
-                outbox::enqueue(
+                let cancelled = outbox::enqueue(
                     &txn,
                     &tenant,
                     subject,
@@ -433,10 +432,11 @@ impl ControlPlane for ControlService {
                 )
                 .await
                 .map_err(db_error)?;
+                queued.push(cancelled);
             }
             let row = active.update(&txn).await.map_err(db_error)?;
             txn.commit().await.map_err(db_error)?;
-            self.relay_wake.notify_one();
+            self.relay.committed(queued);
             Ok(Response::new(task_from_row(&row)))
         }
         .instrument(span)

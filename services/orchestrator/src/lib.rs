@@ -76,7 +76,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let service = control::ControlService::new(
         db.clone(),
         bus.clone(),
-        relay.notifier(),
+        relay.handle(),
         config.limits.clone(),
         metrics.clone(),
     );

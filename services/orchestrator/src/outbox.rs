@@ -6,6 +6,11 @@
 //! which JetStream drops within its duplicate window.
 //!
 //! Several replicas may relay at once: duplicates are dropped the same way.
+//!
+//! Fast path: a handler hands its committed rows to the relay through
+//! [`RelayHandle::committed`], which publishes them without reading them
+//! back; the polling pass is the safety net for anything the fast path
+//! misses (a full channel, a crash, another replica's rows).
 
 use std::sync::Arc;
 
@@ -15,7 +20,7 @@ use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, DatabaseConnection, DbErr,
     EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _, Set,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OutboxConfig;
@@ -29,7 +34,7 @@ pub async fn enqueue<C: ConnectionTrait, M: prost::Message>(
     subject: String,
     msg_id: String,
     message: &M,
-) -> Result<(), DbErr> {
+) -> Result<outbox::Model, DbErr> {
     let traceparent = mesh_telemetry::current_context_headers()
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -46,36 +51,65 @@ pub async fn enqueue<C: ConnectionTrait, M: prost::Message>(
     }
     .insert(conn)
     .await
-    .map(|_| ())
 }
+
+/// How handlers reach the relay after a commit.
+#[derive(Clone)]
+pub struct RelayHandle {
+    wake: Arc<Notify>,
+    fast: mpsc::Sender<outbox::Model>,
+}
+
+impl RelayHandle {
+    /// Rows just committed: published at once, or by the next pass when the
+    /// fast path is full or the relay is not running.
+    pub fn committed(&self, rows: impl IntoIterator<Item = outbox::Model>) {
+        for row in rows {
+            if self.fast.try_send(row).is_err() {
+                self.wake.notify_one();
+                return;
+            }
+        }
+    }
+}
+
+/// Rows the fast path may hold before handlers fall back to waking the pass.
+const FAST_PATH_CAPACITY: usize = 4096;
 
 pub struct Relay {
     db: DatabaseConnection,
     bus: Bus,
     config: OutboxConfig,
     wake: Arc<Notify>,
+    fast_tx: mpsc::Sender<outbox::Model>,
+    fast_rx: mpsc::Receiver<outbox::Model>,
     metrics: Metrics,
 }
 
 impl Relay {
     pub fn new(db: DatabaseConnection, bus: Bus, config: OutboxConfig, metrics: Metrics) -> Self {
+        let (fast_tx, fast_rx) = mpsc::channel(FAST_PATH_CAPACITY);
         Self {
             db,
             bus,
             config,
             wake: Arc::new(Notify::new()),
+            fast_tx,
+            fast_rx,
             metrics,
         }
     }
 
-    /// Handlers poke this after committing outbox rows.
-    pub fn notifier(&self) -> Arc<Notify> {
-        self.wake.clone()
+    pub fn handle(&self) -> RelayHandle {
+        RelayHandle {
+            wake: self.wake.clone(),
+            fast: self.fast_tx.clone(),
+        }
     }
 
     /// Relays until `stop`; finishes the batch in hand first. Errors are
     /// retried (the rows stay), so this only returns at shutdown.
-    pub async fn run(self, stop: CancellationToken) -> Result<(), DbErr> {
+    pub async fn run(mut self, stop: CancellationToken) -> Result<(), DbErr> {
         loop {
             match self.relay_batch().await {
                 Ok(n) if n as u64 >= self.config.batch_size => continue,
@@ -87,6 +121,21 @@ impl Relay {
             }
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
+                Some(row) = self.fast_rx.recv() => {
+                    let mut rows = vec![row];
+                    while rows.len() < self.config.batch_size as usize {
+                        match self.fast_rx.try_recv() {
+                            Ok(row) => rows.push(row),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(error) = self.publish(&rows).await {
+                        // The rows are still in the table: the pass retries them.
+                        self.metrics.outbox_errors.inc();
+                        tracing::warn!(%error, "outbox fast path failed; the next pass retries");
+                    }
+                    continue;
+                }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(self.config.poll_interval) => {}
             }
@@ -104,9 +153,14 @@ impl Relay {
             self.metrics.outbox_backlog.set(0);
             return Ok(0);
         }
+        self.publish(&rows).await
+    }
+
+    /// Publishes `rows` (pipelined), then deletes those JetStream acked.
+    async fn publish(&self, rows: &[outbox::Model]) -> Result<usize, RelayError> {
         // Pipeline the publishes, then collect the acks in order.
         let mut pending = Vec::with_capacity(rows.len());
-        for row in &rows {
+        for row in rows {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(HEADER_MSG_ID, row.msg_id.as_str());
             headers.insert(HEADER_TENANT, row.tenant.as_str());

@@ -344,8 +344,9 @@ struct TaskSample {
 }
 
 async fn tasks(n: usize, concurrency: usize) -> anyhow::Result<()> {
+    let database_url = fresh_postgres().await?;
     let mesh = Mesh::start(MeshOptions {
-        database_url: Some(fresh_postgres().await?),
+        database_url: Some(database_url.clone()),
         ..Default::default()
     })
     .await?;
@@ -356,6 +357,8 @@ async fn tasks(n: usize, concurrency: usize) -> anyhow::Result<()> {
     );
     let raw_seq = raw_jetstream(&mesh.nats.url, "seq", n, 1).await?;
     let raw = raw_jetstream(&mesh.nats.url, "conc", n, concurrency).await?;
+    // The durable part of a submit: one transaction committed before the 202.
+    let raw_commit = raw_postgres_commit(&database_url, n.min(1000)).await?;
 
     let client = mesh.client(TENANT);
     client.apply_sim_agent(AGENT, MAX_TOKENS).await?;
@@ -512,6 +515,11 @@ async fn tasks(n: usize, concurrency: usize) -> anyhow::Result<()> {
             rate: Some((raw_seq.rate, "msg/s")),
         },
         part("of which publish ack", raw_seq.publish),
+        Row {
+            label: "raw PostgreSQL insert + commit, 1 in flight".to_owned(),
+            stats: raw_commit,
+            rate: None,
+        },
         Row {
             label: "mesh submit -> completed, 1 in flight".to_owned(),
             stats: mesh_seq,
@@ -1084,4 +1092,29 @@ async fn scale(n: usize, per_worker: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// One INSERT and COMMIT at a time on the mesh's PostgreSQL database: the
+/// floor under a submit, which commits the task and its outbox row before
+/// answering.
+async fn raw_postgres_commit(url: &str, n: usize) -> anyhow::Result<Stats> {
+    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+    let db = sea_orm::Database::connect(url).await?;
+    db.execute_unprepared(
+        "CREATE TABLE bench_commit (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL)",
+    )
+    .await?;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let started = Instant::now();
+        let txn = db.begin().await?;
+        txn.execute_unprepared(&format!(
+            "INSERT INTO bench_commit (body) VALUES ('bench task {i}')"
+        ))
+        .await?;
+        txn.commit().await?;
+        samples.push(started.elapsed());
+    }
+    db.close().await?;
+    Ok(Stats::of(samples))
 }
