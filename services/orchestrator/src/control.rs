@@ -51,6 +51,11 @@ impl ControlService {
 }
 
 fn db_error(error: DbErr) -> Status {
+    // Two replicas applying the same new agent at once: one wins, the
+    // other is told to retry rather than that the store is down.
+    if let Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) = error.sql_err() {
+        return Status::aborted("a concurrent change to the same resource won; retry");
+    }
     tracing::error!(%error, "database error");
     Status::unavailable("the task store is unavailable")
 }

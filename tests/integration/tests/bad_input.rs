@@ -413,3 +413,43 @@ async fn task_lists_filter_and_paginate_with_a_cursor() {
     ids.reverse(); // newest first
     assert_eq!(seen, ids);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_applies_of_one_agent_never_fail_with_a_5xx() {
+    let mesh = mesh().await;
+    let client = mesh.client("acme");
+    let applies = (0..8).map(|i| {
+        let client = client.clone();
+        async move {
+            client
+                .put("/v1/agents/racer")
+                .json(&json!({"model": "sim-model", "maxTokens": 10 + i}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures::future::join_all(applies).await;
+    for status in &statuses {
+        assert!(
+            [200, 201, 409].contains(status),
+            "every apply is applied or told to retry: {statuses:?}"
+        );
+    }
+    let applied = statuses.iter().filter(|s| **s != 409).count() as u64;
+    let agent: Value = client
+        .get("/v1/agents/racer")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        agent["version"].as_u64(),
+        Some(applied),
+        "one version per applied change: {statuses:?}"
+    );
+}
