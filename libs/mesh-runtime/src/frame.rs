@@ -22,8 +22,13 @@ pub struct ServiceFrame {
     supervisor: Supervisor,
     readiness: Readiness,
     reporter: HealthReporter,
+    /// Connections that must be up for the service to be ready.
+    required: Vec<mesh_bus::Bus>,
     pub admin_addr: SocketAddr,
 }
+
+/// How often readiness re-checks the required connections.
+const READINESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl ServiceFrame {
     /// Binds the admin listener and starts serving it; the service is NOT
@@ -49,6 +54,7 @@ impl ServiceFrame {
             supervisor,
             readiness,
             reporter,
+            required: Vec::new(),
             admin_addr,
         })
     }
@@ -89,10 +95,38 @@ impl ServiceFrame {
         });
     }
 
-    /// Marks the service ready (and unready again when it starts to stop);
-    /// returns the handle to wait on.
+    /// The service is ready only while this NATS connection is up: a
+    /// replica that lost the bus leaves the load balancer until it is back.
+    pub fn require_bus(&mut self, bus: &mesh_bus::Bus) {
+        self.required.push(bus.clone());
+    }
+
+    /// Marks the service ready (and unready again when it starts to stop,
+    /// or while a required connection is down); returns the handle to wait
+    /// on.
     pub async fn ready(self) -> Stopped {
         self.readiness.set(true).await;
+        if !self.required.is_empty() {
+            let (readiness, required, stop) = (
+                self.readiness.clone(),
+                self.required,
+                self.supervisor.stop(),
+            );
+            self.supervisor.spawn("readiness", async move {
+                let mut tick = tokio::time::interval(READINESS_INTERVAL);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok::<(), std::convert::Infallible>(()),
+                        _ = tick.tick() => {}
+                    }
+                    let up = required.iter().all(mesh_bus::Bus::is_connected);
+                    if up != readiness.is_ready() && !stop.is_cancelled() {
+                        tracing::warn!(ready = up, "readiness changed with the bus connection");
+                        readiness.set(up).await;
+                    }
+                }
+            });
+        }
         self.supervisor.unready_on_stop(self.readiness);
         self.supervisor.finish()
     }

@@ -96,7 +96,7 @@ pub async fn start(
         "num_pending + num_ack_pending of the service's consumer",
         lag.clone(),
     );
-    let frame =
+    let mut frame =
         ServiceFrame::start(spec.grpc_service, config.admin_listen, registry, &shutdown).await?;
 
     let bus = Bus::connect(
@@ -105,6 +105,7 @@ pub async fn start(
         config.shared.bus.clone(),
     )
     .await?;
+    frame.require_bus(&bus);
     bus.ensure_streams(&[spec.stream, StreamKind::Dlq]).await?;
     bus.ensure_durable(
         spec.stream,

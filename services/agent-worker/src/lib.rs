@@ -39,7 +39,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let mut registry = mesh_telemetry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
-    let frame = ServiceFrame::start(
+    let mut frame = ServiceFrame::start(
         "agentmesh.v1.AgentWorker",
         config.admin_listen,
         registry,
@@ -54,6 +54,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config.shared.bus.clone(),
     )
     .await?;
+    frame.require_bus(&bus);
     bus.ensure_streams(&[StreamKind::Tasks, StreamKind::Events, StreamKind::Dlq])
         .await?;
     let channel = tonic::transport::Endpoint::from_shared(config.router_url.clone())

@@ -45,7 +45,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let mut registry = mesh_telemetry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
-    let frame = ServiceFrame::start(
+    let mut frame = ServiceFrame::start(
         "agentmesh.v1.TaskService",
         config.admin_listen,
         registry,
@@ -60,6 +60,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config.shared.bus.clone(),
     )
     .await?;
+    frame.require_bus(&bus);
     bus.ensure_streams(&[StreamKind::Events]).await?;
     let channel = tonic::transport::Endpoint::from_shared(config.orchestrator_url.clone())
         .with_context(|| {

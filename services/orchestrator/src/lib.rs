@@ -41,15 +41,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let mut registry = mesh_telemetry::Registry::with_prefix("orchestrator");
     let metrics = metrics::Metrics::register(&mut registry);
-    let frame = ServiceFrame::start(
+    let mut frame = ServiceFrame::start(
         "agentmesh.v1.ControlPlane",
         config.admin_listen,
         registry,
         &shutdown,
     )
     .await?;
-    let (supervisor, stop) = (frame.supervisor(), frame.stop());
-
     let url = mesh_store::resolve_url(
         config.shared.database_url.as_deref(),
         &config.data_dir,
@@ -64,8 +62,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config.shared.bus.clone(),
     )
     .await?;
+    frame.require_bus(&bus);
     bus.ensure_streams(&[StreamKind::Tasks, StreamKind::Events, StreamKind::Dlq])
         .await?;
+    let (supervisor, stop) = (frame.supervisor(), frame.stop());
 
     let relay = outbox::Relay::new(
         db.clone(),

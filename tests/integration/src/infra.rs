@@ -18,16 +18,16 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// A nats-server with JetStream, killed (and its store removed) on drop.
 pub struct Nats {
     child: Child,
+    binary: PathBuf,
     pub url: String,
     pub port: u16,
-    _store: tempfile::TempDir,
+    store: tempfile::TempDir,
 }
 
 impl Nats {
     /// Starts `$AGENTMESH_NATS_SERVER`, or the project's `.venv/bin/nats-server`
     /// (installed by `scripts/ensure-nats.sh`, which the test command runs).
-    // Sync on purpose: callable outside a runtime; it waits for a port.
-    #[allow(clippy::disallowed_methods)]
+    /// Sync on purpose: callable outside a runtime.
     pub fn start() -> anyhow::Result<Self> {
         let binary = std::env::var_os("AGENTMESH_NATS_SERVER")
             .map(PathBuf::from)
@@ -40,28 +40,51 @@ impl Nats {
         }
         let store = tempfile::tempdir()?;
         let port = free_port()?;
-        let child = Command::new(&binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("start {}", binary.display()))?;
-        let nats = Self {
+        let child = spawn_nats(&binary, port, store.path())?;
+        Ok(Self {
             child,
+            binary,
             url: format!("nats://127.0.0.1:{port}"),
             port,
-            _store: store,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("nats-server did not listen on {port}");
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        Ok(nats)
+            store,
+        })
     }
+
+    /// Kills the server (clients see the connection drop).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and store.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.child = spawn_nats(&self.binary, self.port, self.store.path())?;
+        Ok(())
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // sync on purpose: it waits for a port
+fn spawn_nats(
+    binary: &std::path::Path,
+    port: u16,
+    store: &std::path::Path,
+) -> anyhow::Result<Child> {
+    let child = Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {}", binary.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nats-server did not listen on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok(child)
 }
 
 impl Drop for Nats {

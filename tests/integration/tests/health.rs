@@ -108,3 +108,54 @@ async fn every_service_reports_health_readiness_and_metrics() {
     retrieval.stopped.wait().await.unwrap();
     traces.stopped.wait().await.unwrap();
 }
+
+async fn ready(addr: std::net::SocketAddr) -> u16 {
+    reqwest::get(format!("http://{addr}/readyz"))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+async fn wait_ready(addr: std::net::SocketAddr, want: u16) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ready(addr).await != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never became {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_follows_the_bus_connection_and_work_resumes() {
+    let mut mesh = Mesh::start(MeshOptions::default()).await.unwrap();
+    let admins = [
+        mesh.gateway.admin_addr,
+        mesh.orchestrator.as_ref().unwrap().admin_addr,
+        mesh.worker.as_ref().unwrap().admin_addr,
+    ];
+    for addr in admins {
+        assert_eq!(ready(addr).await, 200);
+    }
+    mesh.nats.kill();
+    for addr in admins {
+        wait_ready(addr, 503).await;
+        // Alive all the same: not a reason to restart the process.
+        let live = reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(live.status(), 200);
+    }
+    mesh.nats.restart().unwrap();
+    for addr in admins {
+        wait_ready(addr, 200).await;
+    }
+    let client = mesh.client("acme");
+    client.apply_sim_agent("support", 2).await.unwrap();
+    let id = client.submit("support", "after the outage").await.unwrap();
+    client
+        .wait_for(&id, &["succeeded"], std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+}
