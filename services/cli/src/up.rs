@@ -381,7 +381,14 @@ async fn run_inner(
         data_dir.join("dev-token").display()
     );
     println!("    export AGENTMESH_TOKEN={token}");
-    println!("  try       agentmesh run assistant \"What is JetStream?\"");
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            let cwd = std::env::current_dir().ok()?;
+            Some(p.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(p))
+        })
+        .map_or_else(|| "agentmesh".to_owned(), |p| p.display().to_string());
+    println!("  try       {me} run assistant \"What is JetStream?\"");
     println!("            curl -H \"Authorization: Bearer $AGENTMESH_TOKEN\" {base}/v1/tasks");
 
     let signal = mesh_runtime::shutdown::on_signal();
