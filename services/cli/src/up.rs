@@ -309,6 +309,8 @@ async fn run_inner(
         .or_insert_with(|| format!("http://{}", router.grpc_addr));
     env.entry("AGENTMESH_GATEWAY_ORCHESTRATOR_URL".into())
         .or_insert_with(|| format!("http://{}", orchestrator.grpc_addr));
+    env.entry("AGENTMESH_GATEWAY_ROUTER_URL".into())
+        .or_insert_with(|| format!("http://{}", router.http_addr));
     let worker = agent_worker::start(agent_worker::Config::from_env(env)?, shutdown.clone())
         .await
         .context("agent-worker")?;
@@ -364,7 +366,7 @@ async fn run_inner(
         gateway.grpc_addr
     );
     println!(
-        "  OpenAI    http://{}/v1/chat/completions  (inference-router)",
+        "  OpenAI    {base}/v1/chat/completions  (with the token; the router itself: http://{}/v1)",
         router.http_addr
     );
     println!(

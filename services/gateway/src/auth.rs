@@ -21,6 +21,9 @@ pub enum Operation {
     ListTasks,
     CancelTask,
     WatchTask,
+    /// OpenAI-compatible chat completions through the inference-router.
+    ChatCompletion,
+    ListModels,
 }
 
 /// The one table of who may do what (roles are ordered: a higher role may
@@ -28,10 +31,12 @@ pub enum Operation {
 pub fn required_role(op: Operation) -> Role {
     match op {
         Operation::ApplyAgent => Role::Operator,
-        Operation::SubmitTask | Operation::CancelTask => Role::User,
-        Operation::GetAgent | Operation::GetTask | Operation::ListTasks | Operation::WatchTask => {
-            Role::Viewer
-        }
+        Operation::SubmitTask | Operation::CancelTask | Operation::ChatCompletion => Role::User,
+        Operation::GetAgent
+        | Operation::GetTask
+        | Operation::ListTasks
+        | Operation::WatchTask
+        | Operation::ListModels => Role::Viewer,
     }
 }
 

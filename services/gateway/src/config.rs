@@ -14,6 +14,11 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// gRPC address of the orchestrator.
     pub orchestrator_url: String,
+    /// OpenAI-compatible HTTP address of the inference-router, behind the
+    /// gateway's `/v1/chat/completions` and `/v1/models`.
+    pub router_url: String,
+    /// Upper bound of one model call proxied to the router.
+    pub model_timeout: Duration,
     /// HS256 secret for bearer JWTs (`AGENTMESH_GATEWAY_JWT_SECRET`).
     pub jwt_secret: Vec<u8>,
     /// Accepted clock skew on `exp`.
@@ -70,6 +75,10 @@ impl Config {
                 &var("ORCHESTRATOR_URL"),
                 "http://127.0.0.1:7001",
             ),
+            router_url: env::string_or(env, &var("ROUTER_URL"), "http://127.0.0.1:8080")
+                .trim_end_matches('/')
+                .to_owned(),
+            model_timeout: env::millis_or(env, &var("MODEL_TIMEOUT_MS"), Duration::from_secs(600))?,
             jwt_secret: secret.into_bytes(),
             jwt_leeway: env::millis_or(env, &var("JWT_LEEWAY_MS"), Duration::from_secs(30))?,
             max_body_bytes: env::parse_or(env, &var("MAX_BODY_BYTES"), 256 * 1024)?,

@@ -11,6 +11,7 @@ mod events;
 mod grpc;
 pub mod json;
 mod metrics;
+mod openai;
 mod ratelimit;
 mod rest;
 mod state;
@@ -88,6 +89,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         verifier: mesh_auth::Verifier::hs256(&config.jwt_secret, config.jwt_leeway.as_secs()),
         orchestrator: ControlPlaneClient::new(channel),
         bus,
+        http: reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .context("build the router HTTP client")?,
         config: Arc::new(config.clone()),
         metrics,
         submit_limiter,

@@ -35,6 +35,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/tasks/{id}/cancel", post(cancel_task))
         .route("/v1/tasks/{id}/events", get(task_events))
+        .route(
+            "/v1/chat/completions",
+            post(crate::openai::chat_completions),
+        )
+        .route("/v1/models", get(crate::openai::models))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         // Layers run outside-in: metrics see every request, including ones
         // the body limit refuses; the limit applies before any handler reads.

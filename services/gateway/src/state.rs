@@ -15,6 +15,8 @@ pub struct AppState {
     pub verifier: Verifier,
     pub orchestrator: ControlPlaneClient<Channel>,
     pub bus: Bus,
+    /// HTTP client to the inference-router (OpenAI-compatible face).
+    pub http: reqwest::Client,
     pub config: Arc<Config>,
     pub metrics: Metrics,
     /// Present when `REDIS_URL` is set and the submit limit is on.

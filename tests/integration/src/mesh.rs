@@ -138,6 +138,7 @@ impl Mesh {
         let mut gateway_config =
             gateway::Config::ephemeral(shared.clone(), orchestrator_url, TEST_JWT_SECRET)?;
         gateway_config.submit_rate_per_minute = options.submit_rate_per_minute;
+        gateway_config.router_url = format!("http://{}", router.http_addr);
         let gateway = gateway::start(gateway_config, gateway_stop.clone())
             .await
             .context("start gateway")?;

@@ -176,3 +176,70 @@ async fn the_admission_queue_waits_for_a_slot_and_exports_its_depth() {
     assert_eq!(error["error"]["type"], "rate_limit_error");
     assert_eq!(busy.await.unwrap().unwrap().status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gateway_serves_openai_chat_with_auth_in_front_of_the_router() {
+    let mesh = mesh_integration::Mesh::start(mesh_integration::MeshOptions::default())
+        .await
+        .unwrap();
+    let client = mesh.client("acme");
+    let body: Value = client
+        .post("/v1/chat/completions")
+        .json(&chat(false, 3))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["usage"]["completion_tokens"], 3, "{body}");
+
+    let response = client
+        .post("/v1/chat/completions")
+        .json(&chat(true, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let text = response.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+
+    let models: Value = client
+        .get("/v1/models")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], "sim-model");
+
+    let anonymous = client
+        .http
+        .post(client.url("/v1/chat/completions"))
+        .json(&chat(false, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let viewer = mesh_integration::RestClient::new(
+        client.base.clone(),
+        mesh.token("acme", &[mesh_auth::Role::Viewer]),
+    );
+    let denied = viewer
+        .post("/v1/chat/completions")
+        .json(&chat(false, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let bad = client
+        .post("/v1/chat/completions")
+        .json(&json!({"messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let error: Value = bad.json().await.unwrap();
+    assert_eq!(error["error"]["field"], "model");
+}

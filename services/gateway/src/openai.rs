@@ -1,0 +1,102 @@
+//! The OpenAI-compatible face of the gateway: `/v1/chat/completions`
+//! (streamed or not) and `/v1/models`, authenticated and rate-counted like
+//! every other route, then proxied to the inference-router with the caller's
+//! tenant and trace context. Bodies pass through untouched, so every OpenAI
+//! parameter the router and the model server understand keeps working.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt as _;
+use mesh_runtime::ErrorCode;
+
+use crate::auth::Operation;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+fn unreachable_router(error: &reqwest::Error) -> ApiError {
+    tracing::warn!(%error, "inference-router unreachable");
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "the inference router is unavailable",
+    )
+}
+
+/// Copies the router's answer (status, content type, body stream).
+fn relay(response: reqwest::Response) -> Response {
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = Body::from_stream(response.bytes_stream().map_err(std::io::Error::other));
+    let mut out = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+    if let Some(value) = retry_after.and_then(|v| v.parse().ok()) {
+        out.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    out
+}
+
+fn upstream_headers(tenant: &str) -> reqwest::header::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    mesh_telemetry::inject_http(&mut headers);
+    if let Ok(value) = tenant.parse() {
+        headers.insert(mesh_runtime::grpc::TENANT_METADATA, value);
+    }
+    headers
+}
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::ChatCompletion)?;
+    // Shape checks the router repeats, answered here without a hop.
+    let parsed: serde_json::Value = crate::json::parse(&body)?;
+    if parsed["model"].as_str().is_none_or(str::is_empty) {
+        return Err(ApiError::invalid("model", "a non-empty string is required"));
+    }
+    let response = state
+        .http
+        .post(format!("{}/v1/chat/completions", state.config.router_url))
+        .headers(upstream_headers(&principal.tenant))
+        .header(header::CONTENT_TYPE, "application/json")
+        .timeout(state.config.model_timeout)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| unreachable_router(&e))?;
+    Ok(relay(response))
+}
+
+pub async fn models(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::ListModels)?;
+    let response = state
+        .http
+        .get(format!("{}/v1/models", state.config.router_url))
+        .headers(upstream_headers(&principal.tenant))
+        .timeout(state.config.upstream_timeout)
+        .send()
+        .await
+        .map_err(|e| unreachable_router(&e))?;
+    Ok(relay(response))
+}
