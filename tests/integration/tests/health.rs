@@ -41,11 +41,8 @@ async fn every_service_reports_health_readiness_and_metrics() {
     .await
     .unwrap();
     let traces = trace_collector::start(
-        mesh_runtime::queue_service::QueueServiceConfig::ephemeral(
-            &trace_collector::SPEC,
-            mesh.shared.clone(),
-        )
-        .unwrap(),
+        trace_collector::Config::ephemeral(mesh.shared.clone(), mesh.data_dir.path().to_owned())
+            .unwrap(),
         stop.clone(),
     )
     .await

@@ -1,0 +1,106 @@
+//! Trace-collector settings: `AGENTMESH_TRACES_*` plus the shared ones.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mesh_runtime::SharedConfig;
+use mesh_runtime::env::{self, ConfigError, Env};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub shared: SharedConfig,
+    /// OTLP/gRPC and gRPC health (4317).
+    pub grpc_listen: SocketAddr,
+    /// OTLP/HTTP `/v1/traces` and the query API (4318).
+    pub http_listen: SocketAddr,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub admin_listen: SocketAddr,
+    /// How often the consumer-lag gauge is refreshed.
+    pub lag_interval: Duration,
+    /// Where the SQLite file lives when `DATABASE_URL` is unset.
+    pub data_dir: PathBuf,
+    pub db_max_connections: u32,
+    /// Largest OTLP request, compressed or not (413 / RESOURCE_EXHAUSTED past it).
+    pub max_body_bytes: usize,
+    /// Age after which a trace is deleted; zero keeps traces forever.
+    pub retention: Duration,
+    /// How often the retention sweep runs.
+    pub retention_interval: Duration,
+    /// TRACES messages stored at once by this replica.
+    pub writer_concurrency: usize,
+    pub default_page_size: u64,
+    pub max_page_size: u64,
+}
+
+const PREFIX: &str = "AGENTMESH_TRACES_";
+
+fn var(name: &str) -> String {
+    format!("{PREFIX}{name}")
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let hours: u64 = env::parse_or(env, &var("RETENTION_HOURS"), 720)?;
+        Ok(Self {
+            shared: SharedConfig::from_env(env)?,
+            grpc_listen: env::parse_or(env, &var("GRPC_LISTEN"), ([127, 0, 0, 1], 4317).into())?,
+            http_listen: env::parse_or(env, &var("HTTP_LISTEN"), ([127, 0, 0, 1], 4318).into())?,
+            admin_listen: env::parse_or(env, &var("ADMIN_LISTEN"), ([127, 0, 0, 1], 9105).into())?,
+            lag_interval: env::millis_or(env, &var("LAG_INTERVAL_MS"), Duration::from_secs(5))?,
+            data_dir: env::string_or(env, "AGENTMESH_DATA_DIR", ".data").into(),
+            db_max_connections: env::parse_or(env, &var("DB_MAX_CONNECTIONS"), 16)?,
+            max_body_bytes: env::parse_or(env, &var("MAX_BODY_BYTES"), 4 * 1024 * 1024)?,
+            retention: Duration::from_secs(hours.saturating_mul(3600)),
+            retention_interval: env::millis_or(
+                env,
+                &var("RETENTION_INTERVAL_MS"),
+                Duration::from_secs(600),
+            )?,
+            writer_concurrency: env::parse_or(env, &var("WRITER_CONCURRENCY"), 16)?,
+            default_page_size: 50,
+            max_page_size: env::parse_or(env, &var("MAX_PAGE_SIZE"), 500)?,
+        })
+    }
+
+    /// Defaults with every listener on a free port (tests, `agentmesh up`).
+    pub fn ephemeral(shared: SharedConfig, data_dir: PathBuf) -> Result<Self, ConfigError> {
+        let mut config = Self::from_env(&Env::new())?;
+        config.shared = shared;
+        config.data_dir = data_dir;
+        config.grpc_listen = ([127, 0, 0, 1], 0).into();
+        config.http_listen = ([127, 0, 0, 1], 0).into();
+        config.admin_listen = ([127, 0, 0, 1], 0).into();
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::from_env(&Env::new()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.grpc_listen.port(), 4317);
+        assert_eq!(c.http_listen.port(), 4318);
+        assert_eq!(c.retention, Duration::from_secs(720 * 3600));
+        assert_eq!(c.max_body_bytes, 4 * 1024 * 1024);
+        let env: Env = [
+            ("AGENTMESH_TRACES_RETENTION_HOURS", "2"),
+            ("AGENTMESH_TRACES_HTTP_LISTEN", "0.0.0.0:14318"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let c = Config::from_env(&env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.retention, Duration::from_secs(7200));
+        assert_eq!(c.http_listen.port(), 14318);
+        let bad: Env = [("AGENTMESH_TRACES_RETENTION_HOURS", "soon")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let err = Config::from_env(&bad).unwrap_err();
+        assert!(err.to_string().contains("RETENTION_HOURS"), "{err}");
+    }
+}

@@ -1,0 +1,346 @@
+//! The HTTP face (4318): OTLP/HTTP `POST /v1/traces` (protobuf or JSON,
+//! optionally gzip) and the query API `GET /api/traces[/{trace_id}]`.
+//! Every route needs the `agentmesh-tenant` header: this port is internal
+//! (the gateway authenticates users and forwards their tenant), and there
+//! is no unauthenticated route besides the admin port's health and metrics.
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use mesh_runtime::ErrorCode;
+use mesh_runtime::grpc::TENANT_METADATA;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message as _;
+use sea_orm::DatabaseConnection;
+use serde::Deserialize;
+
+use crate::ingest::{IngestError, Receiver};
+use crate::store;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub receiver: Receiver,
+    pub db: DatabaseConnection,
+    pub max_body_bytes: usize,
+    pub default_page_size: u64,
+    pub max_page_size: u64,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/v1/traces", post(export))
+        .route("/api/traces", get(list))
+        .route("/api/traces/{trace_id}", get(get_trace))
+        // The export handler enforces its own limit, on the compressed
+        // and on the decompressed body, and answers it the OTLP way.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(Arc::new(state))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Protobuf => "application/x-protobuf",
+            Self::Json => "application/json",
+        }
+    }
+}
+
+/// `google.rpc.Status`, the OTLP/HTTP error body.
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// An OTLP/HTTP error: the status code, and a `Status` body in the
+/// request's format (JSON when the format itself was refused).
+fn otlp_error(format: Format, code: ErrorCode, status: StatusCode, message: String) -> Response {
+    let body = RpcStatus {
+        code: code.grpc() as i32,
+        message,
+    };
+    let bytes = match format {
+        Format::Protobuf => body.encode_to_vec(),
+        Format::Json => serde_json::to_vec(&body).unwrap_or_default(),
+    };
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+/// The tenant header, checked: missing is 401, malformed is 400.
+fn tenant(headers: &HeaderMap) -> Result<String, (ErrorCode, String)> {
+    let tenant = headers
+        .get(TENANT_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            (
+                ErrorCode::Unauthenticated,
+                "missing agentmesh-tenant header".to_owned(),
+            )
+        })?;
+    mesh_bus::names::validate("tenant", tenant)
+        .map_err(|e| (ErrorCode::InvalidArgument, e.to_string()))?;
+    Ok(tenant.to_owned())
+}
+
+fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("gzip body: {e}"))?;
+    if out.len() > limit {
+        return Err(format!("decompressed body exceeds {limit} bytes"));
+    }
+    Ok(out)
+}
+
+async fn export(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: Body) -> Response {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let format = match media.as_deref() {
+        Some("application/x-protobuf") => Format::Protobuf,
+        Some("application/json") => Format::Json,
+        other => {
+            return otlp_error(
+                Format::Json,
+                ErrorCode::InvalidArgument,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "content-type {:?} not supported: use application/x-protobuf or application/json",
+                    other.unwrap_or("")
+                ),
+            );
+        }
+    };
+    let fail = |code: ErrorCode, message: String| otlp_error(format, code, code.http(), message);
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err((code, message)) => return fail(code, message),
+    };
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("" | "identity") => false,
+        Some("gzip") => true,
+        Some(other) => {
+            return otlp_error(
+                format,
+                ErrorCode::InvalidArgument,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("content-encoding {other:?} not supported: use gzip or none"),
+            );
+        }
+    };
+    let limit = state.max_body_bytes;
+    let too_large = || {
+        fail(
+            ErrorCode::PayloadTooLarge,
+            format!("body exceeds {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large();
+    }
+    let Ok(raw) = axum::body::to_bytes(body, limit).await else {
+        return too_large();
+    };
+    let bytes = if gzip {
+        match gunzip(&raw, limit) {
+            Ok(b) => bytes::Bytes::from(b),
+            Err(message) if message.contains("exceeds") => {
+                return fail(ErrorCode::PayloadTooLarge, message);
+            }
+            Err(message) => return fail(ErrorCode::InvalidArgument, message),
+        }
+    } else {
+        raw
+    };
+    let request = match format {
+        Format::Protobuf => ExportTraceServiceRequest::decode(bytes)
+            .map_err(|e| format!("body is not an ExportTraceServiceRequest: {e}")),
+        Format::Json => serde_json::from_slice::<ExportTraceServiceRequest>(&bytes)
+            .map_err(|e| format!("body is not OTLP JSON: {e}")),
+    };
+    let request = match request {
+        Ok(r) => r,
+        Err(message) => return fail(ErrorCode::InvalidArgument, message),
+    };
+    match state.receiver.export(&tenant, request).await {
+        Ok(partial_success) => {
+            let response = ExportTraceServiceResponse { partial_success };
+            let bytes = match format {
+                Format::Protobuf => response.encode_to_vec(),
+                Format::Json => serde_json::to_vec(&response).unwrap_or_default(),
+            };
+            (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(format.content_type()),
+                )],
+                bytes,
+            )
+                .into_response()
+        }
+        Err(error @ IngestError::InvalidTenant(_)) => {
+            fail(ErrorCode::InvalidArgument, error.to_string())
+        }
+        Err(IngestError::Unavailable(error)) => {
+            tracing::warn!(%error, "cannot enqueue spans");
+            fail(ErrorCode::Unavailable, error.to_string())
+        }
+    }
+}
+
+/// A JSON error of the query API: `{"error": {"code", "message"}}`.
+fn api_error(code: ErrorCode, message: String) -> Response {
+    (
+        code.http(),
+        axum::Json(serde_json::json!({
+            "error": { "code": code.as_str(), "message": message }
+        })),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    limit: Option<u64>,
+    cursor: Option<String>,
+    // Spelled out rather than `#[serde(flatten)]`: flattened fields reach
+    // serde_urlencoded as strings and numbers then fail to parse.
+    agent: Option<String>,
+    session_id: Option<String>,
+    user_id: Option<String>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    status: Option<String>,
+    min_latency_ms: Option<i64>,
+}
+
+async fn list(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Query(params): Query<ListParams>,
+) -> Response {
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err((code, message)) => return api_error(code, message),
+    };
+    let limit = params.limit.unwrap_or(state.default_page_size);
+    if limit == 0 || limit > state.max_page_size {
+        return api_error(
+            ErrorCode::InvalidArgument,
+            format!("limit: must be between 1 and {}", state.max_page_size),
+        );
+    }
+    match store::list(
+        &state.db,
+        &tenant,
+        &store::TraceFilter {
+            agent: params.agent,
+            session_id: params.session_id,
+            user_id: params.user_id,
+            from_ms: params.from_ms,
+            to_ms: params.to_ms,
+            status: params.status,
+            min_latency_ms: params.min_latency_ms,
+        },
+        limit,
+        params.cursor.as_deref(),
+    )
+    .await
+    {
+        Ok(page) => axum::Json(page).into_response(),
+        Err(error @ (store::QueryError::BadCursor | store::QueryError::BadStatus)) => {
+            api_error(ErrorCode::InvalidArgument, error.to_string())
+        }
+        Err(store::QueryError::Db(error)) => {
+            tracing::error!(%error, "list traces failed");
+            api_error(ErrorCode::Unavailable, "database unavailable".to_owned())
+        }
+    }
+}
+
+async fn get_trace(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Path(trace_id): Path<String>,
+) -> Response {
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err((code, message)) => return api_error(code, message),
+    };
+    let trace_id = trace_id.to_ascii_lowercase();
+    if trace_id.len() != 32 || !trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return api_error(
+            ErrorCode::InvalidArgument,
+            "trace_id: must be 32 hex digits".to_owned(),
+        );
+    }
+    match store::get(&state.db, &tenant, &trace_id).await {
+        Ok(Some(tree)) => axum::Json(tree).into_response(),
+        // Another tenant's trace is indistinguishable from a missing one.
+        Ok(None) => api_error(ErrorCode::NotFound, format!("trace {trace_id} not found")),
+        Err(error) => {
+            tracing::error!(%error, "get trace failed");
+            api_error(ErrorCode::Unavailable, "database unavailable".to_owned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn gunzip_enforces_the_decompressed_limit() {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&[0_u8; 10_000]).unwrap();
+        let gz = encoder.finish().unwrap();
+        assert_eq!(gunzip(&gz, 10_000).unwrap().len(), 10_000);
+        assert!(gunzip(&gz, 9_999).unwrap_err().contains("exceeds"));
+        assert!(gunzip(b"not gzip", 100).is_err());
+    }
+}

@@ -1,0 +1,298 @@
+//! The receiver's core, shared by OTLP/gRPC and OTLP/HTTP: validate each
+//! span, put the accepted ones on TRACES (`traces.<tenant>`) and report
+//! partial success. The receiver never touches the database: the writers
+//! behind the durable consumer do, which is what scales on queue depth.
+
+use mesh_bus::{Bus, BusError, names};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest,
+};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prometheus_client::metrics::counter::Counter;
+use prost::Message as _;
+
+/// Receiver counters (`/metrics`).
+#[derive(Debug, Clone, Default)]
+pub struct IngestMetrics {
+    pub accepted: Counter,
+    pub rejected: Counter,
+}
+
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    bus: Bus,
+    metrics: IngestMetrics,
+    /// Largest message TRACES accepts; bigger batches are split.
+    max_message_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The tenant is not a valid name (callers check it first; this keeps
+    /// a bad one from ever reaching a subject).
+    #[error("{0}")]
+    InvalidTenant(BusError),
+    /// The batch could not be made durable; the client should retry.
+    #[error("enqueue spans: {0}")]
+    Unavailable(#[from] BusError),
+}
+
+/// Why a span is refused, naming the field.
+pub fn check_span(span: &Span) -> Result<(), &'static str> {
+    if span.trace_id.len() != 16 || span.trace_id.iter().all(|b| *b == 0) {
+        return Err("trace_id must be 16 bytes and not all zero");
+    }
+    if span.span_id.len() != 8 || span.span_id.iter().all(|b| *b == 0) {
+        return Err("span_id must be 8 bytes and not all zero");
+    }
+    if !span.parent_span_id.is_empty() && span.parent_span_id.len() != 8 {
+        return Err("parent_span_id must be empty or 8 bytes");
+    }
+    if span.name.is_empty() {
+        return Err("name must not be empty");
+    }
+    Ok(())
+}
+
+/// Keeps the valid spans (dropping scopes and resources left empty);
+/// returns how many were rejected and the first reason.
+pub fn retain_valid(request: &mut ExportTraceServiceRequest) -> (i64, Option<&'static str>) {
+    let (mut rejected, mut first) = (0_i64, None);
+    for resource in &mut request.resource_spans {
+        for scope in &mut resource.scope_spans {
+            scope.spans.retain(|span| match check_span(span) {
+                Ok(()) => true,
+                Err(reason) => {
+                    rejected += 1;
+                    first.get_or_insert(reason);
+                    false
+                }
+            });
+        }
+        resource.scope_spans.retain(|s| !s.spans.is_empty());
+    }
+    request.resource_spans.retain(|r| !r.scope_spans.is_empty());
+    (rejected, first)
+}
+
+/// Splits a request into requests whose encoding stays under `limit`
+/// bytes (resource and scope repeated in each); spans that alone exceed it
+/// are dropped and counted.
+pub fn split(
+    request: ExportTraceServiceRequest,
+    limit: usize,
+) -> (Vec<ExportTraceServiceRequest>, i64) {
+    if request.encoded_len() <= limit {
+        return (vec![request], 0);
+    }
+    // Room for the resource, the scope and the framing of each level.
+    let (mut chunks, mut dropped) = (Vec::new(), 0_i64);
+    let mut current = ExportTraceServiceRequest::default();
+    let mut size = 0_usize;
+    for resource in request.resource_spans {
+        let resource_head = ResourceSpans {
+            resource: resource.resource.clone(),
+            scope_spans: Vec::new(),
+            schema_url: resource.schema_url.clone(),
+        };
+        for scope in resource.scope_spans {
+            let scope_head = ScopeSpans {
+                scope: scope.scope.clone(),
+                spans: Vec::new(),
+                schema_url: scope.schema_url.clone(),
+            };
+            let overhead = resource_head.encoded_len() + scope_head.encoded_len() + 32;
+            for span in scope.spans {
+                let span_size = span.encoded_len() + 8;
+                if span_size + overhead > limit {
+                    dropped += 1;
+                    continue;
+                }
+                if size + span_size + overhead > limit && size > 0 {
+                    chunks.push(std::mem::take(&mut current));
+                    size = 0;
+                }
+                let same_resource = size > 0
+                    && current.resource_spans.last().is_some_and(|r| {
+                        r.resource == resource_head.resource
+                            && r.schema_url == resource_head.schema_url
+                    });
+                if !same_resource {
+                    current.resource_spans.push(resource_head.clone());
+                    size += resource_head.encoded_len() + 8;
+                }
+                let Some(last_resource) = current.resource_spans.last_mut() else {
+                    continue;
+                };
+                let same_scope = last_resource.scope_spans.last().is_some_and(|s| {
+                    s.scope == scope_head.scope && s.schema_url == scope_head.schema_url
+                });
+                if !same_scope {
+                    last_resource.scope_spans.push(scope_head.clone());
+                    size += scope_head.encoded_len() + 8;
+                }
+                if let Some(last_scope) = last_resource.scope_spans.last_mut() {
+                    size += span_size;
+                    last_scope.spans.push(span);
+                }
+            }
+        }
+    }
+    if size > 0 {
+        chunks.push(current);
+    }
+    (chunks, dropped)
+}
+
+/// A stable 128-bit FNV-1a digest: the `Nats-Msg-Id` of a batch, so a
+/// client retrying the same export within the duplicate window is stored once.
+pub fn digest(parts: &[&[u8]]) -> String {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let mut hash = OFFSET;
+    for part in parts {
+        for byte in *part {
+            hash ^= u128::from(*byte);
+            hash = hash.wrapping_mul(PRIME);
+        }
+        // Separator, so ("ab", "c") and ("a", "bc") differ.
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(PRIME);
+    }
+    format!("{hash:032x}")
+}
+
+fn count_spans(request: &ExportTraceServiceRequest) -> i64 {
+    let n: usize = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Receiver {
+    pub fn new(bus: Bus, metrics: IngestMetrics) -> Self {
+        let max_message_bytes = usize::try_from(bus.config().max_message_bytes)
+            .unwrap_or(1024 * 1024)
+            // Headers and the stream's own framing share the limit.
+            .saturating_sub(4096)
+            .max(4096);
+        Self {
+            bus,
+            metrics,
+            max_message_bytes,
+        }
+    }
+
+    /// Validates and enqueues one export for `tenant` (already checked);
+    /// returns the partial success to answer (`None` when all were accepted).
+    pub async fn export(
+        &self,
+        tenant: &str,
+        mut request: ExportTraceServiceRequest,
+    ) -> Result<Option<ExportTracePartialSuccess>, IngestError> {
+        names::validate("tenant", tenant).map_err(IngestError::InvalidTenant)?;
+        let (mut rejected, mut reason) = retain_valid(&mut request);
+        let (chunks, too_big) = split(request, self.max_message_bytes);
+        if too_big > 0 {
+            rejected += too_big;
+            reason.get_or_insert("span larger than the bus message limit");
+        }
+        let subject = format!("traces.{tenant}");
+        let mut pending = Vec::with_capacity(chunks.len());
+        let mut accepted = 0;
+        for chunk in &chunks {
+            accepted += count_spans(chunk);
+            let bytes = chunk.encode_to_vec();
+            let msg_id = format!("trc:{}", digest(&[tenant.as_bytes(), &bytes]));
+            pending.push(
+                self.bus
+                    .publish(subject.clone(), tenant, &msg_id, chunk)
+                    .await?,
+            );
+        }
+        for ack in pending {
+            ack.await.map_err(|e| BusError::Publish {
+                subject: subject.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        self.metrics
+            .accepted
+            .inc_by(u64::try_from(accepted).unwrap_or(0));
+        self.metrics
+            .rejected
+            .inc_by(u64::try_from(rejected).unwrap_or(0));
+        Ok((rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: rejected,
+            error_message: format!(
+                "{rejected} span(s) rejected: {}",
+                reason.unwrap_or("invalid span")
+            ),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(i: u8, name: &str) -> Span {
+        Span {
+            trace_id: vec![7; 16],
+            span_id: vec![i; 8],
+            name: name.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn invalid_spans_are_counted_and_dropped() {
+        let mut bad_trace = span(2, "x");
+        bad_trace.trace_id = vec![0; 16];
+        let mut bad_span = span(0, "y");
+        bad_span.span_id = vec![0; 8];
+        let mut r = request(vec![span(1, "ok"), bad_trace, bad_span, span(4, "")]);
+        let (rejected, reason) = retain_valid(&mut r);
+        assert_eq!(rejected, 3);
+        assert!(reason.is_some_and(|r| r.contains("trace_id")));
+        assert_eq!(count_spans(&r), 1);
+        let mut all_bad = request(vec![span(5, "")]);
+        assert_eq!(retain_valid(&mut all_bad).0, 1);
+        assert!(all_bad.resource_spans.is_empty());
+    }
+
+    #[test]
+    fn split_keeps_every_span_under_the_limit() {
+        let spans: Vec<Span> = (1..=200).map(|i| span(i, &"n".repeat(100))).collect();
+        let r = request(spans);
+        let (chunks, dropped) = split(r.clone(), 4096);
+        assert_eq!(dropped, 0);
+        assert!(chunks.len() > 1);
+        assert!(chunks.iter().all(|c| c.encoded_len() <= 4096));
+        assert_eq!(chunks.iter().map(count_spans).sum::<i64>(), 200);
+        let (whole, _) = split(r, 1 << 20);
+        assert_eq!(whole.len(), 1);
+    }
+
+    #[test]
+    fn digest_is_stable_and_separates_parts() {
+        assert_eq!(digest(&[b"a", b"bc"]), digest(&[b"a", b"bc"]));
+        assert_ne!(digest(&[b"ab", b"c"]), digest(&[b"a", b"bc"]));
+        assert_eq!(digest(&[b"x"]).len(), 32);
+    }
+}

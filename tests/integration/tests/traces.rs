@@ -1,0 +1,802 @@
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+//! The trace-collector end to end against real NATS JetStream and
+//! PostgreSQL: OTLP exports over HTTP (protobuf, JSON, gzip) and gRPC
+//! become trace trees through TRACES and the writer; invalid spans,
+//! malformed requests, duplicates, out-of-order arrival, tenant isolation
+//! and retention.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mesh_integration::{Nats, fresh_postgres};
+use mesh_runtime::SharedConfig;
+use prost::Message as _;
+use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use trace_collector::opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use trace_collector::opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use trace_collector::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use trace_collector::opentelemetry_proto::tonic::resource::v1::Resource;
+use trace_collector::opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+const PROTOBUF: &str = "application/x-protobuf";
+
+struct Collector {
+    _nats: Nats,
+    database_url: String,
+    shared: SharedConfig,
+    running: Option<trace_collector::Running>,
+    stop: CancellationToken,
+    http: reqwest::Client,
+    _data: tempfile::TempDir,
+}
+
+impl Collector {
+    async fn start(tweak: impl FnOnce(&mut trace_collector::Config)) -> Self {
+        let nats = Nats::start().unwrap();
+        let database_url = fresh_postgres().await.unwrap();
+        let mut shared = SharedConfig::from_env(&Default::default()).unwrap();
+        shared.nats_url = nats.url.clone();
+        shared.database_url = Some(database_url.clone());
+        let data = tempfile::tempdir().unwrap();
+        let mut collector = Self {
+            _nats: nats,
+            database_url,
+            shared,
+            running: None,
+            stop: CancellationToken::new(),
+            http: reqwest::Client::new(),
+            _data: data,
+        };
+        collector.restart(tweak).await;
+        collector
+    }
+
+    /// (Re)starts the service on the same NATS and database.
+    async fn restart(&mut self, tweak: impl FnOnce(&mut trace_collector::Config)) {
+        if let Some(running) = self.running.take() {
+            self.stop.cancel();
+            running.stopped.wait().await.unwrap();
+            self.stop = CancellationToken::new();
+        }
+        let mut config =
+            trace_collector::Config::ephemeral(self.shared.clone(), self._data.path().to_owned())
+                .unwrap();
+        tweak(&mut config);
+        let running = trace_collector::start(config, self.stop.clone())
+            .await
+            .unwrap();
+        self.running = Some(running);
+    }
+
+    fn running(&self) -> &trace_collector::Running {
+        self.running.as_ref().unwrap()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running().http_addr)
+    }
+
+    async fn post(
+        &self,
+        tenant: Option<&str>,
+        content_type: &str,
+        encoding: Option<&str>,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.url("/v1/traces"))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(tenant) = tenant {
+            request = request.header("agentmesh-tenant", tenant);
+        }
+        if let Some(encoding) = encoding {
+            request = request.header("content-encoding", encoding);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn export_protobuf(
+        &self,
+        tenant: &str,
+        request: &ExportTraceServiceRequest,
+    ) -> ExportTraceServiceResponse {
+        let response = self
+            .post(Some(tenant), PROTOBUF, None, request.encode_to_vec())
+            .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], PROTOBUF);
+        ExportTraceServiceResponse::decode(response.bytes().await.unwrap()).unwrap()
+    }
+
+    async fn get(&self, tenant: Option<&str>, path: &str) -> (u16, Value) {
+        let mut request = self.http.get(self.url(path));
+        if let Some(tenant) = tenant {
+            request = request.header("agentmesh-tenant", tenant);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Polls until the trace has `count` observations and returns it.
+    async fn wait_trace(&self, tenant: &str, trace_id: &str, count: i64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self
+                .get(Some(tenant), &format!("/api/traces/{trace_id}"))
+                .await;
+            if status == 200 && body["observation_count"] == count {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "trace {trace_id} never reached {count} observations: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the writer has taken and acked everything on TRACES.
+    async fn wait_drained(&self) {
+        let bus = mesh_bus::Bus::connect(&self.shared.nats_url, "test", self.shared.bus.clone())
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let lag = bus
+                .consumer_lag(mesh_bus::StreamKind::Traces, trace_collector::CONSUMER)
+                .await
+                .unwrap();
+            if lag.total() == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "TRACES never drained"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stored_observations(&self, trace_id: &str) -> u64 {
+        let db = sea_orm::Database::connect(&self.database_url)
+            .await
+            .unwrap();
+        use mesh_store::traces::observation;
+        let n = observation::Entity::find()
+            .filter(observation::Column::TraceId.eq(trace_id))
+            .count(&db)
+            .await
+            .unwrap();
+        db.close().await.unwrap();
+        n
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    uuid::Uuid::new_v4().as_bytes()[..n].to_vec()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_nanos() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    )
+    .unwrap()
+}
+
+fn attr(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn text(key: &str, value: &str) -> KeyValue {
+    attr(key, any_value::Value::StringValue(value.to_owned()))
+}
+
+/// The spans of one agent task: `invoke_agent support` with a
+/// `chat smollm2` child (10 in, 5 out tokens) and an `execute_tool search`
+/// child. Returns (trace id, [root, chat, tool]).
+struct AgentTrace {
+    trace_id: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+impl AgentTrace {
+    fn new(start_nanos: u64) -> Self {
+        let trace_id = random_bytes(16);
+        let (root_id, chat_id, tool_id) = (random_bytes(8), random_bytes(8), random_bytes(8));
+        let ms = 1_000_000;
+        let span = |id: &Vec<u8>, parent: &Vec<u8>, name: &str, from: u64, to: u64| Span {
+            trace_id: trace_id.clone(),
+            span_id: id.clone(),
+            parent_span_id: parent.clone(),
+            name: name.to_owned(),
+            start_time_unix_nano: start_nanos + from * ms,
+            end_time_unix_nano: start_nanos + to * ms,
+            ..Default::default()
+        };
+        let mut root = span(&root_id, &Vec::new(), "invoke_agent support", 0, 100);
+        root.attributes = vec![
+            text("gen_ai.operation.name", "invoke_agent"),
+            text("gen_ai.agent.name", "support"),
+            text("session.id", "session-1"),
+        ];
+        let mut chat = span(&chat_id, &root_id, "chat smollm2", 10, 60);
+        chat.attributes = vec![
+            text("gen_ai.operation.name", "chat"),
+            text("gen_ai.request.model", "smollm2"),
+            attr("gen_ai.usage.input_tokens", any_value::Value::IntValue(10)),
+            attr("gen_ai.usage.output_tokens", any_value::Value::IntValue(5)),
+        ];
+        let mut tool = span(&tool_id, &root_id, "execute_tool search", 70, 90);
+        tool.attributes = vec![
+            text("gen_ai.operation.name", "execute_tool"),
+            text("gen_ai.tool.name", "search"),
+        ];
+        Self {
+            trace_id,
+            spans: vec![root, chat, tool],
+        }
+    }
+
+    fn id(&self) -> String {
+        hex(&self.trace_id)
+    }
+
+    fn request(&self, which: &[usize]) -> ExportTraceServiceRequest {
+        request_of(which.iter().map(|i| self.spans[*i].clone()).collect())
+    }
+
+    fn all(&self) -> ExportTraceServiceRequest {
+        self.request(&[0, 1, 2])
+    }
+
+    fn span_id(&self, i: usize) -> String {
+        hex(&self.spans[i].span_id)
+    }
+}
+
+fn request_of(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![text("service.name", "agent-worker")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Asserts the tree of an [`AgentTrace`]: one root agent with a generation
+/// and a tool under it, tokens rolled up.
+fn assert_agent_tree(trace: &AgentTrace, body: &Value) {
+    assert_eq!(body["trace_id"], trace.id());
+    assert_eq!(body["name"], "invoke_agent support");
+    assert_eq!(body["session_id"], "session-1");
+    assert_eq!(body["input_tokens"], 10);
+    assert_eq!(body["output_tokens"], 5);
+    assert_eq!(body["latency_ms"], 100);
+    let roots = body["observations"].as_array().unwrap();
+    assert_eq!(roots.len(), 1, "{body}");
+    let root = &roots[0];
+    assert_eq!(root["span_id"], trace.span_id(0));
+    assert_eq!(root["type"], "agent");
+    assert_eq!(root["parent_span_id"], Value::Null);
+    assert_eq!(root["total_input_tokens"], 10);
+    assert_eq!(root["total_output_tokens"], 5);
+    let children = root["children"].as_array().unwrap();
+    assert_eq!(children.len(), 2, "{body}");
+    let (chat, tool) = (&children[0], &children[1]);
+    assert_eq!(chat["span_id"], trace.span_id(1));
+    assert_eq!(chat["name"], "chat smollm2");
+    assert_eq!(chat["type"], "generation");
+    assert_eq!(chat["model"], "smollm2");
+    assert_eq!(chat["parent_span_id"], trace.span_id(0));
+    assert_eq!(chat["input_tokens"], 10);
+    assert_eq!(chat["output_tokens"], 5);
+    assert_eq!(chat["latency_ms"], 50);
+    assert_eq!(tool["span_id"], trace.span_id(2));
+    assert_eq!(tool["type"], "tool");
+    assert_eq!(tool["parent_span_id"], trace.span_id(0));
+    assert_eq!(
+        chat["attributes"]["resource"]["service.name"],
+        "agent-worker"
+    );
+}
+
+/// A gzip member with one stored (uncompressed) deflate block per 64 KiB:
+/// a valid gzip stream any decoder must accept, built here without a
+/// compression library.
+fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut crc = 0xffff_ffff_u32;
+    for byte in data {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    let crc = !crc;
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    let chunks: Vec<&[u8]> = data.chunks(65_535).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        out.push(u8::from(i + 1 == chunks.len()));
+        let len = u16::try_from(chunk.len()).unwrap();
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    if chunks.is_empty() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
+    out
+}
+
+/// The OTLP JSON mapping of an [`AgentTrace`], written out by hand the way
+/// an SDK sends it (hex ids, nanos and int values as strings).
+fn otlp_json(trace: &AgentTrace) -> Value {
+    let span = |i: usize, parent: &str, attributes: Value| {
+        let s = &trace.spans[i];
+        json!({
+            "traceId": trace.id(),
+            "spanId": hex(&s.span_id),
+            "parentSpanId": parent,
+            "name": s.name,
+            "kind": 1,
+            "startTimeUnixNano": s.start_time_unix_nano.to_string(),
+            "endTimeUnixNano": s.end_time_unix_nano.to_string(),
+            "attributes": attributes,
+            "status": {}
+        })
+    };
+    let root = trace.span_id(0);
+    json!({
+        "resourceSpans": [{
+            "resource": {"attributes": [
+                {"key": "service.name", "value": {"stringValue": "agent-worker"}}
+            ]},
+            "scopeSpans": [{
+                "scope": {"name": "agentmesh"},
+                "spans": [
+                    span(0, "", json!([
+                        {"key": "gen_ai.operation.name", "value": {"stringValue": "invoke_agent"}},
+                        {"key": "session.id", "value": {"stringValue": "session-1"}}
+                    ])),
+                    span(1, &root, json!([
+                        {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+                        {"key": "gen_ai.request.model", "value": {"stringValue": "smollm2"}},
+                        {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "10"}},
+                        {"key": "gen_ai.usage.output_tokens", "value": {"intValue": 5}}
+                    ])),
+                    span(2, &root, json!([
+                        {"key": "gen_ai.operation.name", "value": {"stringValue": "execute_tool"}},
+                        {"key": "gen_ai.tool.name", "value": {"stringValue": "search"}}
+                    ]))
+                ]
+            }]
+        }]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn otlp_exports_over_http_and_grpc_become_trace_trees() {
+    let collector = Collector::start(|_| {}).await;
+    let tenant = "acme";
+
+    // OTLP/HTTP protobuf.
+    let proto = AgentTrace::new(now_nanos());
+    let response = collector.export_protobuf(tenant, &proto.all()).await;
+    assert_eq!(response.partial_success, None);
+
+    // OTLP/HTTP JSON.
+    let json_trace = AgentTrace::new(now_nanos());
+    let response = collector
+        .post(
+            Some(tenant),
+            "application/json",
+            None,
+            serde_json::to_vec(&otlp_json(&json_trace)).unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body.get("partialSuccess").is_none_or(Value::is_null),
+        "{body}"
+    );
+
+    // OTLP/HTTP protobuf, gzip.
+    let gzipped = AgentTrace::new(now_nanos());
+    let response = collector
+        .post(
+            Some(tenant),
+            PROTOBUF,
+            Some("gzip"),
+            gzip_stored(&gzipped.all().encode_to_vec()),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+
+    // OTLP/gRPC with the opentelemetry-proto client.
+    let grpc_trace = AgentTrace::new(now_nanos());
+    let mut client =
+        TraceServiceClient::connect(format!("http://{}", collector.running().grpc_addr))
+            .await
+            .unwrap();
+    let mut request = tonic::Request::new(grpc_trace.all());
+    request
+        .metadata_mut()
+        .insert("agentmesh-tenant", tenant.parse().unwrap());
+    let response = client.export(request).await.unwrap().into_inner();
+    assert_eq!(response.partial_success, None);
+    let status = client.export(grpc_trace.all()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    for trace in [&proto, &json_trace, &gzipped, &grpc_trace] {
+        let body = collector.wait_trace(tenant, &trace.id(), 3).await;
+        assert_agent_tree(trace, &body);
+    }
+    let (status, list) = collector.get(Some(tenant), "/api/traces").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["data"].as_array().unwrap().len(), 4, "{list}");
+    assert_eq!(list["next_cursor"], Value::Null);
+
+    let metrics = reqwest::get(format!("http://{}/metrics", collector.running().admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("traces_spans_accepted_total 12"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partial_success_rejects_invalid_spans_and_stores_the_rest() {
+    let collector = Collector::start(|_| {}).await;
+    let trace = AgentTrace::new(now_nanos());
+    let mut invalid = trace.spans[1].clone();
+    invalid.span_id = vec![0; 8];
+    invalid.name = "zero span id".to_owned();
+    let mut spans = trace.spans.clone();
+    spans.push(invalid);
+    let response = collector.export_protobuf("acme", &request_of(spans)).await;
+    let partial = response.partial_success.unwrap();
+    assert_eq!(partial.rejected_spans, 1);
+    assert!(partial.error_message.contains("span_id"), "{partial:?}");
+
+    let body = collector.wait_trace("acme", &trace.id(), 3).await;
+    assert_agent_tree(&trace, &body);
+    collector.wait_drained().await;
+    assert_eq!(collector.stored_observations(&trace.id()).await, 3);
+
+    // A batch with nothing valid is answered, not enqueued.
+    let mut all_bad = trace.spans[2].clone();
+    all_bad.trace_id = vec![0; 16];
+    let response = collector
+        .export_protobuf("acme", &request_of(vec![all_bad]))
+        .await;
+    assert_eq!(response.partial_success.unwrap().rejected_spans, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicate_and_out_of_order_spans_are_stored_once_in_the_right_tree() {
+    let collector = Collector::start(|_| {}).await;
+    let trace = AgentTrace::new(now_nanos());
+
+    // Children before their parent: visible at once, as orphans.
+    collector
+        .export_protobuf("acme", &trace.request(&[1, 2]))
+        .await;
+    let early = collector.wait_trace("acme", &trace.id(), 2).await;
+    assert_eq!(early["name"], Value::Null, "no root yet: {early}");
+    assert_eq!(early["observations"].as_array().unwrap().len(), 2);
+
+    // Then the root in a batch that repeats a stored child (the writer
+    // must store the root and ignore the duplicate), then the whole batch
+    // twice (a client retry: deduplicated on the bus by its Nats-Msg-Id).
+    collector
+        .export_protobuf("acme", &trace.request(&[0, 1]))
+        .await;
+    collector.export_protobuf("acme", &trace.all()).await;
+    collector.export_protobuf("acme", &trace.all()).await;
+    let body = collector.wait_trace("acme", &trace.id(), 3).await;
+    collector.wait_drained().await;
+    assert_eq!(collector.stored_observations(&trace.id()).await, 3);
+    let body_after = collector.wait_trace("acme", &trace.id(), 3).await;
+    assert_eq!(body["observation_count"], body_after["observation_count"]);
+    assert_agent_tree(&trace, &body_after);
+    let metrics = reqwest::get(format!("http://{}/metrics", collector.running().admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("traces_store_failures_total 0"),
+        "{metrics}"
+    );
+    // 2 + 2 + 3 spans reached the writer (the retry was deduplicated).
+    assert!(metrics.contains("traces_spans_stored_total 7"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_requests_get_otlp_errors_and_the_collector_stays_up() {
+    let collector = Collector::start(|c| c.max_body_bytes = 64 * 1024).await;
+
+    let response = collector
+        .post(Some("acme"), PROTOBUF, None, vec![0xff, 0xff, 0xff, 0x01])
+        .await;
+    assert_eq!(response.status(), 400);
+    let status = response.bytes().await.unwrap();
+    // google.rpc.Status: field 1 (code) = 3 INVALID_ARGUMENT, then the message.
+    assert_eq!(&status[..2], &[0x08, 3], "{status:?}");
+    assert!(String::from_utf8_lossy(&status).contains("ExportTraceServiceRequest"));
+
+    let response = collector
+        .post(
+            Some("acme"),
+            "application/json",
+            None,
+            b"{\"resourceSpans\": 7}".to_vec(),
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], 3);
+    assert!(
+        body["message"].as_str().unwrap().contains("OTLP JSON"),
+        "{body}"
+    );
+
+    let response = collector
+        .post(Some("acme"), "text/plain", None, b"hello".to_vec())
+        .await;
+    assert_eq!(response.status(), 415);
+
+    let response = collector
+        .post(Some("acme"), PROTOBUF, None, vec![0; 100 * 1024])
+        .await;
+    assert_eq!(response.status(), 413);
+    // A small gzip body that inflates past the limit is refused too.
+    let response = collector
+        .post(
+            Some("acme"),
+            PROTOBUF,
+            Some("gzip"),
+            gzip_stored(&vec![0; 100 * 1024])[..].to_vec(),
+        )
+        .await;
+    assert_eq!(response.status(), 413);
+    let response = collector
+        .post(Some("acme"), PROTOBUF, Some("gzip"), b"not gzip".to_vec())
+        .await;
+    assert_eq!(response.status(), 400);
+
+    let trace = AgentTrace::new(now_nanos());
+    let response = collector
+        .post(None, PROTOBUF, None, trace.all().encode_to_vec())
+        .await;
+    assert_eq!(response.status(), 401);
+    let response = collector
+        .post(
+            Some("Not.A.Tenant"),
+            PROTOBUF,
+            None,
+            trace.all().encode_to_vec(),
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+
+    // Still up: a valid export lands.
+    collector.export_protobuf("acme", &trace.all()).await;
+    let body = collector.wait_trace("acme", &trace.id(), 3).await;
+    assert_agent_tree(&trace, &body);
+    let ready = reqwest::get(format!("http://{}/readyz", collector.running().admin_addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queries_are_isolated_per_tenant_and_paginated_newest_first() {
+    let collector = Collector::start(|_| {}).await;
+    let base = now_nanos() - 60_000_000_000;
+    let traces: Vec<AgentTrace> = (0..3)
+        .map(|i| AgentTrace::new(base + i * 1_000_000_000))
+        .collect();
+    for trace in &traces {
+        collector.export_protobuf("acme", &trace.all()).await;
+    }
+    for trace in &traces {
+        collector.wait_trace("acme", &trace.id(), 3).await;
+    }
+
+    // Another tenant sees nothing of acme's.
+    let (status, _) = collector
+        .get(Some("globex"), &format!("/api/traces/{}", traces[0].id()))
+        .await;
+    assert_eq!(status, 404);
+    let (status, list) = collector.get(Some("globex"), "/api/traces").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["data"], json!([]));
+    let (status, _) = collector.get(None, "/api/traces").await;
+    assert_eq!(status, 401);
+
+    // Newest first, two pages.
+    let (status, page) = collector.get(Some("acme"), "/api/traces?limit=2").await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["trace_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [traces[2].id(), traces[1].id()]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, page) = collector
+        .get(
+            Some("acme"),
+            &format!("/api/traces?limit=2&cursor={cursor}"),
+        )
+        .await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    assert_eq!(page["data"][0]["trace_id"], traces[0].id());
+    assert_eq!(page["next_cursor"], Value::Null);
+    let (status, _) = collector
+        .get(Some("acme"), "/api/traces?cursor=garbage")
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_deletes_traces_past_their_age() {
+    // First without retention, so both traces are surely stored.
+    let mut collector = Collector::start(|c| c.retention = Duration::ZERO).await;
+    let old = AgentTrace::new(now_nanos() - 3 * 3600 * 1_000_000_000);
+    let fresh = AgentTrace::new(now_nanos());
+    collector.export_protobuf("acme", &old.all()).await;
+    collector.export_protobuf("acme", &fresh.all()).await;
+    collector.wait_trace("acme", &old.id(), 3).await;
+    collector.wait_trace("acme", &fresh.id(), 3).await;
+
+    // Then with a one-hour retention swept every 100 ms.
+    collector
+        .restart(|c| {
+            c.retention = Duration::from_secs(3600);
+            c.retention_interval = Duration::from_millis(100);
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = collector
+            .get(Some("acme"), &format!("/api/traces/{}", old.id()))
+            .await;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "old trace never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(collector.stored_observations(&old.id()).await, 0);
+    assert_eq!(collector.stored_observations(&fresh.id()).await, 3);
+    let body = collector.wait_trace("acme", &fresh.id(), 3).await;
+    assert_agent_tree(&fresh, &body);
+}
+
+async fn list_ids(collector: &Collector, query: &str) -> Vec<String> {
+    let (status, page) = collector
+        .get(Some("acme"), &format!("/api/traces?{query}"))
+        .await;
+    assert_eq!(status, 200, "{query}: {page}");
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["trace_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn set_attr(span: &mut Span, kv: KeyValue) {
+    span.attributes.retain(|a| a.key != kv.key);
+    span.attributes.push(kv);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_list_filters_by_agent_session_user_time_status_and_latency() {
+    use trace_collector::opentelemetry_proto::tonic::trace::v1::{Status, status::StatusCode};
+    let collector = Collector::start(|_| {}).await;
+    let base_ms: u64 = now_nanos() / 1_000_000 - 60_000;
+    let mut traces: Vec<AgentTrace> = (0..3)
+        .map(|i| AgentTrace::new((base_ms + i * 1000) * 1_000_000))
+        .collect();
+    set_attr(&mut traces[0].spans[0], text("user.id", "u-1"));
+    // t1: another agent, session and user, and a failed model call.
+    set_attr(
+        &mut traces[1].spans[0],
+        text("gen_ai.agent.name", "billing"),
+    );
+    set_attr(&mut traces[1].spans[0], text("session.id", "s-2"));
+    set_attr(&mut traces[1].spans[0], text("user.id", "u-2"));
+    traces[1].spans[1].status = Some(Status {
+        message: "backend unavailable".to_owned(),
+        code: StatusCode::Error as i32,
+    });
+    // t2: slow.
+    traces[2].spans[0].end_time_unix_nano += 400 * 1_000_000;
+    for trace in &traces {
+        collector.export_protobuf("acme", &trace.all()).await;
+    }
+    for trace in &traces {
+        collector.wait_trace("acme", &trace.id(), 3).await;
+    }
+
+    let (t0, t1, t2) = (traces[0].id(), traces[1].id(), traces[2].id());
+    assert_eq!(
+        list_ids(&collector, "agent=support").await,
+        [t2.as_str(), t0.as_str()]
+    );
+    assert_eq!(list_ids(&collector, "agent=billing").await, [t1.as_str()]);
+    assert_eq!(list_ids(&collector, "session_id=s-2").await, [t1.as_str()]);
+    assert_eq!(list_ids(&collector, "user_id=u-1").await, [t0.as_str()]);
+    assert_eq!(list_ids(&collector, "status=error").await, [t1.as_str()]);
+    assert_eq!(
+        list_ids(&collector, "status=ok").await,
+        [t2.as_str(), t0.as_str()]
+    );
+    assert_eq!(
+        list_ids(&collector, "min_latency_ms=300").await,
+        [t2.as_str()]
+    );
+    let window = format!("from_ms={}&to_ms={}", base_ms + 500, base_ms + 1500);
+    assert_eq!(list_ids(&collector, &window).await, [t1.as_str()]);
+    let (status, _) = collector
+        .get(Some("acme"), "/api/traces?status=maybe")
+        .await;
+    assert_eq!(status, 400);
+
+    let failed = collector.wait_trace("acme", &t1, 3).await;
+    assert_eq!(failed["error_count"], 1);
+    assert_eq!(failed["agent"], "billing");
+    let chat = &failed["observations"][0]["children"][0];
+    assert_eq!(chat["level"], "ERROR");
+    assert_eq!(chat["status_message"], "backend unavailable");
+}
