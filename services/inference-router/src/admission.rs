@@ -3,8 +3,8 @@
 //! queue (FIFO, as tokio's semaphore is fair) up to a deadline instead of
 //! failing. The queue depth and in-flight count are exported per pool:
 //! they are the signal that scales the GPU pool (KEDA prometheus trigger
-//! on `router_pool_queue_depth`). Routing across several pools is the
-//! router issue's; this backbone has the one pool `default`.
+//! on `router_pool_queue_depth`). One `Pool` per route-table pool, sized
+//! to the sum of its backends' `max_concurrent`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -18,69 +18,76 @@ pub enum BackendError {
     Status { status: u16, body: Bytes },
 }
 
+/// The one HTTP client every backend call shares (its connection pool is
+/// per host, so backends do not starve each other).
 #[derive(Clone)]
-pub struct Backend {
+pub struct Client {
     client: reqwest::Client,
-    base: String,
-    api_key: Option<String>,
-    first_byte_timeout: Duration,
 }
 
-impl Backend {
+/// Where one call goes and how long it may take.
+pub struct Target<'a> {
+    pub base: &'a str,
+    pub api_key: Option<&'a str>,
+    /// Deadline for the response head.
+    pub first_byte: Duration,
+    /// Upper bound of the whole call, streaming included.
+    pub total: Duration,
+}
+
+impl Client {
     pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
             .tcp_nodelay(true)
             .pool_max_idle_per_host(256)
             .build()?;
-        Ok(Self {
-            client,
-            base: config.backend_url.clone(),
-            api_key: config.backend_api_key.clone(),
-            first_byte_timeout: config.first_byte_timeout,
-        })
+        Ok(Self { client })
     }
 
     /// POSTs a JSON body to `path`; returns once the response headers are
     /// in (within the first-byte deadline) and the status is a success.
     pub async fn post_json(
         &self,
+        target: &Target<'_>,
         path: &str,
         body: Bytes,
     ) -> Result<reqwest::Response, BackendError> {
         let mut headers = http::HeaderMap::new();
         mesh_telemetry::inject_http(&mut headers);
-        let mut request = self
+        let request = self
             .client
-            .post(format!("{}{path}", self.base))
+            .post(format!("{}{path}", target.base))
             .headers(headers)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body);
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
-        }
-        self.send(request).await
+        self.send(target, request).await
     }
 
-    pub async fn get(&self, path: &str) -> Result<reqwest::Response, BackendError> {
-        let mut request = self.client.get(format!("{}{path}", self.base));
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
-        }
-        self.send(request).await
+    pub async fn get(
+        &self,
+        target: &Target<'_>,
+        path: &str,
+    ) -> Result<reqwest::Response, BackendError> {
+        let request = self.client.get(format!("{}{path}", target.base));
+        self.send(target, request).await
     }
 
     async fn send(
         &self,
-        request: reqwest::RequestBuilder,
+        target: &Target<'_>,
+        mut request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, BackendError> {
-        let response = tokio::time::timeout(self.first_byte_timeout, request.send())
+        if let Some(key) = target.api_key {
+            request = request.bearer_auth(key);
+        }
+        let request = request.timeout(target.total);
+        let response = tokio::time::timeout(target.first_byte, request.send())
             .await
-            .map_err(|_| BackendError::Timeout(self.first_byte_timeout))?
+            .map_err(|_| BackendError::Timeout(target.first_byte))?
             .map_err(|e| {
                 if e.is_timeout() {
-                    BackendError::Timeout(self.first_byte_timeout)
+                    BackendError::Timeout(target.first_byte)
                 } else {
                     BackendError::Unreachable(e.to_string())
                 }
@@ -91,6 +98,27 @@ impl Backend {
         let status = response.status().as_u16();
         let body = response.bytes().await.unwrap_or_default();
         Err(BackendError::Status { status, body })
+    }
+}
+
+impl BackendError {
+    /// Worth trying another backend: it was not the request's fault.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Unreachable(_) | Self::Timeout(_) => true,
+            Self::Status { status, .. } => *status == 429 || *status >= 500,
+        }
+    }
+
+    /// The outcome label of `router_backend_requests`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Unreachable(_) => "unreachable",
+            Self::Timeout(_) => "timeout",
+            Self::Status { status: 429, .. } => "overloaded",
+            Self::Status { status, .. } if *status >= 500 => "server_error",
+            Self::Status { .. } => "client_error",
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Router settings: `AGENTMESH_ROUTER_*` plus the shared ones.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_runtime::SharedConfig;
@@ -31,6 +33,24 @@ pub struct Config {
     pub max_queue: usize,
     /// How long a request may wait for a slot (covers scale-from-zero).
     pub queue_timeout: Duration,
+    /// The YAML route table (`routes.example.yaml`); when unset, the one
+    /// `backend_url` forms pool `default` serving every model.
+    pub routes_file: Option<PathBuf>,
+    /// How often the routes file's mtime is checked for a reload.
+    pub reload_interval: Duration,
+    /// The environment the routes file's `api_key_env` names resolve in.
+    pub env: EnvSnapshot,
+}
+
+/// The environment, kept for resolving API-key variables on every reload;
+/// never printed, as it holds secrets.
+#[derive(Clone, Default)]
+pub struct EnvSnapshot(pub Arc<Env>);
+
+impl std::fmt::Debug for EnvSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EnvSnapshot({} variables)", self.0.len())
+    }
 }
 
 const PREFIX: &str = "AGENTMESH_ROUTER_";
@@ -74,6 +94,13 @@ impl Config {
             max_concurrency: env::parse_or(env, &var("MAX_CONCURRENCY"), 256)?,
             max_queue: env::parse_or(env, &var("MAX_QUEUE"), 4096)?,
             queue_timeout: env::millis_or(env, &var("QUEUE_TIMEOUT_MS"), Duration::from_secs(120))?,
+            routes_file: env::optional(env, &var("ROUTES_FILE")).map(PathBuf::from),
+            reload_interval: env::millis_or(
+                env,
+                &var("RELOAD_INTERVAL_MS"),
+                Duration::from_secs(2),
+            )?,
+            env: EnvSnapshot(Arc::new(env.clone())),
         })
     }
 
@@ -85,5 +112,29 @@ impl Config {
         config.grpc_listen = ([127, 0, 0, 1], 0).into();
         config.admin_listen = ([127, 0, 0, 1], 0).into();
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_file_and_reload_interval_are_read() {
+        let env = Env::from([
+            (var("ROUTES_FILE"), "/etc/router/routes.yaml".to_owned()),
+            (var("RELOAD_INTERVAL_MS"), "500".to_owned()),
+        ]);
+        let config = Config::from_env(&env).unwrap();
+        assert_eq!(
+            config.routes_file.as_deref(),
+            Some(std::path::Path::new("/etc/router/routes.yaml"))
+        );
+        assert_eq!(config.reload_interval, Duration::from_millis(500));
+        let plain = Config::from_env(&Env::new()).unwrap();
+        assert_eq!(plain.routes_file, None);
+        assert_eq!(plain.reload_interval, Duration::from_secs(2));
+        let bad = Env::from([(var("RELOAD_INTERVAL_MS"), "soon".to_owned())]);
+        assert!(Config::from_env(&bad).is_err());
     }
 }

@@ -17,15 +17,40 @@ use serde_json::json;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use crate::admission::{AdmitError, Pool};
-use crate::backend::{Backend, BackendError};
+use std::sync::Arc;
+
+use crate::admission::AdmitError;
+use crate::backend::BackendError;
 use crate::metrics::Metrics;
-use crate::openai::describe_backend_error;
+use crate::openai::{MODEL_HEADER, SESSION_HEADER, describe_backend_error};
+use crate::pool::{Answer, Call, DispatchError, Router};
 
 pub struct InferenceGrpc {
-    pub backend: Backend,
-    pub pool: Pool,
+    pub router: Arc<Router>,
     pub metrics: Metrics,
+}
+
+fn dispatch_status(error: &DispatchError) -> Status {
+    match error {
+        DispatchError::NoRoute { .. } => Status::not_found(error.to_string()),
+        // Retryable for the worker: it naks with backoff.
+        DispatchError::Admission(AdmitError::QueueFull { .. }) => {
+            Status::resource_exhausted(error.to_string())
+        }
+        DispatchError::Admission(AdmitError::Timeout { .. }) | DispatchError::NoBackend { .. } => {
+            Status::unavailable(error.to_string())
+        }
+        DispatchError::Backend(error) => status_of(error),
+    }
+}
+
+fn metadata_str<'a>(request: &'a Request<ChatRequest>, name: &str) -> Option<&'a str> {
+    request
+        .metadata()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Status>> + Send>>;
@@ -106,6 +131,8 @@ impl InferenceService for InferenceGrpc {
     ) -> Result<Response<Self::ChatStreamStream>, Status> {
         let tenant = mesh_runtime::grpc::tenant_of(&request)?;
         let span = mesh_runtime::grpc::server_span(&request, "ChatStream");
+        let model_header = metadata_str(&request, MODEL_HEADER).map(str::to_owned);
+        let session = metadata_str(&request, SESSION_HEADER).map(str::to_owned);
         let req = request.into_inner();
         if req.model.is_empty() {
             return Err(Status::invalid_argument("model: must not be empty"));
@@ -114,34 +141,36 @@ impl InferenceService for InferenceGrpc {
             return Err(Status::invalid_argument("messages: must not be empty"));
         }
         let started = Instant::now();
-        let admitted = self.pool.admit().await.map_err(|error| {
-            self.metrics.request("grpc_chat_stream", "rejected");
-            match error {
-                // Retryable for the worker: it naks with backoff.
-                AdmitError::QueueFull { .. } => Status::resource_exhausted(error.to_string()),
-                AdmitError::Timeout { .. } => Status::unavailable(error.to_string()),
-            }
-        })?;
         let body =
             serde_json::to_vec(&openai_body(&req)).map_err(|e| Status::internal(e.to_string()))?;
-        let response = async {
-            self.backend
-                .post_json("/v1/chat/completions", body.into())
-                .await
-        }
-        .instrument(span.clone())
-        .await;
-        let response = match response {
-            Ok(r) => r,
+        let call = Call {
+            model: model_header.as_deref().unwrap_or(&req.model),
+            session: session.as_deref(),
+            path: "/v1/chat/completions",
+            body: body.into(),
+            streaming: true,
+        };
+        let dispatched = self.router.dispatch(call).instrument(span.clone()).await;
+        let dispatched = match dispatched {
+            Ok(d) => d,
             Err(error) => {
-                self.metrics.request("grpc_chat_stream", "error");
+                let outcome = match error {
+                    DispatchError::Admission(_) => "rejected",
+                    _ => "error",
+                };
+                self.metrics.request("grpc_chat_stream", outcome);
                 tracing::warn!(parent: &span, %tenant, error = %error, "backend call failed");
-                return Err(status_of(&error));
+                return Err(dispatch_status(&error));
             }
         };
         self.metrics.request("grpc_chat_stream", "ok");
         let metrics = self.metrics.clone();
-        let mut events = response.bytes_stream().eventsource();
+        let admitted = dispatched.hold;
+        let bytes = match dispatched.answer {
+            Answer::Stream(stream) => stream,
+            Answer::Whole(response) => Box::pin(response.bytes_stream()),
+        };
+        let mut events = bytes.eventsource();
         let stream = async_stream_of(move |tx| async move {
             let _slot = admitted;
             let mut first = true;

@@ -1,7 +1,9 @@
 //! The inference-router: an OpenAI-compatible HTTP proxy and an internal
-//! gRPC streaming API in front of the model backend. This backbone version
-//! serves one configured backend; route tables, pools, admission queues and
-//! fallback are the router issue's.
+//! gRPC streaming API in front of pools of model servers. A route table
+//! (`routes`) maps models to pools; each pool picks a backend by its
+//! strategy (`select`), and a request that fails before its first byte
+//! fails over to the next backend or the route's fallback chain (`pool`).
+//! The table reloads from its file without a restart (`watch`).
 
 mod admission;
 mod backend;
@@ -9,6 +11,12 @@ mod config;
 mod grpc;
 mod metrics;
 mod openai;
+mod pool;
+mod routes;
+mod select;
+mod watch;
+
+use std::sync::Arc;
 
 use std::net::SocketAddr;
 
@@ -18,7 +26,8 @@ use mesh_runtime::frame::bind;
 use mesh_runtime::{ServiceFrame, Stopped};
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
+pub use config::{Config, EnvSnapshot};
+pub use routes::RoutesError;
 
 #[derive(Debug)]
 pub struct Running {
@@ -33,6 +42,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    // Before anything listens: a bad table stops the start cleanly. The
+    // file's stamp is taken first so a write during the load is reloaded.
+    let stamp = config.routes_file.as_deref().and_then(watch::stamp);
+    let spec = match &config.routes_file {
+        Some(path) => routes::load_file(path, &config, &config.env.0)
+            .with_context(|| format!("route table {}", path.display()))?,
+        None => routes::single_backend(&config),
+    };
     let mut registry = mesh_telemetry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
     let frame = ServiceFrame::start(
@@ -44,15 +61,31 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     .await?;
     let admin_addr = frame.admin_addr;
 
-    let backend = backend::Backend::new(&config).context("build backend client")?;
-    let pool = metrics.pool("default", &config);
+    let client = backend::Client::new(&config).context("build backend client")?;
+    let router = Arc::new(pool::Router::new(spec, client, metrics.clone()));
+    if let Some(path) = &config.routes_file {
+        frame.supervisor().spawn(
+            "route-reload",
+            watch::reload_loop(
+                router.clone(),
+                config.clone(),
+                path.clone(),
+                stamp,
+                metrics.clone(),
+                frame.stop(),
+            ),
+        );
+    }
+    frame.supervisor().spawn(
+        "backend-scrape",
+        watch::scrape_loop(router.clone(), frame.stop()),
+    );
 
     let http_listener = bind(config.http_listen, "http").await?;
     let http_addr = http_listener.local_addr()?;
     let app = openai::router(
         openai::HttpState {
-            backend: backend.clone(),
-            pool: pool.clone(),
+            router: router.clone(),
             metrics: metrics.clone(),
         },
         config.max_body_bytes,
@@ -66,15 +99,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         frame
             .grpc()
             .add_service(InferenceServiceServer::new(grpc::InferenceGrpc {
-                backend,
-                pool,
+                router,
                 metrics,
             })),
     );
 
     // Ready once listening: a backend that is down is a per-request
     // failure (retried by workers), not a reason to leave the pool.
-    tracing::info!(%http_addr, %grpc_addr, %admin_addr, backend = %config.backend_url, "inference-router ready");
+    tracing::info!(%http_addr, %grpc_addr, %admin_addr, routes = ?config.routes_file, "inference-router ready");
     Ok(Running {
         http_addr,
         grpc_addr,

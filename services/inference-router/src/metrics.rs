@@ -1,5 +1,6 @@
-//! What the router measures. Pool gauges (queue depth per pool) arrive
-//! with routing pools in the router issue.
+//! What the router measures. `router_pool_queue_depth{pool}` and
+//! `router_pool_in_flight{pool}` are part of the deploy contract: the GPU
+//! pool's KEDA trigger reads them, so their names must not change.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -19,8 +20,35 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub pool: String,
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendOutcomeLabels {
+    pub pool: String,
+    pub backend: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
+    /// Requests running on one backend.
+    pub backend_in_flight: Family<BackendLabels, Gauge>,
+    /// 1 while a backend is ejected (outlier detection), else 0.
+    pub backend_ejected: Family<BackendLabels, Gauge>,
+    /// Calls to one backend by outcome (ok, server_error, overloaded,
+    /// timeout, unreachable, client_error).
+    pub backend_requests: Family<BackendOutcomeLabels, Counter>,
+    /// Route-table reloads by result (ok, error).
+    pub route_reloads: Family<ResultLabels, Counter>,
     /// Requests waiting for a backend slot, per pool (scales the GPU pool).
     pub pool_queue_depth: Family<PoolLabels, Gauge>,
     /// Requests running on the pool's backends.
@@ -32,6 +60,10 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
+            backend_in_flight: Family::default(),
+            backend_ejected: Family::default(),
+            backend_requests: Family::default(),
+            route_reloads: Family::default(),
             pool_queue_depth: Family::default(),
             pool_in_flight: Family::default(),
             requests: Family::default(),
@@ -57,19 +89,45 @@ impl Metrics {
             "Time to the first streamed token (gRPC face)",
             m.time_to_first_token.clone(),
         );
+        registry.register(
+            "router_backend_in_flight",
+            "Requests running on one backend",
+            m.backend_in_flight.clone(),
+        );
+        registry.register(
+            "router_backend_ejected",
+            "1 while the backend is ejected after consecutive failures",
+            m.backend_ejected.clone(),
+        );
+        registry.register(
+            "router_backend_requests",
+            "Calls to one backend by outcome",
+            m.backend_requests.clone(),
+        );
+        registry.register(
+            "router_route_reloads",
+            "Route-table reloads by result",
+            m.route_reloads.clone(),
+        );
         m
     }
 
     /// The admission pool `name`, reporting into the pool gauges.
-    pub fn pool(&self, name: &str, config: &crate::Config) -> crate::admission::Pool {
+    pub fn pool(
+        &self,
+        name: &str,
+        max_concurrency: usize,
+        max_queue: usize,
+        queue_timeout: std::time::Duration,
+    ) -> crate::admission::Pool {
         let labels = PoolLabels {
             pool: name.to_owned(),
         };
         crate::admission::Pool::new(
             name,
-            config.max_concurrency,
-            config.max_queue,
-            config.queue_timeout,
+            max_concurrency,
+            max_queue,
+            queue_timeout,
             self.pool_queue_depth.get_or_create(&labels).clone(),
             self.pool_in_flight.get_or_create(&labels).clone(),
         )
@@ -80,6 +138,26 @@ impl Metrics {
             .get_or_create(&RequestLabels {
                 api: api.to_owned(),
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}
+
+impl Metrics {
+    pub fn backend_request(&self, pool: &str, backend: &str, outcome: &str) {
+        self.backend_requests
+            .get_or_create(&BackendOutcomeLabels {
+                pool: pool.to_owned(),
+                backend: backend.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn reload(&self, result: &str) {
+        self.route_reloads
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
             })
             .inc();
     }

@@ -1,5 +1,6 @@
 //! The OpenAI-compatible HTTP face: `/v1/chat/completions` (streamed or
-//! not) and `/v1/models`, proxied to the backend with every request field
+//! not) and `/v1/models`, routed by the route table (`x-model-id` over the
+//! body's `model`, `x-session-id` for affinity) with every request field
 //! passed through untouched. Errors use OpenAI's error shape.
 //!
 //! Streaming contract: once bytes reach the client, a backend stream that
@@ -9,20 +10,27 @@
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt as _;
 use serde_json::json;
 
-use crate::admission::{AdmitError, Pool};
-use crate::backend::{Backend, BackendError, error_message};
+use std::sync::Arc;
+
+use crate::admission::AdmitError;
+use crate::backend::{BackendError, Target, error_message};
 use crate::metrics::Metrics;
+use crate::pool::{Answer, Call, DispatchError, Router as RouteTable};
+
+/// Routes by this header over the body's `model` when present.
+pub const MODEL_HEADER: &str = "x-model-id";
+/// Session affinity key.
+pub const SESSION_HEADER: &str = "x-session-id";
 
 #[derive(Clone)]
 pub struct HttpState {
-    pub backend: Backend,
-    pub pool: Pool,
+    pub router: Arc<RouteTable>,
     pub metrics: Metrics,
 }
 
@@ -78,7 +86,45 @@ fn backend_error_response(error: BackendError) -> Response {
     }
 }
 
-async fn chat_completions(State(state): State<HttpState>, body: Bytes) -> Response {
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// The answer to a request no backend could serve.
+pub fn dispatch_error_response(error: DispatchError) -> Response {
+    match error {
+        DispatchError::NoRoute { .. } => openai_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            &error.to_string(),
+            Some("model"),
+        ),
+        DispatchError::Admission(error) => admission_error_response(&error),
+        DispatchError::NoBackend { .. } => {
+            let mut response = openai_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                &error.to_string(),
+                None,
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        DispatchError::Backend(error) => backend_error_response(error),
+    }
+}
+
+async fn chat_completions(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(e) => {
@@ -116,41 +162,51 @@ async fn chat_completions(State(state): State<HttpState>, body: Bytes) -> Respon
     }
     let streaming = value["stream"].as_bool().unwrap_or(false);
     let api = if streaming { "chat_stream" } else { "chat" };
-    let admitted = match state.pool.admit().await {
-        Ok(admitted) => admitted,
-        Err(error) => {
-            state.metrics.request(api, "rejected");
-            return admission_error_response(&error);
-        }
+    let body_model = value["model"].as_str().unwrap_or_default();
+    let call = Call {
+        model: header_str(&headers, MODEL_HEADER).unwrap_or(body_model),
+        session: header_str(&headers, SESSION_HEADER),
+        path: "/v1/chat/completions",
+        body: body.clone(),
+        streaming,
     };
-    let response = match state.backend.post_json("/v1/chat/completions", body).await {
-        Ok(response) => response,
+    let dispatched = match state.router.dispatch(call).await {
+        Ok(dispatched) => dispatched,
         Err(error) => {
-            state.metrics.request(api, "error");
-            return backend_error_response(error);
+            let outcome = match error {
+                DispatchError::Admission(_) => "rejected",
+                _ => "error",
+            };
+            state.metrics.request(api, outcome);
+            return dispatch_error_response(error);
         }
     };
     state.metrics.request(api, "ok");
-    if !streaming {
-        return match response.bytes().await {
-            Ok(bytes) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                bytes,
-            )
-                .into_response(),
-            Err(e) => openai_error(
-                StatusCode::BAD_GATEWAY,
-                "server_error",
-                &format!("model backend response broke: {e}"),
-                None,
-            ),
-        };
-    }
-    let upstream = response.bytes_stream();
+    let hold = dispatched.hold;
+    let upstream = match dispatched.answer {
+        Answer::Whole(response) => {
+            let result = response.bytes().await;
+            drop(hold);
+            return match result {
+                Ok(bytes) => (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    bytes,
+                )
+                    .into_response(),
+                Err(e) => openai_error(
+                    StatusCode::BAD_GATEWAY,
+                    "server_error",
+                    &format!("model backend response broke: {e}"),
+                    None,
+                ),
+            };
+        }
+        Answer::Stream(stream) => stream,
+    };
     // The backend slot is held until the stream ends or the client leaves.
     let body = Body::from_stream(guard_stream_end(upstream).map(move |item| {
-        let _slot = &admitted;
+        let _slot = &hold;
         item
     }));
     (
@@ -223,7 +279,38 @@ fn sse_error(message: &str) -> Bytes {
 }
 
 async fn models(State(state): State<HttpState>) -> Response {
-    match state.backend.get("/v1/models").await {
+    let table = state.router.table();
+    if table.spec.from_file {
+        // What the route table serves, not what one backend happens to.
+        let data: Vec<_> = table
+            .spec
+            .models()
+            .map(|id| json!({"id": id, "object": "model", "owned_by": "agentmesh"}))
+            .collect();
+        return axum::Json(json!({"object": "list", "data": data})).into_response();
+    }
+    // One backend: its own list, as before route tables.
+    let Some((pool, backend)) = table
+        .pools
+        .values()
+        .next()
+        .and_then(|p| Some((p, p.backends.first()?)))
+    else {
+        return openai_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "no backend",
+            None,
+        );
+    };
+    let limits = &pool.spec.limits;
+    let target = Target {
+        base: backend.url(),
+        api_key: backend.api_key(),
+        first_byte: limits.ttft_deadline,
+        total: limits.request_timeout,
+    };
+    match state.router.client().get(&target, "/v1/models").await {
         Ok(response) => match response.bytes().await {
             Ok(bytes) => (
                 StatusCode::OK,

@@ -343,6 +343,9 @@ impl EventStream {
     async fn next_frame(&mut self) -> Option<io::Result<Bytes>> {
         match self.phase {
             Phase::Role => {
+                // Like vLLM, the first chunk (the role) comes with the first
+                // token, after prefill: a head alone says nothing of TTFT.
+                sleep(self.state.config.ttft).await;
                 self.phase = Phase::Tokens;
                 let delta = Delta {
                     role: Some("assistant"),
@@ -376,7 +379,7 @@ impl EventStream {
         if self.sent < limit {
             let config = &self.state.config;
             if self.sent == 0 {
-                sleep(config.ttft).await;
+                // The time to first token was spent before the role chunk.
                 self.state
                     .metrics
                     .observe_time_to_first_token(self.job.arrived.elapsed().as_secs_f64());
