@@ -320,6 +320,8 @@ async fn run_inner(
     let traces = trace_collector::start(trace_collector::config_from_env(env)?, shutdown.clone())
         .await
         .context("trace-collector")?;
+    env.entry("AGENTMESH_GATEWAY_TRACES_URL".into())
+        .or_insert_with(|| format!("http://{}", traces.http_addr));
     let gateway = gateway::start(gateway::Config::from_env(env)?, shutdown.clone())
         .await
         .context("gateway")?;

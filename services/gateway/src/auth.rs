@@ -24,6 +24,9 @@ pub enum Operation {
     /// OpenAI-compatible chat completions through the inference-router.
     ChatCompletion,
     ListModels,
+    /// Traces through the trace-collector's query API.
+    ListTraces,
+    GetTrace,
 }
 
 /// The one table of who may do what (roles are ordered: a higher role may
@@ -36,7 +39,9 @@ pub fn required_role(op: Operation) -> Role {
         | Operation::GetTask
         | Operation::ListTasks
         | Operation::WatchTask
-        | Operation::ListModels => Role::Viewer,
+        | Operation::ListModels
+        | Operation::ListTraces
+        | Operation::GetTrace => Role::Viewer,
     }
 }
 

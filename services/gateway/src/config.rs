@@ -19,6 +19,8 @@ pub struct Config {
     pub router_url: String,
     /// Upper bound of one model call proxied to the router.
     pub model_timeout: Duration,
+    /// HTTP address of the trace-collector's query API.
+    pub traces_url: String,
     /// HS256 secret for bearer JWTs (`AGENTMESH_GATEWAY_JWT_SECRET`).
     pub jwt_secret: Vec<u8>,
     /// Accepted clock skew on `exp`.
@@ -76,6 +78,9 @@ impl Config {
                 "http://127.0.0.1:7001",
             ),
             router_url: env::string_or(env, &var("ROUTER_URL"), "http://127.0.0.1:8080")
+                .trim_end_matches('/')
+                .to_owned(),
+            traces_url: env::string_or(env, &var("TRACES_URL"), "http://127.0.0.1:4318")
                 .trim_end_matches('/')
                 .to_owned(),
             model_timeout: env::millis_or(env, &var("MODEL_TIMEOUT_MS"), Duration::from_secs(600))?,

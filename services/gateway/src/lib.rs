@@ -15,6 +15,7 @@ mod openai;
 mod ratelimit;
 mod rest;
 mod state;
+mod traces;
 mod views;
 
 use std::net::SocketAddr;

@@ -29,8 +29,8 @@ fn unreachable_router(error: &reqwest::Error) -> ApiError {
     )
 }
 
-/// Copies the router's answer (status, content type, body stream).
-fn relay(response: reqwest::Response) -> Response {
+/// Copies an upstream answer (status, content type, body stream).
+pub fn relay(response: reqwest::Response) -> Response {
     let status =
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = response

@@ -40,6 +40,8 @@ pub fn router(state: AppState) -> Router {
             post(crate::openai::chat_completions),
         )
         .route("/v1/models", get(crate::openai::models))
+        .route("/v1/traces", get(crate::traces::list))
+        .route("/v1/traces/{trace_id}", get(crate::traces::get))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         // Layers run outside-in: metrics see every request, including ones
         // the body limit refuses; the limit applies before any handler reads.

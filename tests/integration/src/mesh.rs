@@ -66,6 +66,8 @@ pub struct Mesh {
     pub worker_stop: CancellationToken,
     /// The in-process worker, when `start_worker` was set.
     pub worker: Option<agent_worker::Running>,
+    pub traces: trace_collector::Running,
+    pub traces_stop: CancellationToken,
     pub gateway: gateway::Running,
     pub gateway_stop: CancellationToken,
     sim_stop: CancellationToken,
@@ -134,11 +136,20 @@ impl Mesh {
             );
         }
 
+        let traces_stop = CancellationToken::new();
+        let traces = trace_collector::start(
+            trace_collector::Config::ephemeral(shared.clone(), data_dir.path().to_owned())?,
+            traces_stop.clone(),
+        )
+        .await
+        .context("start trace-collector")?;
+
         let gateway_stop = CancellationToken::new();
         let mut gateway_config =
             gateway::Config::ephemeral(shared.clone(), orchestrator_url, TEST_JWT_SECRET)?;
         gateway_config.submit_rate_per_minute = options.submit_rate_per_minute;
         gateway_config.router_url = format!("http://{}", router.http_addr);
+        gateway_config.traces_url = format!("http://{}", traces.http_addr);
         let gateway = gateway::start(gateway_config, gateway_stop.clone())
             .await
             .context("start gateway")?;
@@ -156,6 +167,8 @@ impl Mesh {
             orchestrator_config,
             worker_stop,
             worker,
+            traces,
+            traces_stop,
             gateway,
             gateway_stop,
             sim_stop,
@@ -215,6 +228,7 @@ impl Drop for Mesh {
     fn drop(&mut self) {
         for token in [
             &self.gateway_stop,
+            &self.traces_stop,
             &self.worker_stop,
             &self.orchestrator_stop,
             &self.router_stop,

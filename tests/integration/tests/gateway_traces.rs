@@ -1,0 +1,102 @@
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+//! Traces through the gateway: the caller's token decides the tenant, the
+//! trace-collector answers; another tenant's trace is not found.
+
+use std::time::Duration;
+
+use mesh_auth::Role;
+use mesh_integration::{Mesh, MeshOptions, RestClient};
+use serde_json::{Value, json};
+
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+
+fn one_span_trace() -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "agent-worker"}}]},
+        "scopeSpans": [{"scope": {"name": "agentmesh"}, "spans": [{
+            "traceId": TRACE_ID,
+            "spanId": "b7ad6b7169203331",
+            "parentSpanId": "",
+            "name": "invoke_agent support",
+            "kind": 1,
+            "startTimeUnixNano": (now - 5_000_000).to_string(),
+            "endTimeUnixNano": now.to_string(),
+            "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "invoke_agent"}}],
+            "status": {}
+        }]}]
+    }]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn traces_are_served_through_the_gateway_for_the_tokens_tenant_only() {
+    let mesh = Mesh::start(MeshOptions::default()).await.unwrap();
+    let exported = reqwest::Client::new()
+        .post(format!("http://{}/v1/traces", mesh.traces.http_addr))
+        .header("agentmesh-tenant", "acme")
+        .json(&one_span_trace())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exported.status(), 200);
+
+    let acme = RestClient::new(
+        format!("http://{}", mesh.gateway.http_addr),
+        mesh.token("acme", &[Role::Viewer]),
+    );
+    let path = format!("/v1/traces/{TRACE_ID}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let trace: Value = loop {
+        let response = acme.get(&path).send().await.unwrap();
+        if response.status() == 200 {
+            break response.json().await.unwrap();
+        }
+        assert_eq!(response.status(), 404, "stored asynchronously, then found");
+        assert!(tokio::time::Instant::now() < deadline, "trace never stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(trace["observations"][0]["type"], "agent", "{trace}");
+    let list: Value = acme
+        .get("/v1/traces?limit=5")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+
+    let globex = RestClient::new(acme.base.clone(), mesh.token("globex", &[Role::Viewer]));
+    assert_eq!(globex.get(&path).send().await.unwrap().status(), 404);
+    let list: Value = globex
+        .get("/v1/traces")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+
+    assert_eq!(
+        acme.http
+            .get(acme.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let bad = acme.get("/v1/traces/not-hex").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let unknown = acme.get("/v1/traces?tenant=globex").send().await.unwrap();
+    assert_eq!(
+        unknown.status(),
+        400,
+        "the tenant comes from the token, never a parameter"
+    );
+}
