@@ -15,7 +15,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Query parameters the collector understands; anything else is a 400.
-const LIST_PARAMS: [&str; 9] = [
+const LIST_PARAMS: [&str; 10] = [
+    "min_cost",
     "limit",
     "cursor",
     "agent",

@@ -38,6 +38,9 @@ pub struct Config {
     pub routes_file: Option<PathBuf>,
     /// How often the routes file's mtime is checked for a reload.
     pub reload_interval: Duration,
+    /// Deadline of one Redis call (tenant limits); past it the request is
+    /// let through.
+    pub redis_timeout: Duration,
     /// The environment the routes file's `api_key_env` names resolve in.
     pub env: EnvSnapshot,
 }
@@ -99,6 +102,11 @@ impl Config {
                 env,
                 &var("RELOAD_INTERVAL_MS"),
                 Duration::from_secs(2),
+            )?,
+            redis_timeout: env::millis_or(
+                env,
+                &var("REDIS_TIMEOUT_MS"),
+                Duration::from_millis(250),
             )?,
             env: EnvSnapshot(Arc::new(env.clone())),
         })

@@ -21,13 +21,16 @@ use std::sync::Arc;
 
 use crate::admission::AdmitError;
 use crate::backend::BackendError;
+use crate::limits::{self, Decision, Limiter, UsageTap, settle};
 use crate::metrics::Metrics;
 use crate::openai::{MODEL_HEADER, SESSION_HEADER, describe_backend_error};
 use crate::pool::{Answer, Call, DispatchError, Router};
+use crate::usage::{Accounting, Meter};
 
 pub struct InferenceGrpc {
     pub router: Arc<Router>,
     pub metrics: Metrics,
+    pub limiter: Limiter,
 }
 
 fn dispatch_status(error: &DispatchError) -> Status {
@@ -141,8 +144,29 @@ impl InferenceService for InferenceGrpc {
             return Err(Status::invalid_argument("messages: must not be empty"));
         }
         let started = Instant::now();
-        let body =
-            serde_json::to_vec(&openai_body(&req)).map_err(|e| Status::internal(e.to_string()))?;
+        let value = openai_body(&req);
+        let body = serde_json::to_vec(&value).map_err(|e| Status::internal(e.to_string()))?;
+        let prompt = limits::prompt_estimate(body.len());
+        let table = self.router.table();
+        let tenants = &table.spec.tenants;
+        let estimate = limits::estimate_tokens(&value, body.len(), tenants.default_max_tokens);
+        let reservation = match self.limiter.admit(tenants, &tenant, estimate).await {
+            Decision::Allowed(reservation) => reservation,
+            Decision::Limited { retry_after, kind } => {
+                self.metrics.request("grpc_chat_stream", "rate_limited");
+                let secs = crate::openai::retry_after_secs(retry_after);
+                let mut status = Status::resource_exhausted(format!(
+                    "tenant {kind} per minute limit reached, retry in {secs}s"
+                ));
+                status.metadata_mut().insert(
+                    "retry-after",
+                    secs.to_string()
+                        .parse()
+                        .map_err(|_| Status::internal("retry-after"))?,
+                );
+                return Err(status);
+            }
+        };
         let call = Call {
             model: model_header.as_deref().unwrap_or(&req.model),
             session: session.as_deref(),
@@ -154,6 +178,7 @@ impl InferenceService for InferenceGrpc {
         let dispatched = match dispatched {
             Ok(d) => d,
             Err(error) => {
+                settle(&self.limiter, reservation, 0);
                 let outcome = match error {
                     DispatchError::Admission(_) => "rejected",
                     _ => "error",
@@ -171,6 +196,20 @@ impl InferenceService for InferenceGrpc {
             Answer::Whole(response) => Box::pin(response.bytes_stream()),
         };
         let mut events = bytes.eventsource();
+        let routed_model = model_header.as_deref().unwrap_or(&req.model);
+        let meter = Meter::new(
+            &self.metrics,
+            &table.spec.prices,
+            &tenant,
+            routed_model,
+            "chat",
+        );
+        let mut accounting = Accounting::new(
+            self.limiter.clone(),
+            reservation,
+            UsageTap::new(prompt),
+            meter,
+        );
         let stream = async_stream_of(move |tx| async move {
             let _slot = admitted;
             let mut first = true;
@@ -179,6 +218,7 @@ impl InferenceService for InferenceGrpc {
             loop {
                 match events.next().await {
                     Some(Ok(event)) => {
+                        accounting.tap.feed_event(event.data.as_bytes());
                         if event.data.trim() == "[DONE]" {
                             if !usage_seen {
                                 // Servers that ignore `stream_options.include_usage`

@@ -4,16 +4,23 @@
 //! strategy (`select`), and a request that fails before its first byte
 //! fails over to the next backend or the route's fallback chain (`pool`).
 //! The table reloads from its file without a restart (`watch`).
+//! Per-tenant limits (`limits`), the response cache (`cache`) and usage
+//! and cost accounting (`usage`) sit around dispatch in the HTTP and gRPC
+//! faces; limits and cache live in Redis (`redis_link`) and fail open.
 
 mod admission;
 mod backend;
+mod cache;
 mod config;
 mod grpc;
+mod limits;
 mod metrics;
 mod openai;
 mod pool;
+mod redis_link;
 mod routes;
 mod select;
+mod usage;
 mod watch;
 
 use std::sync::Arc;
@@ -83,10 +90,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let http_listener = bind(config.http_listen, "http").await?;
     let http_addr = http_listener.local_addr()?;
+    let redis =
+        redis_link::RedisLink::open(config.shared.redis_url.as_deref(), config.redis_timeout);
+    let limiter = limits::Limiter::new(redis.clone(), metrics.clone());
     let app = openai::router(
         openai::HttpState {
             router: router.clone(),
             metrics: metrics.clone(),
+            limiter: limiter.clone(),
+            cache: cache::Cache::new(redis, metrics.clone()),
         },
         config.max_body_bytes,
     );
@@ -101,6 +113,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .add_service(InferenceServiceServer::new(grpc::InferenceGrpc {
                 router,
                 metrics,
+                limiter,
             })),
     );
 

@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -38,8 +39,38 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub tenant: String,
+    pub model: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantModelLabels {
+    pub tenant: String,
+    pub model: String,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
+    /// Model tokens used, by tenant, model and kind (prompt, completion).
+    tokens: Family<TokenLabels, Counter>,
+    /// What those tokens cost, from the route table's price table.
+    cost: Family<TenantModelLabels, Counter<f64, AtomicU64>>,
+    /// Requests refused by a tenant limit, by the budget that refused
+    /// (requests, tokens).
+    ratelimited: Family<KindLabels, Counter>,
+    /// Redis failures of the tenant limiter (each one let a request through).
+    ratelimit_errors: Counter,
+    /// Response cache lookups and stores by result (hit, miss, store,
+    /// error).
+    cache: Family<ResultLabels, Counter>,
     /// Requests running on one backend.
     pub backend_in_flight: Family<BackendLabels, Gauge>,
     /// 1 while a backend is ejected (outlier detection), else 0.
@@ -60,6 +91,11 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
+            tokens: Family::default(),
+            cost: Family::default(),
+            ratelimited: Family::default(),
+            ratelimit_errors: Counter::default(),
+            cache: Family::default(),
             backend_in_flight: Family::default(),
             backend_ejected: Family::default(),
             backend_requests: Family::default(),
@@ -109,7 +145,71 @@ impl Metrics {
             "Route-table reloads by result",
             m.route_reloads.clone(),
         );
+        registry.register(
+            "router_ratelimited",
+            "Requests refused by a tenant limit, by budget",
+            m.ratelimited.clone(),
+        );
+        registry.register(
+            "router_tokens",
+            "Model tokens used, by tenant, model and kind",
+            m.tokens.clone(),
+        );
+        registry.register(
+            "router_cost_usd",
+            "Cost of the model tokens used, in USD, by tenant and model",
+            m.cost.clone(),
+        );
+        registry.register(
+            "router_cache",
+            "Response cache lookups and stores by result",
+            m.cache.clone(),
+        );
+        registry.register(
+            "router_ratelimit_errors",
+            "Tenant limiter Redis failures (the request was let through)",
+            m.ratelimit_errors.clone(),
+        );
         m
+    }
+
+    pub fn ratelimited(&self, kind: &str) {
+        self.ratelimited
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn tokens(&self, tenant: &str, model: &str, kind: &str, n: u64) {
+        self.tokens
+            .get_or_create(&TokenLabels {
+                tenant: tenant.to_owned(),
+                model: model.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn cost(&self, tenant: &str, model: &str, usd: f64) {
+        self.cost
+            .get_or_create(&TenantModelLabels {
+                tenant: tenant.to_owned(),
+                model: model.to_owned(),
+            })
+            .inc_by(usd);
+    }
+
+    pub fn cache(&self, result: &str) {
+        self.cache
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn ratelimit_error(&self) {
+        self.ratelimit_errors.inc();
     }
 
     /// The admission pool `name`, reporting into the pool gauges.

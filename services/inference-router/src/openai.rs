@@ -1,7 +1,13 @@
 //! The OpenAI-compatible HTTP face: `/v1/chat/completions` (streamed or
-//! not) and `/v1/models`, routed by the route table (`x-model-id` over the
+//! not), `/v1/embeddings` and `/v1/models`, routed by the route table (`x-model-id` over the
 //! body's `model`, `x-session-id` for affinity) with every request field
 //! passed through untouched. Errors use OpenAI's error shape.
+//!
+//! Around dispatch: the tenant (`agentmesh-tenant`) is charged against its
+//! limits first (429 `tenant_rate_limited` with `Retry-After`), then a
+//! deterministic chat request is looked up in the response cache
+//! (`x-agentmesh-cache: hit|miss`), and the answer's usage is accounted
+//! when it ends.
 //!
 //! Streaming contract: once bytes reach the client, a backend stream that
 //! breaks or ends without `[DONE]` ends with an explicit SSE error event,
@@ -17,26 +23,41 @@ use futures::StreamExt as _;
 use serde_json::json;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::admission::AdmitError;
 use crate::backend::{BackendError, Target, error_message};
+use crate::cache::{self, Cache, Capture};
+use crate::limits::{self, Decision, Limiter, Reservation, UsageTap, settle};
 use crate::metrics::Metrics;
 use crate::pool::{Answer, Call, DispatchError, Router as RouteTable};
+use crate::usage::{Accounting, Meter};
 
 /// Routes by this header over the body's `model` when present.
 pub const MODEL_HEADER: &str = "x-model-id";
 /// Session affinity key.
 pub const SESSION_HEADER: &str = "x-session-id";
+/// `hit` on an answer from the response cache, `miss` on a cacheable one
+/// that was not (and is now stored).
+pub const CACHE_HEADER: &str = "x-agentmesh-cache";
+
+/// The tenant a request is charged to; the gateway and workers send it.
+pub const TENANT_HEADER: &str = "agentmesh-tenant";
+/// The tenant of a request without [`TENANT_HEADER`].
+pub const DEFAULT_TENANT: &str = "default";
 
 #[derive(Clone)]
 pub struct HttpState {
     pub router: Arc<RouteTable>,
     pub metrics: Metrics,
+    pub limiter: Limiter,
+    pub cache: Cache,
 }
 
 pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -49,13 +70,85 @@ pub fn openai_error(
     message: &str,
     param: Option<&str>,
 ) -> Response {
+    openai_error_code(status, kind, message, param, None)
+}
+
+fn openai_error_code(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Response {
     (
         status,
         axum::Json(json!({
-            "error": {"message": message, "type": kind, "param": param, "code": null}
+            "error": {"message": message, "type": kind, "param": param, "code": code}
         })),
     )
         .into_response()
+}
+
+/// The tenant of a request: [`TENANT_HEADER`], else [`DEFAULT_TENANT`].
+#[allow(clippy::result_large_err)] // the Err is the finished 400 answer
+fn tenant_of(headers: &HeaderMap) -> Result<String, Response> {
+    match header_str(headers, TENANT_HEADER) {
+        None => Ok(DEFAULT_TENANT.to_owned()),
+        Some(tenant) => match mesh_bus::names::validate("tenant", tenant) {
+            Ok(()) => Ok(tenant.to_owned()),
+            Err(error) => Err(openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("{TENANT_HEADER}: {error}"),
+                None,
+            )),
+        },
+    }
+}
+
+/// Whole seconds until a refused request would fit, at least 1.
+pub fn retry_after_secs(retry_after: std::time::Duration) -> u64 {
+    retry_after
+        .as_millis()
+        .div_ceil(1000)
+        .max(1)
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+/// A tenant limit's 429: `code: "tenant_rate_limited"` tells it apart from
+/// a backend's own 429 (passed through with the backend's code).
+fn tenant_limited(retry_after: std::time::Duration, kind: &str) -> Response {
+    let secs = retry_after_secs(retry_after);
+    let mut response = openai_error_code(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        &format!("tenant {kind} per minute limit reached, retry in {secs}s"),
+        None,
+        Some("tenant_rate_limited"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
+/// Charges the request to its tenant; the `Err` is the answer to send.
+async fn admit(
+    state: &HttpState,
+    tenant: &str,
+    estimate: impl FnOnce(u64) -> u64,
+) -> Result<Option<Reservation>, Response> {
+    let table = state.router.table();
+    let tenants = &table.spec.tenants;
+    match state
+        .limiter
+        .admit(tenants, tenant, estimate(tenants.default_max_tokens))
+        .await
+    {
+        Decision::Allowed(reservation) => Ok(reservation),
+        Decision::Limited { retry_after, kind } => Err(tenant_limited(retry_after, kind)),
+    }
 }
 
 fn backend_error_response(error: BackendError) -> Response {
@@ -120,6 +213,143 @@ pub fn dispatch_error_response(error: DispatchError) -> Response {
     }
 }
 
+/// `/v1/embeddings`: routed like chat by `model` (or `x-model-id`) and
+/// passed through untouched; the backend's answer, usage included, is
+/// relayed as it is.
+async fn embeddings(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("request body is not valid JSON: {e}"),
+                None,
+            );
+        }
+    };
+    if value["model"].as_str().is_none_or(str::is_empty) {
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "model: a non-empty string is required",
+            Some("model"),
+        );
+    }
+    let input_ok = match &value["input"] {
+        serde_json::Value::String(_) => true,
+        serde_json::Value::Array(items) => !items.is_empty(),
+        _ => false,
+    };
+    if !input_ok {
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "input: a string or a non-empty array is required",
+            Some("input"),
+        );
+    }
+    let prompt = limits::prompt_estimate(body.len());
+    let tenant = match tenant_of(&headers) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let reservation = match admit(&state, &tenant, |_| prompt).await {
+        Ok(reservation) => reservation,
+        Err(response) => {
+            state.metrics.request("embeddings", "rate_limited");
+            return response;
+        }
+    };
+    let body_model = value["model"].as_str().unwrap_or_default();
+    let routed_model = header_str(&headers, MODEL_HEADER).unwrap_or(body_model);
+    let meter = meter(&state, &tenant, routed_model, "embeddings");
+    let call = Call {
+        model: routed_model,
+        session: header_str(&headers, SESSION_HEADER),
+        path: "/v1/embeddings",
+        body: body.clone(),
+        streaming: false,
+    };
+    let dispatched = match state.router.dispatch(call).await {
+        Ok(dispatched) => dispatched,
+        Err(error) => {
+            settle(&state.limiter, reservation, 0);
+            state
+                .metrics
+                .request("embeddings", dispatch_outcome(&error));
+            return dispatch_error_response(error);
+        }
+    };
+    state.metrics.request("embeddings", "ok");
+    match dispatched.answer {
+        Answer::Whole(response) => {
+            let mut accounting = Accounting::new(
+                state.limiter.clone(),
+                reservation,
+                UsageTap::new(prompt),
+                meter,
+            );
+            relay_whole(response, dispatched.hold, &mut accounting.tap, None).await
+        }
+        // The pool streams only when asked to, and this call did not ask.
+        Answer::Stream(_) => openai_error(
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            "model backend streamed an embeddings answer",
+            None,
+        ),
+    }
+}
+
+fn meter(state: &HttpState, tenant: &str, model: &str, operation: &'static str) -> Meter {
+    let table = state.router.table();
+    Meter::new(&state.metrics, &table.spec.prices, tenant, model, operation)
+}
+
+fn dispatch_outcome(error: &DispatchError) -> &'static str {
+    match error {
+        DispatchError::Admission(_) => "rejected",
+        _ => "error",
+    }
+}
+
+/// Relays a whole JSON answer, holding the backend slot until it is read;
+/// stores it in the cache when `store` names where.
+async fn relay_whole(
+    response: reqwest::Response,
+    hold: crate::pool::Hold,
+    tap: &mut UsageTap,
+    store: Option<(Cache, String, Duration)>,
+) -> Response {
+    let result = response.bytes().await;
+    drop(hold);
+    match result {
+        Ok(bytes) => {
+            tap.feed_json(&bytes);
+            let mut response = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                bytes.clone(),
+            )
+                .into_response();
+            if let Some((cache, key, ttl)) = store {
+                cache.put(key, bytes.to_vec(), ttl);
+                response
+                    .headers_mut()
+                    .insert(CACHE_HEADER, HeaderValue::from_static("miss"));
+            }
+            response
+        }
+        Err(e) => openai_error(
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            &format!("model backend response broke: {e}"),
+            None,
+        ),
+    }
+}
+
 async fn chat_completions(
     State(state): State<HttpState>,
     headers: HeaderMap,
@@ -162,9 +392,40 @@ async fn chat_completions(
     }
     let streaming = value["stream"].as_bool().unwrap_or(false);
     let api = if streaming { "chat_stream" } else { "chat" };
+    let prompt = limits::prompt_estimate(body.len());
+    let tenant = match tenant_of(&headers) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let reservation = match admit(&state, &tenant, |default_max| {
+        limits::estimate_tokens(&value, body.len(), default_max)
+    })
+    .await
+    {
+        Ok(reservation) => reservation,
+        Err(response) => {
+            state.metrics.request(api, "rate_limited");
+            return response;
+        }
+    };
     let body_model = value["model"].as_str().unwrap_or_default();
+    let routed_model = header_str(&headers, MODEL_HEADER).unwrap_or(body_model);
+    // Deterministic requests are answered from the cache when they can be;
+    // a hit uses no model tokens, so its reservation is refunded whole.
+    let cached = state.router.table().spec.cache.as_ref().and_then(|spec| {
+        (state.cache.enabled() && cache::deterministic(&value))
+            .then(|| (cache::key(&tenant, routed_model, &value), spec.ttl))
+    });
+    if let Some((key, _)) = &cached
+        && let Some(stored) = state.cache.get(key).await
+    {
+        settle(&state.limiter, reservation, 0);
+        state.metrics.request(api, "cache_hit");
+        return replay(stored, streaming);
+    }
+    let meter = meter(&state, &tenant, routed_model, "chat");
     let call = Call {
-        model: header_str(&headers, MODEL_HEADER).unwrap_or(body_model),
+        model: routed_model,
         session: header_str(&headers, SESSION_HEADER),
         path: "/v1/chat/completions",
         body: body.clone(),
@@ -173,42 +434,52 @@ async fn chat_completions(
     let dispatched = match state.router.dispatch(call).await {
         Ok(dispatched) => dispatched,
         Err(error) => {
-            let outcome = match error {
-                DispatchError::Admission(_) => "rejected",
-                _ => "error",
-            };
-            state.metrics.request(api, outcome);
+            settle(&state.limiter, reservation, 0);
+            state.metrics.request(api, dispatch_outcome(&error));
             return dispatch_error_response(error);
         }
     };
     state.metrics.request(api, "ok");
     let hold = dispatched.hold;
+    let mut accounting = Accounting::new(
+        state.limiter.clone(),
+        reservation,
+        UsageTap::new(prompt),
+        meter,
+    );
     let upstream = match dispatched.answer {
         Answer::Whole(response) => {
-            let result = response.bytes().await;
-            drop(hold);
-            return match result {
-                Ok(bytes) => (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    bytes,
-                )
-                    .into_response(),
-                Err(e) => openai_error(
-                    StatusCode::BAD_GATEWAY,
-                    "server_error",
-                    &format!("model backend response broke: {e}"),
-                    None,
-                ),
-            };
+            let store = cached.map(|(key, ttl)| (state.cache.clone(), key, ttl));
+            return relay_whole(response, hold, &mut accounting.tap, store).await;
         }
         Answer::Stream(stream) => stream,
     };
-    // The backend slot is held until the stream ends or the client leaves.
+    // The backend slot is held until the stream ends or the client leaves;
+    // the tokens are settled then, from the usage chunk or the deltas.
+    // What the client gets, error events included: a stream that did not
+    // end cleanly is not stored.
+    let cache_state = if cached.is_some() { "miss" } else { "" };
+    let mut capture = cached.map(|(key, ttl)| Capture::new(state.cache.clone(), key, ttl));
     let body = Body::from_stream(guard_stream_end(upstream).map(move |item| {
         let _slot = &hold;
+        if let Ok(bytes) = &item {
+            accounting.tap.feed_sse(bytes);
+            if let Some(capture) = &mut capture {
+                capture.feed(bytes);
+            }
+        }
         item
     }));
+    let mut response = sse_response(body);
+    if !cache_state.is_empty() {
+        response
+            .headers_mut()
+            .insert(CACHE_HEADER, HeaderValue::from_static(cache_state));
+    }
+    response
+}
+
+fn sse_response(body: Body) -> Response {
     (
         StatusCode::OK,
         [
@@ -218,6 +489,28 @@ async fn chat_completions(
         body,
     )
         .into_response()
+}
+
+/// A cached answer: the stored JSON, or the stored stream replayed event by
+/// event.
+fn replay(stored: Vec<u8>, streaming: bool) -> Response {
+    let mut response = if streaming {
+        let events = cache::replay_events(&stored);
+        sse_response(Body::from_stream(futures::stream::iter(
+            events.into_iter().map(Ok::<_, std::io::Error>),
+        )))
+    } else {
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            stored,
+        )
+            .into_response()
+    };
+    response
+        .headers_mut()
+        .insert(CACHE_HEADER, HeaderValue::from_static("hit"));
+    response
 }
 
 /// Passes SSE bytes through; if the upstream fails or ends without

@@ -51,6 +51,9 @@ pub struct TableSpec {
     pub pools: BTreeMap<String, PoolSpec>,
     pub routes: BTreeMap<String, RouteSpec>,
     pub retry: RetrySpec,
+    pub tenants: crate::limits::TenantsSpec,
+    pub cache: Option<crate::cache::CacheSpec>,
+    pub prices: BTreeMap<String, crate::usage::Price>,
     /// Built from a file (then `/v1/models` lists the routes) rather than
     /// from the one `BACKEND_URL`.
     pub from_file: bool,
@@ -137,6 +140,15 @@ struct RawTable {
     pools: BTreeMap<String, RawPool>,
     #[serde(default)]
     routes: BTreeMap<String, RawRoute>,
+    /// Per-tenant limits (`limits.rs`).
+    #[serde(default)]
+    tenants: Option<crate::limits::RawTenants>,
+    /// The response cache (`cache.rs`); absent turns it off.
+    #[serde(default)]
+    cache: Option<crate::cache::RawCache>,
+    /// USD per million tokens per model (`usage.rs`).
+    #[serde(default)]
+    prices: BTreeMap<String, crate::usage::RawPrice>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -310,6 +322,9 @@ pub fn single_backend(config: &Config) -> TableSpec {
             backoff_base: Duration::ZERO,
             backoff_max: Duration::ZERO,
         },
+        tenants: crate::limits::TenantsSpec::default(),
+        cache: None,
+        prices: BTreeMap::new(),
         from_file: false,
     }
 }
@@ -419,6 +434,9 @@ fn validate(raw: RawTable, config: &Config, env: &Env) -> Result<TableSpec, Rout
             backoff_base: Duration::from_millis(raw.retry.backoff_base_ms),
             backoff_max: Duration::from_millis(raw.retry.backoff_max_ms),
         },
+        tenants: crate::limits::validate(raw.tenants)?,
+        cache: crate::cache::validate(raw.cache)?,
+        prices: crate::usage::validate(raw.prices)?,
         from_file: true,
     })
 }
@@ -697,6 +715,29 @@ routes:
             t.plan("llama-3.1-70b", 0).unwrap().last(),
             Some(&("small".to_owned(), Some("llama-3.1-8b".to_owned())))
         );
+        assert_eq!(t.tenants.limit("acme").tokens_per_minute, Some(1_000_000));
+        assert_eq!(t.tenants.limit("acme").requests_per_minute, Some(600));
+        assert_eq!(t.cache.as_ref().unwrap().ttl, Duration::from_secs(300));
+        assert_eq!(t.prices["llama-3.1-8b"].output_per_1m, 0.08);
+    }
+
+    #[test]
+    fn bad_tenants_cache_and_prices_sections_name_their_field() {
+        let base = "pools: {p: {backends: [{url: \"http://h:1\"}]}}\nroutes: {\"*\": {pool: p}}\n";
+        for (section, path) in [
+            (
+                "tenants: {defaults: {tokens_per_minute: 0}}",
+                "tenants.defaults.tokens_per_minute",
+            ),
+            ("tenants: {defaults: {per_hour: 5}}", "line"),
+            ("cache: {ttl_seconds: 0}", "cache.ttl_seconds"),
+            ("prices: {m: {input_per_1m: -2}}", "prices.m.input_per_1m"),
+        ] {
+            let err = parse(&format!("{base}{section}\n"), &config(), &Env::new())
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(path), "{section}: {err}");
+        }
     }
 
     #[test]

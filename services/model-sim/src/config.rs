@@ -16,6 +16,7 @@ pub const ENV_MAX_CONCURRENCY: &str = "AGENTMESH_SIM_MAX_CONCURRENCY";
 pub const ENV_MAX_WAITING: &str = "AGENTMESH_SIM_MAX_WAITING";
 pub const ENV_DEFAULT_MAX_TOKENS: &str = "AGENTMESH_SIM_DEFAULT_MAX_TOKENS";
 pub const ENV_FAILURE: &str = "AGENTMESH_SIM_FAILURE";
+pub const ENV_EMBEDDING_DIM: &str = "AGENTMESH_SIM_EMBEDDING_DIM";
 
 /// The most generation slots the simulator can hand out (tokio's semaphore
 /// limit).
@@ -59,6 +60,8 @@ pub struct SimConfig {
     pub default_max_tokens: u32,
     /// Deliberate misbehaviour.
     pub failure: FailureMode,
+    /// Components of an embedding when the request names no `dimensions`.
+    pub embedding_dim: usize,
 }
 
 impl Default for SimConfig {
@@ -72,6 +75,7 @@ impl Default for SimConfig {
             max_waiting: 1024,
             default_max_tokens: 16,
             failure: FailureMode::None,
+            embedding_dim: 64,
         }
     }
 }
@@ -126,6 +130,16 @@ impl SimConfig {
             config.default_max_tokens = parse_with(ENV_DEFAULT_MAX_TOKENS, n, str::parse)?;
             if config.default_max_tokens == 0 {
                 return Err(invalid(ENV_DEFAULT_MAX_TOKENS, n, "must be at least 1"));
+            }
+        }
+        if let Some(n) = lookup(env, ENV_EMBEDDING_DIM) {
+            config.embedding_dim = parse_with(ENV_EMBEDDING_DIM, n, str::parse)?;
+            if config.embedding_dim == 0 || config.embedding_dim > crate::embed::MAX_DIMENSIONS {
+                return Err(invalid(
+                    ENV_EMBEDDING_DIM,
+                    n,
+                    format!("must be between 1 and {}", crate::embed::MAX_DIMENSIONS),
+                ));
             }
         }
         if let Some(mode) = lookup(env, ENV_FAILURE) {
@@ -238,6 +252,7 @@ mod tests {
                 max_waiting: 0,
                 default_max_tokens: 32,
                 failure: FailureMode::FirstN(3, 500),
+                embedding_dim: 64,
             }
         );
     }

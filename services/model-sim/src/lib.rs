@@ -11,10 +11,12 @@
 //! - `config`: [`SimConfig`] and reading it from the environment.
 //! - `openai`: the request and response wire types and OpenAI-shaped errors.
 //! - `generate`: the deterministic text and token counting.
+//! - `embed`: deterministic `/v1/embeddings` vectors derived from a hash of the input.
 //! - `metrics`: the vLLM-named Prometheus metrics.
 //! - `server`: routes, admission control, simulated timing and streaming.
 
 mod config;
+mod embed;
 mod generate;
 mod metrics;
 mod openai;
@@ -25,8 +27,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    ConfigError, ENV_DEFAULT_MAX_TOKENS, ENV_FAILURE, ENV_INTER_TOKEN_MS, ENV_LISTEN,
-    ENV_MAX_CONCURRENCY, ENV_MAX_WAITING, ENV_MODEL, ENV_TTFT_MS, FailureMode,
+    ConfigError, ENV_DEFAULT_MAX_TOKENS, ENV_EMBEDDING_DIM, ENV_FAILURE, ENV_INTER_TOKEN_MS,
+    ENV_LISTEN, ENV_MAX_CONCURRENCY, ENV_MAX_WAITING, ENV_MODEL, ENV_TTFT_MS, FailureMode,
     MAX_CONCURRENCY_LIMIT, SimConfig,
 };
 pub use openai::MAX_TOKENS_LIMIT;

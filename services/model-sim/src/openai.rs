@@ -104,6 +104,9 @@ pub struct ValidChat {
     pub max_tokens: Option<u32>,
     pub seed: Option<i64>,
     pub stop: Vec<String>,
+    /// The function `tool_choice` names: the simulator answers with a
+    /// scripted call to it instead of text.
+    pub forced_tool: Option<String>,
 }
 
 impl ChatRequest {
@@ -228,7 +231,22 @@ impl ChatRequest {
                 }
             }
         }
+        let mut forced_tool = None;
         if let Some(choice) = &self.tool_choice {
+            if let Some(name) = choice["function"]["name"].as_str() {
+                let offered = self
+                    .tools
+                    .iter()
+                    .flatten()
+                    .any(|tool| tool["function"]["name"].as_str() == Some(name));
+                if !offered {
+                    return Err(ApiError::invalid(
+                        format!("tool_choice names {name:?}, which is not in tools"),
+                        Some("tool_choice"),
+                    ));
+                }
+                forced_tool = Some(name.to_owned());
+            }
             let valid = match choice {
                 serde_json::Value::String(s) => ["none", "auto", "required"].contains(&s.as_str()),
                 serde_json::Value::Object(_) => true,
@@ -249,6 +267,7 @@ impl ChatRequest {
             max_tokens,
             seed: self.seed,
             stop,
+            forced_tool,
         })
     }
 }
@@ -293,7 +312,10 @@ pub struct Choice<'a> {
 #[derive(Debug, Serialize)]
 pub struct AssistantMessage<'a> {
     pub role: &'static str,
-    pub content: &'a str,
+    /// `null` when the message is a tool call.
+    pub content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -323,6 +345,8 @@ pub struct Delta<'a> {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
 }
 
 // === errors ===

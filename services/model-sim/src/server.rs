@@ -51,6 +51,7 @@ pub fn router(config: SimConfig) -> Router {
     });
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(list_models))
         .route("/metrics", get(render_metrics))
         // `/health` is vLLM's probe path, `/healthz` agentmesh's.
@@ -96,6 +97,28 @@ async fn chat_completions(
             tracing::debug!(status = %err.status, message = %err.message, "chat completion rejected");
             err.into_response()
         }
+    }
+}
+
+/// Embeddings are computed at once: no generation slot, no simulated
+/// latency, but injected failures apply as for chat.
+async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let answer = inject_failure(&state)
+        .and_then(|()| {
+            body.map_err(|rejection| ApiError {
+                status: rejection.status(),
+                ..ApiError::invalid(rejection.body_text(), None)
+            })
+        })
+        .and_then(|body| {
+            crate::embed::respond(&body, &state.config.model, state.config.embedding_dim)
+        });
+    match answer {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(err) => err.into_response(),
     }
 }
 
@@ -195,6 +218,9 @@ struct Job {
     /// paced.
     completion: Completion,
     arrived: Instant,
+    /// `(call id, function name)` of a scripted tool call; its arguments
+    /// are `completion`'s text.
+    tool_call: Option<(String, String)>,
 }
 
 impl Job {
@@ -205,12 +231,50 @@ impl Job {
             stream: chat.stream,
             include_usage: chat.include_usage,
             prompt_tokens: prompt_tokens(&chat.messages),
-            completion: Tokens::new(&chat.messages, chat.seed).complete(
-                chat.max_tokens.unwrap_or(state.config.default_max_tokens),
-                &chat.stop,
-            ),
+            completion: match &chat.forced_tool {
+                Some(_) => scripted_arguments(&chat.messages),
+                None => Tokens::new(&chat.messages, chat.seed).complete(
+                    chat.max_tokens.unwrap_or(state.config.default_max_tokens),
+                    &chat.stop,
+                ),
+            },
             arrived,
+            tool_call: chat
+                .forced_tool
+                .map(|name| (format!("call_{}", uuid::Uuid::new_v4().simple()), name)),
         }
+    }
+
+    /// The `tool_calls` of a message (`index` is set for stream deltas).
+    fn tool_calls(&self, index: bool) -> Option<serde_json::Value> {
+        let (id, name) = self.tool_call.as_ref()?;
+        let mut call = serde_json::json!({
+            "id": id,
+            "type": "function",
+            "function": {"name": name, "arguments": self.completion.text()},
+        });
+        if index {
+            call["index"] = 0.into();
+        }
+        Some(serde_json::json!([call]))
+    }
+}
+
+/// A scripted tool call's arguments: the last user message's text, as
+/// `{"input": ...}`, in one piece, counted as one token per word.
+fn scripted_arguments(messages: &[crate::openai::Message]) -> Completion {
+    let input = messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .and_then(|m| m.content.as_ref())
+        .map(|c| c.text())
+        .unwrap_or_default();
+    let words = u32::try_from(input.split_whitespace().count()).unwrap_or(u32::MAX);
+    Completion {
+        pieces: vec![serde_json::json!({ "input": input }).to_string()],
+        generated: words.max(1),
+        finish_reason: "tool_calls",
     }
 }
 
@@ -240,7 +304,8 @@ async fn complete(state: &AppState, job: Job, permit: OwnedSemaphorePermit) -> R
             index: 0,
             message: AssistantMessage {
                 role: "assistant",
-                content: &content,
+                content: job.tool_call.is_none().then_some(content.as_str()),
+                tool_calls: job.tool_calls(false),
             },
             logprobs: None,
             finish_reason: job.completion.finish_reason,
@@ -350,6 +415,7 @@ impl EventStream {
                 let delta = Delta {
                     role: Some("assistant"),
                     content: Some(""),
+                    tool_calls: None,
                 };
                 Some(self.chunk(delta, None))
             }
@@ -389,9 +455,13 @@ impl EventStream {
             self.state.metrics.add_generation_tokens(1);
             let index = self.sent;
             self.sent += 1;
+            let tool_calls = self.job.tool_calls(true);
             let delta = Delta {
                 role: None,
-                content: Some(&self.job.completion.pieces[index]),
+                content: tool_calls
+                    .is_none()
+                    .then_some(self.job.completion.pieces[index].as_str()),
+                tool_calls,
             };
             return self.chunk(delta, None);
         }

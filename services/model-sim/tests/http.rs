@@ -683,3 +683,69 @@ async fn run_binds_the_configured_address() {
     let result = task.await.expect("run task did not panic");
     assert!(result.is_ok(), "{result:?}");
 }
+
+#[tokio::test]
+async fn a_tool_choice_naming_a_function_gets_a_scripted_call() {
+    let sim = Sim::start(config()).await;
+    let tools = json!([{"type": "function", "function": {"name": "lookup"}}]);
+    let mut body = chat_body("find this", 5);
+    body["tools"] = tools.clone();
+    body["tool_choice"] = json!({"type": "function", "function": {"name": "lookup"}});
+    let json: Value = sim.chat(&body).await.json().await.expect("json body");
+    let choice = &json["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{json}");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "lookup");
+    assert_eq!(call["function"]["arguments"], r#"{"input":"find this"}"#);
+
+    body["stream"] = json!(true);
+    let text = sim.chat(&body).await.text().await.expect("body");
+    assert!(text.contains(r#""tool_calls":[{"#), "{text}");
+    assert!(text.contains(r#""finish_reason":"tool_calls""#), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+
+    body["tool_choice"] = json!({"type": "function", "function": {"name": "other"}});
+    let response = sim.chat(&body).await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.expect("json body");
+    assert_eq!(error["error"]["param"], "tool_choice");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn embeddings_are_deterministic_with_usage() {
+    let sim = Sim::start(config()).await;
+    let client = reqwest::Client::new();
+    let embed = |input: Value| {
+        client
+            .post(sim.url("/v1/embeddings"))
+            .json(&json!({"model": "sim-model", "input": input}))
+            .send()
+    };
+    let first: Value = embed(json!("a b c"))
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let again: Value = embed(json!("a b c"))
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(first["data"], again["data"]);
+    assert_eq!(
+        first["data"][0]["embedding"]
+            .as_array()
+            .expect("vector")
+            .len(),
+        64
+    );
+    assert_eq!(first["usage"]["prompt_tokens"], 3);
+    let response = embed(json!(42)).await.expect("send");
+    assert_eq!(response.status(), 400);
+    sim.stop().await;
+}

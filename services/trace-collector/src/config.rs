@@ -31,6 +31,11 @@ pub struct Config {
     pub writer_concurrency: usize,
     pub default_page_size: u64,
     pub max_page_size: u64,
+    /// The operator's model price table (YAML, see [`crate::prices`]);
+    /// unset uses the built-in illustrative table.
+    pub prices_file: Option<PathBuf>,
+    /// How often the price file's mtime is polled.
+    pub prices_reload_interval: Duration,
 }
 
 const PREFIX: &str = "AGENTMESH_TRACES_";
@@ -60,6 +65,14 @@ impl Config {
             writer_concurrency: env::parse_or(env, &var("WRITER_CONCURRENCY"), 16)?,
             default_page_size: 50,
             max_page_size: env::parse_or(env, &var("MAX_PAGE_SIZE"), 500)?,
+            prices_file: Some(env::string_or(env, &var("PRICES_FILE"), ""))
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+            prices_reload_interval: env::millis_or(
+                env,
+                &var("PRICES_RELOAD_MS"),
+                Duration::from_secs(5),
+            )?,
         })
     }
 

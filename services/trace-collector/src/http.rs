@@ -1,8 +1,17 @@
 //! The HTTP face (4318): OTLP/HTTP `POST /v1/traces` (protobuf or JSON,
-//! optionally gzip) and the query API `GET /api/traces[/{trace_id}]`.
-//! Every route needs the `agentmesh-tenant` header: this port is internal
-//! (the gateway authenticates users and forwards their tenant), and there
-//! is no unauthenticated route besides the admin port's health and metrics.
+//! optionally gzip), the query API `GET /api/traces[/{trace_id}]`, scores
+//! `POST /api/scores`, and the API keys `POST|GET /api/keys`,
+//! `DELETE /api/keys/{public_key}`. Those routes need the
+//! `agentmesh-tenant` header: this port is internal (the gateway
+//! authenticates users and forwards their tenant).
+//!
+//! The one route that does not trust the header is the Langfuse-compatible
+//! `POST /api/public/otel/v1/traces`: the same OTLP/HTTP formats, with the
+//! tenant named by HTTP Basic auth `public_key:secret_key` (see
+//! [`crate::keys`]). It is the one path an ingress may route to this port
+//! from outside; every other path trusts its tenant header and must stay
+//! internal. There is no unauthenticated route besides the admin port's
+//! health and metrics.
 
 use std::io::Read as _;
 use std::sync::Arc;
@@ -11,7 +20,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use mesh_runtime::ErrorCode;
 use mesh_runtime::grpc::TENANT_METADATA;
@@ -23,7 +32,14 @@ use sea_orm::DatabaseConnection;
 use serde::Deserialize;
 
 use crate::ingest::{IngestError, Receiver};
-use crate::store;
+use crate::{keys, scores, store};
+
+/// The Langfuse SDK's OTLP path (its exporter appends `/v1/traces` to
+/// `<host>/api/public/otel`).
+pub const LANGFUSE_OTLP_PATH: &str = "/api/public/otel/v1/traces";
+
+/// Largest score body.
+const MAX_SCORE_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -37,6 +53,10 @@ pub struct HttpState {
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/v1/traces", post(export))
+        .route(LANGFUSE_OTLP_PATH, post(langfuse_export))
+        .route("/api/keys", post(create_key).get(list_keys))
+        .route("/api/keys/{public_key}", delete(revoke_key))
+        .route("/api/scores", post(post_score))
         .route("/api/traces", get(list))
         .route("/api/traces/{trace_id}", get(get_trace))
         // The export handler enforces its own limit, on the compressed
@@ -120,6 +140,60 @@ fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
 }
 
 async fn export(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: Body) -> Response {
+    let tenant = tenant(&headers);
+    export_as(&state, &headers, body, tenant).await
+}
+
+/// The tenant of the Basic-auth key pair. Failures say nothing about
+/// which half was wrong, and only the public key is ever logged.
+async fn basic_tenant(
+    db: &DatabaseConnection,
+    headers: &HeaderMap,
+) -> Result<String, (ErrorCode, String)> {
+    let unauthenticated = |m: &str| (ErrorCode::Unauthenticated, m.to_owned());
+    let (public_key, secret_key) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(keys::parse_basic)
+        .ok_or_else(|| {
+            unauthenticated("authorization: basic auth with public_key:secret_key required")
+        })?;
+    match keys::authenticate(db, &public_key, &secret_key).await {
+        Ok(Some(tenant)) => Ok(tenant),
+        Ok(None) => {
+            tracing::info!(%public_key, "langfuse ingest refused: unknown, wrong or revoked key");
+            Err(unauthenticated("authorization: invalid or revoked api key"))
+        }
+        Err(error) => {
+            tracing::error!(%error, "api key lookup failed");
+            Err((ErrorCode::Unavailable, "database unavailable".to_owned()))
+        }
+    }
+}
+
+async fn langfuse_export(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let tenant = basic_tenant(&state.db, &headers).await;
+    let mut response = export_as(&state, &headers, body, tenant).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"agentmesh\""),
+        );
+    }
+    response
+}
+
+/// The OTLP/HTTP export, once the caller's tenant is resolved (or not).
+async fn export_as(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    tenant: Result<String, (ErrorCode, String)>,
+) -> Response {
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -146,7 +220,7 @@ async fn export(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: B
         }
     };
     let fail = |code: ErrorCode, message: String| otlp_error(format, code, code.http(), message);
-    let tenant = match tenant(&headers) {
+    let tenant = match tenant {
         Ok(t) => t,
         Err((code, message)) => return fail(code, message),
     };
@@ -256,16 +330,23 @@ struct ListParams {
     to_ms: Option<i64>,
     status: Option<String>,
     min_latency_ms: Option<i64>,
+    min_cost: Option<f64>,
 }
 
 async fn list(
     State(state): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Query(params): Query<ListParams>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let tenant = match tenant(&headers) {
         Ok(t) => t,
         Err((code, message)) => return api_error(code, message),
+    };
+    // The rejection's text names the parameter (`min_cost: invalid float
+    // literal`); answer it in the API's JSON error shape.
+    let Query(params) = match params {
+        Ok(p) => p,
+        Err(rejection) => return api_error(ErrorCode::InvalidArgument, rejection.body_text()),
     };
     let limit = params.limit.unwrap_or(state.default_page_size);
     if limit == 0 || limit > state.max_page_size {
@@ -285,6 +366,7 @@ async fn list(
             to_ms: params.to_ms,
             status: params.status,
             min_latency_ms: params.min_latency_ms,
+            min_cost: params.min_cost,
         },
         limit,
         params.cursor.as_deref(),
@@ -324,6 +406,100 @@ async fn get_trace(
         Ok(None) => api_error(ErrorCode::NotFound, format!("trace {trace_id} not found")),
         Err(error) => {
             tracing::error!(%error, "get trace failed");
+            api_error(ErrorCode::Unavailable, "database unavailable".to_owned())
+        }
+    }
+}
+
+/// `POST /api/keys`: a new key pair for the caller's tenant; the secret
+/// is in this response and nowhere else, ever.
+async fn create_key(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err((code, message)) => return api_error(code, message),
+    };
+    match keys::create(&state.db, &tenant).await {
+        Ok(key) => {
+            tracing::info!(%tenant, public_key = %key.public_key, "api key created");
+            (StatusCode::CREATED, axum::Json(key)).into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, "create api key failed");
+            api_error(ErrorCode::Unavailable, "database unavailable".to_owned())
+        }
+    }
+}
+
+/// `GET /api/keys`: the tenant's keys, without secrets.
+async fn list_keys(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err((code, message)) => return api_error(code, message),
+    };
+    match keys::list(&state.db, &tenant).await {
+        Ok(list) => axum::Json(serde_json::json!({ "data": list })).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "list api keys failed");
+            api_error(ErrorCode::Unavailable, "database unavailable".to_owned())
+        }
+    }
+}
+
+/// `DELETE /api/keys/{public_key}`: revokes one of the tenant's keys.
+async fn revoke_key(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Path(public_key): Path<String>,
+) -> Response {
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err((code, message)) => return api_error(code, message),
+    };
+    match keys::revoke(&state.db, &tenant, &public_key).await {
+        Ok(true) => {
+            tracing::info!(%tenant, %public_key, "api key revoked");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        // Another tenant's key is indistinguishable from a missing one.
+        Ok(false) => api_error(
+            ErrorCode::NotFound,
+            format!("api key {public_key} not found"),
+        ),
+        Err(error) => {
+            tracing::error!(%error, "revoke api key failed");
+            api_error(ErrorCode::Unavailable, "database unavailable".to_owned())
+        }
+    }
+}
+
+/// `POST /api/scores`: a score on one of the tenant's traces or
+/// observations (see [`crate::scores`] for the body).
+async fn post_score(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err((code, message)) => return api_error(code, message),
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_SCORE_BYTES).await else {
+        return api_error(
+            ErrorCode::PayloadTooLarge,
+            format!("body: exceeds {MAX_SCORE_BYTES} bytes"),
+        );
+    };
+    let new = match serde_json::from_slice::<serde_json::Value>(&bytes)
+        .map_err(|e| format!("body: not JSON: {e}"))
+        .and_then(|v| scores::parse(&v))
+    {
+        Ok(new) => new,
+        Err(message) => return api_error(ErrorCode::InvalidArgument, message),
+    };
+    match scores::insert(&state.db, &tenant, new).await {
+        Ok(score) => (StatusCode::CREATED, axum::Json(score)).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "store score failed");
             api_error(ErrorCode::Unavailable, "database unavailable".to_owned())
         }
     }

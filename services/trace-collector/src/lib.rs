@@ -14,7 +14,10 @@ mod config;
 mod grpc;
 mod http;
 pub mod ingest;
+pub mod keys;
 pub mod mapping;
+pub mod prices;
+pub mod scores;
 pub mod store;
 pub mod writer;
 
@@ -135,6 +138,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         )
         .await?;
     let (supervisor, stop) = (frame.supervisor(), frame.stop());
+    let prices = prices::Prices::load(config.prices_file.as_ref())?;
+    if let Some(path) = &config.prices_file {
+        supervisor.spawn(
+            "price table",
+            prices::watch(
+                prices.clone(),
+                path.clone(),
+                config.prices_reload_interval,
+                stop.clone(),
+            ),
+        );
+    }
 
     supervisor.spawn(
         "lag gauge",
@@ -147,6 +162,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         concurrency: config.writer_concurrency,
         retry: config.shared.bus.task_retry,
         metrics: writer_metrics,
+        prices,
     };
     supervisor.spawn("trace writer", writer.run(stop.clone()));
     if config.retention.is_zero() {

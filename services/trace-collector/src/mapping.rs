@@ -26,6 +26,8 @@ pub struct ObservationRow {
     pub session_id: Option<String>,
     pub user_id: Option<String>,
     pub attributes: Json,
+    /// Filled by the writer from the price table (generations only).
+    pub cost: Option<crate::prices::Cost>,
 }
 
 /// Observation types Langfuse knows; `langfuse.observation.type` must be one.
@@ -211,6 +213,7 @@ pub fn map_span(span: &Span, resource: &[KeyValue], scope: &str) -> ObservationR
         ]),
         user_id: lookup(&["langfuse.user.id", "user.id", "enduser.id"]),
         attributes: Json::Object(attributes),
+        cost: None,
     }
 }
 

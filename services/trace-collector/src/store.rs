@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use mesh_store::traces::{observation, trace};
+use mesh_store::traces::{observation, score, trace};
 use sea_orm::sea_query::{Expr, ExprTrait as _, Func, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
@@ -17,6 +17,7 @@ use sea_orm::{
 use serde::Serialize;
 
 use crate::mapping::ObservationRow;
+use crate::scores::{self, ScoreView};
 
 /// Rows per INSERT: 19 columns stays far under every backend's
 /// bind-parameter limit.
@@ -61,6 +62,9 @@ pub async fn store(
             session_id: Set(r.session_id),
             user_id: Set(r.user_id),
             attributes: Set(r.attributes),
+            input_cost_usd: Set(r.cost.map(|c| c.input)),
+            output_cost_usd: Set(r.cost.map(|c| c.output)),
+            total_cost_usd: Set(r.cost.map(|c| c.total)),
         })
         .collect();
     let mut models = models.into_iter().peekable();
@@ -127,6 +131,7 @@ async fn recompute(db: &DatabaseConnection, tenant: &str, trace_id: &str) -> Res
         input_tokens: Set(observations.iter().map(|o| o.input_tokens).sum()),
         output_tokens: Set(observations.iter().map(|o| o.output_tokens).sum()),
         updated_at_ms: Set(now_ms()),
+        total_cost_usd: Set(observations.iter().filter_map(|o| o.total_cost_usd).sum()),
     };
     let table = "trc_traces";
     let merge = |column: &str, greatest: bool| {
@@ -150,6 +155,7 @@ async fn recompute(db: &DatabaseConnection, tenant: &str, trace_id: &str) -> Res
         .value(trace::Column::ErrorCount, merge("error_count", true))
         .value(trace::Column::InputTokens, merge("input_tokens", true))
         .value(trace::Column::OutputTokens, merge("output_tokens", true))
+        .value(trace::Column::TotalCostUsd, merge("total_cost_usd", true))
         .value(trace::Column::Name, keep("name"))
         .value(trace::Column::Agent, keep("agent"))
         .value(trace::Column::SessionId, keep("session_id"))
@@ -162,9 +168,14 @@ async fn recompute(db: &DatabaseConnection, tenant: &str, trace_id: &str) -> Res
     Ok(())
 }
 
-/// Deletes traces (and their observations) that started before
-/// `cutoff_ms`; returns how many traces went.
+/// Deletes traces (and their observations and scores) that started
+/// before `cutoff_ms`, and scores posted before it whose trace never came;
+/// returns how many traces went.
 pub async fn delete_older_than(db: &DatabaseConnection, cutoff_ms: i64) -> Result<u64, DbErr> {
+    score::Entity::delete_many()
+        .filter(score::Column::CreatedAtMs.lt(cutoff_ms))
+        .exec(db)
+        .await?;
     let mut deleted = 0;
     loop {
         let old: Vec<(String, String)> = trace::Entity::find()
@@ -184,8 +195,13 @@ pub async fn delete_older_than(db: &DatabaseConnection, cutoff_ms: i64) -> Resul
             by_tenant.entry(tenant).or_default().push(trace_id);
         }
         for (tenant, ids) in by_tenant {
-            // Observations first: a crash in between leaves a trace row
-            // that the next sweep deletes, never orphaned observations.
+            // Scores and observations first: a crash in between leaves a
+            // trace row that the next sweep deletes, never orphans.
+            score::Entity::delete_many()
+                .filter(score::Column::Tenant.eq(&tenant))
+                .filter(score::Column::TraceId.is_in(ids.clone()))
+                .exec(db)
+                .await?;
             observation::Entity::delete_many()
                 .filter(observation::Column::Tenant.eq(&tenant))
                 .filter(observation::Column::TraceId.is_in(ids.clone()))
@@ -217,6 +233,8 @@ pub struct TraceSummary {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub total_tokens: i64,
+    /// USD, summed over the trace's priced generations.
+    pub total_cost_usd: f64,
 }
 
 impl From<trace::Model> for TraceSummary {
@@ -235,6 +253,7 @@ impl From<trace::Model> for TraceSummary {
             error_count: t.error_count,
             input_tokens: t.input_tokens,
             output_tokens: t.output_tokens,
+            total_cost_usd: t.total_cost_usd,
         }
     }
 }
@@ -275,6 +294,8 @@ pub struct TraceFilter {
     /// `error` (at least one observation failed) or `ok` (none did).
     pub status: Option<String>,
     pub min_latency_ms: Option<i64>,
+    /// Traces that cost at least this much, USD.
+    pub min_cost: Option<f64>,
 }
 
 /// A tenant's traces, newest first.
@@ -313,6 +334,9 @@ pub async fn list(
                 .sub(Expr::col(trace::Column::StartMs))
                 .gte(min),
         );
+    }
+    if let Some(min) = filter.min_cost {
+        query = query.filter(trace::Column::TotalCostUsd.gte(min));
     }
     if let Some(cursor) = cursor {
         let (start, id) = parse_cursor(cursor).ok_or(QueryError::BadCursor)?;
@@ -363,6 +387,12 @@ pub struct ObservationNode {
     /// This observation's tokens plus its descendants'.
     pub total_input_tokens: i64,
     pub total_output_tokens: i64,
+    /// USD of this generation (absent when unpriced or not a generation).
+    pub input_cost_usd: Option<f64>,
+    pub output_cost_usd: Option<f64>,
+    pub cost_usd: Option<f64>,
+    /// This observation's cost plus its descendants', USD.
+    pub total_cost_usd: f64,
     pub attributes: serde_json::Value,
     pub children: Vec<ObservationNode>,
 }
@@ -373,6 +403,8 @@ pub struct TraceTree {
     pub trace: TraceSummary,
     /// Root observations (and those whose parent has not arrived).
     pub observations: Vec<ObservationNode>,
+    /// Scores on the trace and on its observations, oldest first.
+    pub scores: Vec<ScoreView>,
 }
 
 /// One trace of `tenant` as a tree; `None` when the tenant has no such trace.
@@ -399,6 +431,7 @@ pub async fn get(
     Ok(Some(TraceTree {
         trace: row.into(),
         observations: build_tree(observations),
+        scores: scores::of_trace(db, tenant, trace_id).await?,
     }))
 }
 
@@ -461,6 +494,8 @@ pub fn build_tree(observations: Vec<observation::Model>) -> Vec<ObservationNode>
             o.input_tokens + kids.iter().map(|k| k.total_input_tokens).sum::<i64>();
         let total_output_tokens =
             o.output_tokens + kids.iter().map(|k| k.total_output_tokens).sum::<i64>();
+        let total_cost_usd =
+            o.total_cost_usd.unwrap_or(0.0) + kids.iter().map(|k| k.total_cost_usd).sum::<f64>();
         built[i] = Some(ObservationNode {
             latency_ms: o.end_ms - o.start_ms,
             parent_span_id: Some(o.parent_span_id).filter(|p| !p.is_empty()),
@@ -477,6 +512,10 @@ pub fn build_tree(observations: Vec<observation::Model>) -> Vec<ObservationNode>
             output_tokens: o.output_tokens,
             total_input_tokens,
             total_output_tokens,
+            input_cost_usd: o.input_cost_usd,
+            output_cost_usd: o.output_cost_usd,
+            cost_usd: o.total_cost_usd,
+            total_cost_usd,
             attributes: o.attributes,
             children: kids,
         });
@@ -509,6 +548,9 @@ mod tests {
             session_id: None,
             user_id: None,
             attributes: serde_json::json!({}),
+            input_cost_usd: None,
+            output_cost_usd: None,
+            total_cost_usd: Some(0.5),
         }
     }
 
@@ -523,6 +565,7 @@ mod tests {
         assert_eq!(tree.len(), 2);
         assert_eq!(tree[0].span_id, "root");
         assert_eq!(tree[0].total_input_tokens, 12);
+        assert!((tree[0].total_cost_usd - 1.5).abs() < 1e-9);
         assert_eq!(tree[0].children[0].children[0].span_id, "b");
         assert_eq!(tree[0].latency_ms, 10);
         assert_eq!(tree[1].span_id, "orphan");
@@ -563,6 +606,7 @@ mod tests {
             session_id: None,
             user_id: None,
             attributes: serde_json::json!({}),
+            cost: None,
         }
     }
 

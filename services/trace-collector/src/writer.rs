@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ingest::check_span;
 use crate::mapping::{ObservationRow, map_span};
+use crate::prices::{PriceTable, Prices};
 use crate::store;
 
 #[derive(Debug, Clone, Default)]
@@ -28,6 +29,7 @@ pub struct Writer {
     pub concurrency: usize,
     pub retry: RetryPolicy,
     pub metrics: WriterMetrics,
+    pub prices: Prices,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,16 @@ pub fn rows_of(request: &ExportTraceServiceRequest) -> Vec<ObservationRow> {
         }
     }
     rows
+}
+
+/// Prices the generations among `rows` (at write time: a later price
+/// change never rewrites stored costs).
+pub fn price(rows: &mut [ObservationRow], table: &PriceTable) {
+    for row in rows.iter_mut().filter(|r| r.kind == "generation") {
+        if let Some(model) = &row.model {
+            row.cost = table.cost(model, row.input_tokens, row.output_tokens);
+        }
+    }
 }
 
 impl Writer {
@@ -103,7 +115,8 @@ impl Writer {
                 return;
             }
         };
-        let rows = rows_of(&delivery.payload);
+        let mut rows = rows_of(&delivery.payload);
+        price(&mut rows, &self.prices.current());
         let spans = rows.len() as u64;
         match store::store(&self.db, &delivery.tenant, rows).await {
             Ok(()) => {

@@ -67,8 +67,8 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "traces",
-        about: "span ingestion into the trace-collector",
-        pending: Some("the trace-collector issue"),
+        about: "OTLP/HTTP spans/s to durable enqueue and spans/s stored by one writer on PostgreSQL, vs raw JetStream publish and raw batched INSERT",
+        pending: None,
     },
     Scenario {
         name: "scale",
@@ -165,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
             "router" => router(args.n.unwrap_or(2000), args.concurrency.unwrap_or(32)).await?,
             "auth" => auth(args.n.unwrap_or(100_000))?,
             "scale" => scale(args.n.unwrap_or(500), args.concurrency.unwrap_or(4)).await?,
+            "traces" => traces(args.n.unwrap_or(20_000), args.concurrency.unwrap_or(8)).await?,
             other => bail!("scenario {other} has no runner"),
         }
     }
@@ -1117,4 +1118,441 @@ async fn raw_postgres_commit(url: &str, n: usize) -> anyhow::Result<Stats> {
     }
     db.close().await?;
     Ok(Stats::of(samples))
+}
+
+// === traces ===
+
+/// The attributes of a GenAI span of ~1 KiB: the `chat` spans carry a
+/// short prompt the way an agent that allows content recording sends it.
+fn bench_span(
+    trace_id: &[u8],
+    i: usize,
+) -> trace_collector::opentelemetry_proto::tonic::trace::v1::Span {
+    use trace_collector::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use trace_collector::opentelemetry_proto::tonic::trace::v1::Span;
+    let kv = |key: &str, value: any_value::Value| KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    };
+    let s = |key: &str, value: &str| kv(key, any_value::Value::StringValue(value.to_owned()));
+    let int = |key: &str, value: i64| kv(key, any_value::Value::IntValue(value));
+    let mut span_id = uuid::Uuid::new_v4().as_bytes()[..8].to_vec();
+    span_id[0] |= 1;
+    let parent = if i.is_multiple_of(10) {
+        Vec::new()
+    } else {
+        let mut p = trace_id[..8].to_vec();
+        p[0] |= 1;
+        p
+    };
+    let mut attributes = vec![
+        s("gen_ai.agent.name", "support"),
+        s("session.id", "session-4f1c2a"),
+        s("user.id", "user-1234"),
+    ];
+    let name = match i % 10 {
+        0 => {
+            attributes.push(s("gen_ai.operation.name", "invoke_agent"));
+            "invoke_agent support".to_owned()
+        }
+        1..=3 => {
+            attributes.push(s("gen_ai.operation.name", "execute_tool"));
+            attributes.push(s("gen_ai.tool.name", "search_orders"));
+            attributes.push(s("gen_ai.tool.call.id", "call_7d1b3c9a0f"));
+            attributes.push(s(
+                "gen_ai.tool.call.arguments",
+                r#"{"order_id":"8812","customer_id":"c-55102","fields":["status","carrier","tracking_number","estimated_delivery","last_scan_location","last_scan_time"],"include_history":true,"locale":"en-GB","max_events":20,"reason":"customer asked where the order is"}"#,
+            ));
+            attributes.push(s(
+                "gen_ai.tool.call.result",
+                r#"{"status":"in_transit","carrier":"DHL","tracking_number":"JD014600006281234567","estimated_delivery":"2024-11-29","last_scan_location":"Leipzig hub","last_scan_time":"2024-11-25T18:42:00Z"}"#,
+            ));
+            "execute_tool search_orders".to_owned()
+        }
+        _ => {
+            attributes.extend([
+                s("gen_ai.operation.name", "chat"),
+                s("gen_ai.provider.name", "openai"),
+                s("gen_ai.request.model", "gpt-4o-mini"),
+                s("gen_ai.response.model", "gpt-4o-mini-2024-07-18"),
+                s("gen_ai.response.id", "chatcmpl-9x8y7z6w5v4u3t2s1r"),
+                int("gen_ai.usage.input_tokens", 412),
+                int("gen_ai.usage.output_tokens", 96),
+                kv(
+                    "gen_ai.response.finish_reasons",
+                    any_value::Value::ArrayValue(
+                        trace_collector::opentelemetry_proto::tonic::common::v1::ArrayValue {
+                            values: vec![AnyValue {
+                                value: Some(any_value::Value::StringValue("stop".to_owned())),
+                            }],
+                        },
+                    ),
+                ),
+                kv("gen_ai.request.temperature", any_value::Value::DoubleValue(0.2)),
+                int("gen_ai.request.max_tokens", 512),
+                s(
+                    "gen_ai.input.messages",
+                    r#"[{"role":"system","parts":[{"type":"text","content":"You are a support agent for an online shop. Answer briefly and cite the order."}]},{"role":"user","parts":[{"type":"text","content":"Where is my order 8812? It was due on Monday and the tracking page has not changed since."}]}]"#,
+                ),
+                s(
+                    "gen_ai.output.messages",
+                    r#"[{"role":"assistant","parts":[{"type":"text","content":"Your order 8812 is in transit with DHL (tracking JD014600006281234567). It was last scanned at the Leipzig hub on 25 November and is now expected on 29 November. I am sorry for the delay."}],"finish_reason":"stop"}]"#,
+                ),
+            ]);
+            "chat gpt-4o-mini".to_owned()
+        }
+    };
+    let start = 1_700_000_000_000_000_000_u64 + (i as u64) * 1_000_000;
+    Span {
+        trace_id: trace_id.to_vec(),
+        span_id,
+        parent_span_id: parent,
+        name,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 250_000_000,
+        attributes,
+        ..Default::default()
+    }
+}
+
+/// One OTLP request of `spans` spans (10 spans per trace).
+fn bench_batch(
+    spans: usize,
+) -> trace_collector::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+    use trace_collector::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use trace_collector::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use trace_collector::opentelemetry_proto::tonic::resource::v1::Resource;
+    use trace_collector::opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    let mut trace_id = uuid::Uuid::new_v4().as_bytes().to_vec();
+    let spans = (0..spans)
+        .map(|i| {
+            if i.is_multiple_of(10) {
+                trace_id = uuid::Uuid::new_v4().as_bytes().to_vec();
+            }
+            bench_span(&trace_id, i)
+        })
+        .collect();
+    let text = |key: &str, value: &str| KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    text("service.name", "agent-worker"),
+                    text("service.version", "0.1.0"),
+                    text("k8s.namespace.name", "ai-agents"),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Reads a counter from a Prometheus text page.
+async fn metric(http: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<f64> {
+    let page = http.get(url).send().await?.text().await?;
+    Ok(page
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(key, _)| key.starts_with(name))
+        .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+        .sum())
+}
+
+/// The trace-collector on a fresh nats-server and PostgreSQL: `n` spans
+/// posted over OTLP/HTTP protobuf in batches of 100 (~1 KiB each),
+/// `concurrency` requests in flight, each answered once its batch is
+/// durable on TRACES; meanwhile one writer (one replica, its default
+/// concurrency) stores them. Receiver rate: spans answered per second
+/// (the writer runs beside it, so this is pessimistic); writer rate: spans
+/// stored per second from the first request to the last row. Baselines,
+/// same run: raw JetStream publish of the same request bytes (awaiting the
+/// stream's ack), and raw 100-row INSERTs of the same rows into a plain
+/// table.
+async fn traces(n: usize, concurrency: usize) -> anyhow::Result<()> {
+    use trace_collector::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    const BATCH: usize = 100;
+    let batches = n.div_ceil(BATCH).max(1);
+    let n = batches * BATCH;
+    let bodies: Vec<Vec<u8>> = (0..batches)
+        .map(|_| bench_batch(BATCH).encode_to_vec())
+        .collect();
+    let bytes_per_span = bodies.iter().map(Vec::len).sum::<usize>() / n;
+
+    let nats = mesh_integration::Nats::start()?;
+    let database_url = fresh_postgres().await?;
+    let mut shared = mesh_runtime::SharedConfig::from_env(&Default::default())?;
+    shared.nats_url = nats.url.clone();
+    shared.database_url = Some(database_url.clone());
+    let data = tempfile::tempdir()?;
+    let config = trace_collector::Config::ephemeral(shared, data.path().to_owned())?;
+    let writer_concurrency = config.writer_concurrency;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = trace_collector::start(config, stop.clone()).await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let export_url = format!("http://{}/v1/traces", running.http_addr);
+    let metrics_url = format!("http://{}/metrics", running.admin_addr);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "{n} spans in {batches} OTLP/HTTP protobuf requests of {BATCH} ({bytes_per_span} B/span encoded, GenAI attributes), {concurrency} requests in flight; one writer (concurrency {writer_concurrency}) on PostgreSQL; {cores} CPU cores shared by everything"
+    );
+
+    let post = |body: Vec<u8>| {
+        let http = http.clone();
+        let url = export_url.clone();
+        async move {
+            let started = Instant::now();
+            let response = http
+                .post(url)
+                .header("content-type", "application/x-protobuf")
+                .header("agentmesh-tenant", "bench")
+                .body(body)
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                bail!("export answered {}", response.status());
+            }
+            let answer = trace_collector::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(response.bytes().await?)?;
+            if let Some(partial) = answer.partial_success.filter(|p| p.rejected_spans > 0) {
+                bail!(
+                    "{} spans rejected: {}",
+                    partial.rejected_spans,
+                    partial.error_message
+                );
+            }
+            anyhow::Ok(started.elapsed())
+        }
+    };
+    // Warm-up: a few requests, stored before the measured run.
+    // Fresh bodies: the receiver dedupes identical requests on TRACES.
+    let warm = 10;
+    let warm_bodies: Vec<Vec<u8>> = (0..warm)
+        .map(|_| bench_batch(BATCH).encode_to_vec())
+        .collect();
+    closed_loop(warm, concurrency, |i| post(warm_bodies[i].clone())).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&http, &metrics_url, "traces_spans_stored").await? < (warm * BATCH) as f64 {
+        if Instant::now() > deadline {
+            bail!("the warm-up spans were never stored");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stored_before = metric(&http, &metrics_url, "traces_spans_stored").await?;
+
+    let cpu_before = cpu::snapshot();
+    let started = Instant::now();
+    let (samples, accepted_in) =
+        closed_loop(batches, concurrency, |i| post(bodies[i].clone())).await?;
+    let cpu_receiving = cpu::since(&cpu_before);
+    eprintln!(
+        "  receiver: {n} spans answered in {}",
+        fmt_duration(accepted_in)
+    );
+    let target = stored_before + n as f64;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut report = Instant::now();
+    loop {
+        let stored = metric(&http, &metrics_url, "traces_spans_stored").await?;
+        if stored >= target {
+            break;
+        }
+        if report.elapsed() > Duration::from_secs(5) {
+            report = Instant::now();
+            eprintln!("  writer: {} of {n} spans stored", stored - stored_before);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the writer stored {} of {n} spans in 600 s",
+                stored - stored_before
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stored_in = started.elapsed();
+    stop.cancel();
+    running.stopped.wait().await?;
+
+    // Baseline 1: the same bytes published straight to JetStream.
+    let client = async_nats::connect(&nats.url).await?;
+    let js = jetstream::new(client);
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: "BENCH_TRACES".to_owned(),
+        subjects: vec!["benchtraces.>".to_owned()],
+        retention: jetstream::stream::RetentionPolicy::WorkQueue,
+        storage: jetstream::stream::StorageType::File,
+        max_message_size: 1024 * 1024,
+        ..Default::default()
+    })
+    .await?;
+    let publish = |body: Vec<u8>| {
+        let js = js.clone();
+        async move {
+            let started = Instant::now();
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", uuid::Uuid::new_v4().to_string().as_str());
+            js.publish_with_headers("benchtraces.bench", headers, body.into())
+                .await?
+                .await?;
+            anyhow::Ok(started.elapsed())
+        }
+    };
+    closed_loop(warm, concurrency, |i| publish(warm_bodies[i].clone())).await?;
+    let (raw_samples, raw_in) =
+        closed_loop(batches, concurrency, |i| publish(bodies[i].clone())).await?;
+
+    // Baseline 2: the same rows, 100 per INSERT, into a plain table.
+    let rows: Vec<_> = bodies
+        .iter()
+        .map(|b| -> anyhow::Result<_> {
+            let request = ExportTraceServiceRequest::decode(b.as_slice())?;
+            Ok(trace_collector::writer::rows_of(&request))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let raw_insert_in = raw_batched_insert(&database_url, rows, writer_concurrency).await?;
+
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "  {:<38} {:>12} {:>12} {:>10}",
+        "", "spans/s", "baseline/s", "ratio"
+    );
+    let (receiver_rate, raw_rate) = (rate(accepted_in), rate(raw_in));
+    println!(
+        "  {:<38} {:>12.0} {:>12.0} {:>9.2}x",
+        "receiver (to durable enqueue)",
+        receiver_rate,
+        raw_rate,
+        receiver_rate / raw_rate
+    );
+    let (writer_rate, insert_rate) = (rate(stored_in), rate(raw_insert_in));
+    println!(
+        "  {:<38} {:>12.0} {:>12.0} {:>9.2}x",
+        "writer (stored in PostgreSQL)",
+        writer_rate,
+        insert_rate,
+        writer_rate / insert_rate
+    );
+    print_table(&[
+        Row {
+            label: "export request (100 spans)".to_owned(),
+            stats: Stats::of(samples),
+            rate: Some((receiver_rate, "spans/s")),
+        },
+        Row {
+            label: "raw JetStream publish (same bytes)".to_owned(),
+            stats: Stats::of(raw_samples),
+            rate: Some((raw_rate, "spans/s")),
+        },
+    ]);
+    // Per core: spans answered per CPU-second of the process that holds
+    // the receiver (and, in this run, the writer and the HTTP client too,
+    // so the figure is a lower bound).
+    let per_core = cpu_receiving.as_ref().and_then(|used| {
+        cpu::print(used, accepted_in);
+        used.by_name
+            .iter()
+            .find(|(name, _)| name.starts_with("this process"))
+            .map(|(_, seconds)| n as f64 / seconds)
+    });
+    match per_core {
+        Some(per_core) => println!(
+            "  target receiver >= 50000 spans/s per core: {per_core:.0} spans per CPU-second of the collector process (writer and client included) -> {}",
+            verdict(per_core >= 50_000.0)
+        ),
+        None => println!(
+            "  target receiver >= 50000 spans/s per core: {receiver_rate:.0} spans/s over {cores} cores (no /proc to split CPU) -> {}",
+            verdict(receiver_rate / cores as f64 >= 50_000.0)
+        ),
+    }
+    println!(
+        "  target writer >= 10000 spans/s into PostgreSQL: {writer_rate:.0} spans/s -> {}",
+        verdict(writer_rate >= 10_000.0)
+    );
+    drop(nats);
+    Ok(())
+}
+
+/// The rows the writer would store, as plain 100-row INSERTs with
+/// `concurrency` statements in flight, and the wall time.
+async fn raw_batched_insert(
+    url: &str,
+    batches: Vec<Vec<trace_collector::mapping::ObservationRow>>,
+    concurrency: usize,
+) -> anyhow::Result<Duration> {
+    use sea_orm::{ConnectionTrait as _, Statement, Value as SqlValue};
+    let mut options = sea_orm::ConnectOptions::new(url.to_owned());
+    options.max_connections(u32::try_from(concurrency).unwrap_or(16));
+    let db = sea_orm::Database::connect(options).await?;
+    db.execute_unprepared(
+        "CREATE TABLE bench_spans (id BIGSERIAL PRIMARY KEY, tenant TEXT NOT NULL, trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_span_id TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL, start_ms BIGINT NOT NULL, end_ms BIGINT NOT NULL, status_code TEXT NOT NULL, level TEXT NOT NULL, model TEXT, input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL, agent TEXT, session_id TEXT, user_id TEXT, attributes JSONB NOT NULL)",
+    )
+    .await?;
+    const COLUMNS: usize = 17;
+    let statements: Vec<Statement> = batches
+        .into_iter()
+        .map(|rows| {
+            let mut sql = String::from(
+                "INSERT INTO bench_spans (tenant, trace_id, span_id, parent_span_id, name, kind, start_ms, end_ms, status_code, level, model, input_tokens, output_tokens, agent, session_id, user_id, attributes) VALUES ",
+            );
+            let mut values: Vec<SqlValue> = Vec::with_capacity(rows.len() * COLUMNS);
+            for (r, row) in rows.into_iter().enumerate() {
+                if r > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                for c in 0..COLUMNS {
+                    if c > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&format!("${}", r * COLUMNS + c + 1));
+                }
+                sql.push(')');
+                values.extend([
+                    "bench".into(),
+                    row.trace_id.into(),
+                    row.span_id.into(),
+                    row.parent_span_id.into(),
+                    row.name.into(),
+                    row.kind.into(),
+                    row.start_ms.into(),
+                    row.end_ms.into(),
+                    row.status_code.into(),
+                    row.level.into(),
+                    row.model.into(),
+                    row.input_tokens.into(),
+                    row.output_tokens.into(),
+                    row.agent.into(),
+                    row.session_id.into(),
+                    row.user_id.into(),
+                    row.attributes.into(),
+                ]);
+            }
+            Statement::from_sql_and_values(sea_orm::DatabaseBackend::Postgres, sql, values)
+        })
+        .collect();
+    let started = Instant::now();
+    futures::stream::iter(statements)
+        .map(|statement| {
+            let db = db.clone();
+            async move { db.execute_raw(statement).await }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let elapsed = started.elapsed();
+    db.close().await?;
+    Ok(elapsed)
 }

@@ -243,3 +243,42 @@ async fn the_gateway_serves_openai_chat_with_auth_in_front_of_the_router() {
     let error: Value = bad.json().await.unwrap();
     assert_eq!(error["error"]["field"], "model");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embeddings_pass_through_with_usage_and_deterministic_vectors() {
+    let setup = setup(sim(FailureMode::None, 0), |_| {}).await;
+    let url = format!("http://{}/v1/embeddings", setup.router.http_addr);
+    let http = reqwest::Client::new();
+    let embed = |input: Value| {
+        http.post(&url)
+            .json(&json!({"model": "sim-model", "input": input, "dimensions": 16}))
+            .send()
+    };
+    let body: Value = embed(json!(["alpha beta", "gamma"]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["object"], "list", "{body}");
+    assert_eq!(body["usage"]["prompt_tokens"], 3, "{body}");
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[1]["index"], 1);
+    let first = data[0]["embedding"].as_array().unwrap();
+    assert_eq!(first.len(), 16);
+    // The same input gives the same vector; another input another one.
+    let again: Value = embed(json!("alpha beta"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["data"][0]["embedding"].as_array().unwrap(), first);
+    assert_ne!(data[1]["embedding"].as_array().unwrap(), first);
+
+    let response = embed(json!([])).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "input", "{error}");
+}

@@ -7,7 +7,12 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTables)]
+        vec![
+            Box::new(CreateTables),
+            Box::new(AddCost),
+            Box::new(AddApiKeys),
+            Box::new(AddScores),
+        ]
     }
 
     fn migration_table_name() -> sea_orm::DynIden {
@@ -35,6 +40,7 @@ enum TrcTraces {
     InputTokens,
     OutputTokens,
     UpdatedAtMs,
+    TotalCostUsd,
 }
 
 #[derive(DeriveIden)]
@@ -59,6 +65,9 @@ enum TrcObservations {
     SessionId,
     UserId,
     Attributes,
+    InputCostUsd,
+    OutputCostUsd,
+    TotalCostUsd,
 }
 
 #[async_trait::async_trait]
@@ -161,6 +170,194 @@ impl MigrationTrait for CreateTables {
             .await?;
         manager
             .drop_table(Table::drop().table(TrcTraces::Table).to_owned())
+            .await
+    }
+}
+
+/// Cost in USD, computed by the writer from the model price table: per
+/// generation (null when the model has no price) and rolled up per trace.
+struct AddCost;
+
+// Named by hand: `DeriveMigrationName` names a migration after its file,
+// and this file holds more than one.
+impl MigrationName for AddCost {
+    fn name(&self) -> &str {
+        "m0002_add_cost"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddCost {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per ALTER: SQLite adds a single column per statement.
+        for column in [
+            TrcObservations::InputCostUsd,
+            TrcObservations::OutputCostUsd,
+            TrcObservations::TotalCostUsd,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(TrcObservations::Table)
+                        .add_column(double_null(column))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(TrcTraces::Table)
+                    .add_column(double(TrcTraces::TotalCostUsd).default(0.0))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(TrcTraces::Table)
+                    .drop_column(TrcTraces::TotalCostUsd)
+                    .to_owned(),
+            )
+            .await?;
+        for column in [
+            TrcObservations::InputCostUsd,
+            TrcObservations::OutputCostUsd,
+            TrcObservations::TotalCostUsd,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(TrcObservations::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum TrcApiKeys {
+    Table,
+    Id,
+    Tenant,
+    PublicKey,
+    SecretHash,
+    CreatedAtMs,
+    RevokedAtMs,
+}
+
+/// Key pairs of the Langfuse-compatible endpoint (secrets hashed).
+struct AddApiKeys;
+
+impl MigrationName for AddApiKeys {
+    fn name(&self) -> &str {
+        "m0003_add_api_keys"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddApiKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(TrcApiKeys::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(TrcApiKeys::Id))
+                    .col(string_len(TrcApiKeys::Tenant, 63))
+                    .col(string_len(TrcApiKeys::PublicKey, 64))
+                    .col(string_len(TrcApiKeys::SecretHash, 64))
+                    .col(big_integer(TrcApiKeys::CreatedAtMs))
+                    .col(big_integer_null(TrcApiKeys::RevokedAtMs))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("trc_api_keys_public_key")
+                    .table(TrcApiKeys::Table)
+                    .col(TrcApiKeys::PublicKey)
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(TrcApiKeys::Table).to_owned())
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum TrcScores {
+    Table,
+    Id,
+    Tenant,
+    TraceId,
+    SpanId,
+    Name,
+    NumericValue,
+    StringValue,
+    Comment,
+    CreatedAtMs,
+}
+
+/// Scores on traces and observations.
+struct AddScores;
+
+impl MigrationName for AddScores {
+    fn name(&self) -> &str {
+        "m0004_add_scores"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddScores {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(TrcScores::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(TrcScores::Id))
+                    .col(string_len(TrcScores::Tenant, 63))
+                    .col(string_len(TrcScores::TraceId, 32))
+                    .col(string_len_null(TrcScores::SpanId, 16))
+                    .col(text(TrcScores::Name))
+                    .col(double_null(TrcScores::NumericValue))
+                    .col(text_null(TrcScores::StringValue))
+                    .col(text_null(TrcScores::Comment))
+                    .col(big_integer(TrcScores::CreatedAtMs))
+                    .to_owned(),
+            )
+            .await?;
+        // Read with their trace; deleted with it by retention.
+        manager
+            .create_index(
+                Index::create()
+                    .name("trc_scores_trace")
+                    .table(TrcScores::Table)
+                    .col(TrcScores::Tenant)
+                    .col(TrcScores::TraceId)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(TrcScores::Table).to_owned())
             .await
     }
 }

@@ -1,10 +1,14 @@
 //! Tables owned by the trace-collector: traces (one row per tenant and
 //! trace id, with totals rolled up from its observations) and observations
 //! (one row per span). The tree is never stored: it is built at query time
-//! from parent span ids, so spans may arrive in any order.
+//! from parent span ids, so spans may arrive in any order. Also: scores
+//! on traces and observations, and the API keys of the Langfuse-compatible
+//! ingest endpoint.
 
+pub mod api_key;
 mod migrations;
 pub mod observation;
+pub mod score;
 pub mod trace;
 
 pub use migrations::Migrator;

@@ -37,6 +37,10 @@ pub struct Model {
     pub user_id: Option<String>,
     /// Span attributes (resource attributes under `resource`), as JSON.
     pub attributes: Json,
+    /// USD, from the price table at write time; null when unpriced.
+    pub input_cost_usd: Option<f64>,
+    pub output_cost_usd: Option<f64>,
+    pub total_cost_usd: Option<f64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

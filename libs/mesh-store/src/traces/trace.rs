@@ -27,6 +27,8 @@ pub struct Model {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub updated_at_ms: i64,
+    /// Sum of the observations' costs, USD.
+    pub total_cost_usd: f64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
