@@ -376,6 +376,10 @@ async fn run_inner(
         gateway.admin_addr, orchestrator.admin_addr, worker.admin_addr
     );
     println!(
+        "  traces    {base}/v1/traces (OTLP in: grpc {}, http http://{}/v1/traces)",
+        traces.grpc_addr, traces.http_addr
+    );
+    println!(
         "  NATS      {}",
         env.get("NATS_URL").map(String::as_str).unwrap_or("?")
     );
