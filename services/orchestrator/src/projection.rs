@@ -142,23 +142,33 @@ impl Projector {
             .col_expr(task::Column::UpdatedAtMs, Expr::value(now));
         let (update, finished) = match kind {
             Kind::Delta(_) | Kind::Retrying(_) => return Ok(()),
-            Kind::Started(started) => (
-                update
-                    .filter(task::Column::Status.is_in(ACTIVE))
-                    .col_expr(
-                        task::Column::Status,
-                        Expr::value(TaskStatus::Running.rest_name()),
-                    )
-                    .col_expr(
-                        task::Column::Attempts,
-                        Expr::value(i32::try_from(started.attempt).unwrap_or(i32::MAX)),
-                    )
+            Kind::Started(started) => {
+                // Events of one task may be applied concurrently, so a
+                // `completed` can land before its `started`. The attempt
+                // count and start time are recorded whatever the status
+                // (monotonically); only the status change needs it active.
+                let attempt = i32::try_from(started.attempt).unwrap_or(i32::MAX);
+                task::Entity::update_many()
+                    .filter(task::Column::Id.eq(id))
+                    .filter(task::Column::Tenant.eq(&delivery.tenant))
+                    .filter(task::Column::Attempts.lt(attempt))
+                    .col_expr(task::Column::Attempts, Expr::value(attempt))
                     .col_expr(
                         task::Column::StartedAtMs,
                         Expr::col(task::Column::StartedAtMs).if_null(now),
-                    ),
-                None,
-            ),
+                    )
+                    .exec(&self.db)
+                    .await?;
+                (
+                    update
+                        .filter(task::Column::Status.eq(TaskStatus::Queued.rest_name()))
+                        .col_expr(
+                            task::Column::Status,
+                            Expr::value(TaskStatus::Running.rest_name()),
+                        ),
+                    None,
+                )
+            }
             Kind::CancelRequested(_) => (
                 update
                     .filter(task::Column::Status.is_in(ACTIVE))

@@ -350,3 +350,62 @@ async fn a_worker_dying_on_the_last_delivery_still_fails_the_task_and_dead_lette
         "removed from the work queue"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_completed_event_projected_before_its_started_event_loses_nothing() {
+    let mesh = postgres_mesh(MeshOptions {
+        start_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let client = mesh.client("acme");
+    client.apply_sim_agent("support", 5).await.unwrap();
+    let id = client.submit("support", "hello").await.unwrap();
+    let subject = format!("events.acme.{id}");
+    let event = |kind| mesh_proto::TaskEvent {
+        task_id: id.clone(),
+        tenant: "acme".into(),
+        at_ms: 1,
+        kind: Some(kind),
+    };
+    use mesh_proto::task_event::Kind;
+    // Out of order on purpose: the projection may apply events concurrently.
+    mesh.bus
+        .publish_acked(
+            subject.clone(),
+            "acme",
+            &format!("{id}:terminal"),
+            &event(Kind::Completed(mesh_proto::TaskCompleted {
+                output: "done".into(),
+                ..Default::default()
+            })),
+        )
+        .await
+        .unwrap();
+    mesh.bus
+        .publish_acked(
+            subject,
+            "acme",
+            &format!("{id}:started:1"),
+            &event(Kind::Started(mesh_proto::TaskStarted {
+                attempt: 1,
+                worker: "test".into(),
+            })),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let task = client.task(&id).await.unwrap();
+        if task["status"] == "succeeded" && task["attempts"] == 1 {
+            assert!(task["startedAt"].is_string(), "{task}");
+            assert_eq!(task["output"], "done");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the late started event was lost: {task}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
