@@ -10,6 +10,13 @@ use mesh_bus::{BusConfig, RetryPolicy};
 
 pub type Env = HashMap<String, String>;
 
+/// A listener address on the loopback with a port the OS picks: what the
+/// `ephemeral()` configurations of tests and `agentmesh up` bind.
+pub const EPHEMERAL: std::net::SocketAddr = std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    0,
+));
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("{var}: {reason}")]

@@ -63,8 +63,8 @@ impl QueueServiceConfig {
     pub fn ephemeral(spec: &QueueServiceSpec, shared: SharedConfig) -> Result<Self, ConfigError> {
         let mut config = Self::from_env(spec, &Env::new())?;
         config.shared = shared;
-        config.grpc_listen = ([127, 0, 0, 1], 0).into();
-        config.admin_listen = ([127, 0, 0, 1], 0).into();
+        config.grpc_listen = crate::env::EPHEMERAL;
+        config.admin_listen = crate::env::EPHEMERAL;
         Ok(config)
     }
 }

@@ -103,8 +103,8 @@ impl Config {
         let mut config = Self::from_env(&Env::new())?;
         config.shared = shared;
         config.router_url = router_url;
-        config.admin_listen = ([127, 0, 0, 1], 0).into();
-        config.grpc_listen = ([127, 0, 0, 1], 0).into();
+        config.admin_listen = mesh_runtime::env::EPHEMERAL;
+        config.grpc_listen = mesh_runtime::env::EPHEMERAL;
         Ok(config)
     }
 }

@@ -115,9 +115,9 @@ impl Config {
         let mut config = Self::from_env(&env)?;
         config.shared = shared;
         config.orchestrator_url = orchestrator_url;
-        config.http_listen = ([127, 0, 0, 1], 0).into();
-        config.grpc_listen = ([127, 0, 0, 1], 0).into();
-        config.admin_listen = ([127, 0, 0, 1], 0).into();
+        config.http_listen = mesh_runtime::env::EPHEMERAL;
+        config.grpc_listen = mesh_runtime::env::EPHEMERAL;
+        config.admin_listen = mesh_runtime::env::EPHEMERAL;
         Ok(config)
     }
 }

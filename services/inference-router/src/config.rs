@@ -116,9 +116,9 @@ impl Config {
         let mut config = Self::from_env(&Env::new())?;
         config.shared = shared;
         config.backend_url = backend_url.trim_end_matches('/').to_owned();
-        config.http_listen = ([127, 0, 0, 1], 0).into();
-        config.grpc_listen = ([127, 0, 0, 1], 0).into();
-        config.admin_listen = ([127, 0, 0, 1], 0).into();
+        config.http_listen = mesh_runtime::env::EPHEMERAL;
+        config.grpc_listen = mesh_runtime::env::EPHEMERAL;
+        config.admin_listen = mesh_runtime::env::EPHEMERAL;
         Ok(config)
     }
 }

@@ -81,9 +81,9 @@ impl Config {
         let mut config = Self::from_env(&Env::new())?;
         config.shared = shared;
         config.data_dir = data_dir;
-        config.grpc_listen = ([127, 0, 0, 1], 0).into();
-        config.http_listen = ([127, 0, 0, 1], 0).into();
-        config.admin_listen = ([127, 0, 0, 1], 0).into();
+        config.grpc_listen = mesh_runtime::env::EPHEMERAL;
+        config.http_listen = mesh_runtime::env::EPHEMERAL;
+        config.admin_listen = mesh_runtime::env::EPHEMERAL;
         Ok(config)
     }
 }
