@@ -429,11 +429,13 @@ impl TaskRunner {
             messages.push(ChatMessage {
                 role: "system".to_owned(),
                 content: spec.system_prompt.clone(),
+                ..Default::default()
             });
         }
         messages.push(ChatMessage {
             role: "user".to_owned(),
             content: task.input.clone(),
+            ..Default::default()
         });
         let request = ChatRequest {
             model: spec.model.clone(),
@@ -443,6 +445,7 @@ impl TaskRunner {
             seed: None,
             stop: Vec::new(),
             request_id: format!("{}:{}", task.task_id, delivery.delivered),
+            ..Default::default()
         };
         let span = tracing::info_span!(
             "chat",

@@ -348,12 +348,14 @@ mod tests {
             messages: vec![mesh_proto::ChatMessage {
                 role: "user".into(),
                 content: "x".into(),
+                ..Default::default()
             }],
             temperature: Some(0.5),
             max_tokens: Some(7),
             seed: Some(42),
             stop: vec!["\n".into()],
             request_id: "t:1".into(),
+            ..Default::default()
         });
         assert_eq!(body["stream"], true);
         assert_eq!(body["stream_options"]["include_usage"], true);

@@ -679,6 +679,7 @@ routes:
             messages: vec![mesh_proto::ChatMessage {
                 role: "user".into(),
                 content: "alpha".into(),
+                ..Default::default()
             }],
             max_tokens: Some(3),
             ..Default::default()

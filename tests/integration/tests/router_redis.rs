@@ -199,6 +199,7 @@ async fn grpc_calls_are_limited_with_resource_exhausted_and_retry_after() {
             messages: vec![mesh_proto::ChatMessage {
                 role: "user".into(),
                 content: "alpha".into(),
+                ..Default::default()
             }],
             max_tokens: Some(2),
             ..Default::default()
