@@ -710,3 +710,170 @@ routes:
     let status = client.chat_stream(request(None)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
 }
+
+/// A gRPC chat request for `model` with one user turn.
+fn grpc_chat(model: &str, text: &str) -> mesh_proto::ChatRequest {
+    mesh_proto::ChatRequest {
+        model: model.into(),
+        messages: vec![mesh_proto::ChatMessage {
+            role: "user".into(),
+            content: text.into(),
+            ..Default::default()
+        }],
+        max_tokens: Some(2),
+        ..Default::default()
+    }
+}
+
+async fn grpc_client(
+    h: &Harness,
+) -> mesh_proto::inference_service_client::InferenceServiceClient<tonic::transport::Channel> {
+    mesh_proto::inference_service_client::InferenceServiceClient::connect(format!(
+        "http://{}",
+        h.router.grpc_addr
+    ))
+    .await
+    .unwrap()
+}
+
+/// Every chunk of a gRPC chat stream, insisting that it ends cleanly.
+async fn grpc_chunks(
+    client: &mut mesh_proto::inference_service_client::InferenceServiceClient<
+        tonic::transport::Channel,
+    >,
+    request: mesh_proto::ChatRequest,
+) -> Vec<mesh_proto::ChatChunk> {
+    let mut request = tonic::Request::new(request);
+    request
+        .metadata_mut()
+        .insert("agentmesh-tenant", "acme".parse().unwrap());
+    let mut stream = client.chat_stream(request).await.unwrap().into_inner();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_tool_calls_round_trip_through_the_router() {
+    let stop = CancellationToken::new();
+    let url = sim(sim_config(0, FailureMode::None), &stop).await;
+    let yaml = format!(
+        "pools:\n  p:\n    backends: [{}]\nroutes:\n  \"*\": {{pool: p}}\n",
+        backends_yaml(std::slice::from_ref(&url))
+    );
+    let h = start(&yaml, stop).await;
+    let mut client = grpc_client(&h).await;
+    let weather = mesh_proto::ToolDefinition {
+        name: "weather".into(),
+        description: "current weather in a city".into(),
+        parameters_json: r#"{"type":"object","properties":{"input":{"type":"string"}}}"#.into(),
+    };
+    // The simulator answers a forced tool_choice with a call whose
+    // arguments are the last user message.
+    let forced = mesh_proto::ChatRequest {
+        tools: vec![weather.clone()],
+        tool_choice_json: r#"{"type":"function","function":{"name":"weather"}}"#.into(),
+        ..grpc_chat("sim-model", "rain in Paris")
+    };
+    let chunks = grpc_chunks(&mut client, forced.clone()).await;
+    let calls: Vec<&mesh_proto::ToolCallDelta> =
+        chunks.iter().flat_map(|c| c.tool_calls.iter()).collect();
+    assert!(!calls.is_empty(), "{chunks:?}");
+    assert!(calls.iter().all(|c| c.index == 0));
+    let id = calls.iter().find(|c| !c.id.is_empty()).unwrap().id.clone();
+    assert!(id.starts_with("call_"), "{id}");
+    assert_eq!(
+        calls.iter().map(|c| c.name.as_str()).collect::<String>(),
+        "weather"
+    );
+    let arguments: String = calls.iter().map(|c| c.arguments.as_str()).collect();
+    let arguments: Value = serde_json::from_str(&arguments).unwrap();
+    assert_eq!(arguments, json!({"input": "rain in Paris"}));
+    assert!(chunks.iter().any(|c| c.finish_reason == "tool_calls"));
+    assert!(
+        chunks.iter().all(|c| c.delta.is_empty()),
+        "no text beside the call"
+    );
+    assert!(chunks.iter().any(|c| c.usage.is_some()));
+
+    // The next turn carries the call and its result back; the model answers
+    // in text (no forced choice now).
+    let mut next = grpc_chat("sim-model", "rain in Paris");
+    next.tools = vec![weather];
+    next.tool_choice_json = "\"auto\"".into();
+    next.messages.push(mesh_proto::ChatMessage {
+        role: "assistant".into(),
+        tool_calls: vec![mesh_proto::ToolCall {
+            id: id.clone(),
+            name: "weather".into(),
+            arguments: r#"{"input":"rain in Paris"}"#.into(),
+        }],
+        ..Default::default()
+    });
+    next.messages.push(mesh_proto::ChatMessage {
+        role: "tool".into(),
+        content: "light rain".into(),
+        tool_call_id: id,
+        ..Default::default()
+    });
+    let chunks = grpc_chunks(&mut client, next).await;
+    let text: String = chunks.iter().map(|c| c.delta.as_str()).collect();
+    assert!(!text.is_empty(), "{chunks:?}");
+    assert!(chunks.iter().all(|c| c.tool_calls.is_empty()));
+
+    // Bad JSON in a tool's schema is the caller's error, naming the field,
+    // and never reaches a backend.
+    let before = successes(&url).await;
+    let mut bad = forced;
+    bad.tools.push(mesh_proto::ToolDefinition {
+        name: "broken".into(),
+        parameters_json: "{not json".into(),
+        ..Default::default()
+    });
+    let mut request = tonic::Request::new(bad);
+    request
+        .metadata_mut()
+        .insert("agentmesh-tenant", "acme".parse().unwrap());
+    let status = client.chat_stream(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert!(
+        status.message().contains("tools[1].parameters_json"),
+        "{status}"
+    );
+    assert_eq!(successes(&url).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_session_id_pins_a_session_to_one_backend() {
+    let stop = CancellationToken::new();
+    let mut urls = Vec::new();
+    for _ in 0..3 {
+        urls.push(sim(sim_config(0, FailureMode::None), &stop).await);
+    }
+    let yaml = format!(
+        "pools:\n  rr:\n    strategy: round_robin\n    backends: [{}]\nroutes:\n  \"*\": {{pool: rr}}\n",
+        backends_yaml(&urls)
+    );
+    let h = start(&yaml, stop).await;
+    let mut client = grpc_client(&h).await;
+    for _ in 0..6 {
+        let request = mesh_proto::ChatRequest {
+            session_id: "session-42".into(),
+            user: "end-user-1".into(),
+            ..grpc_chat("sim-model", "alpha beta")
+        };
+        grpc_chunks(&mut client, request).await;
+    }
+    let mut counts = all_successes(&urls).await;
+    counts.sort_unstable();
+    assert_eq!(counts, vec![0, 0, 6], "round robin would spread them");
+    // Without a session the pool's strategy spreads them again.
+    for _ in 0..3 {
+        grpc_chunks(&mut client, grpc_chat("sim-model", "alpha beta")).await;
+    }
+    let counts = all_successes(&urls).await;
+    assert_eq!(counts.iter().sum::<u64>(), 9);
+    assert!(counts.iter().filter(|n| **n > 0).count() >= 2, "{counts:?}");
+}
