@@ -17,10 +17,32 @@ pub const ENV_MAX_WAITING: &str = "AGENTMESH_SIM_MAX_WAITING";
 pub const ENV_DEFAULT_MAX_TOKENS: &str = "AGENTMESH_SIM_DEFAULT_MAX_TOKENS";
 pub const ENV_FAILURE: &str = "AGENTMESH_SIM_FAILURE";
 pub const ENV_EMBEDDING_DIM: &str = "AGENTMESH_SIM_EMBEDDING_DIM";
+pub const ENV_STARTUP_DELAY_MS: &str = "AGENTMESH_SIM_STARTUP_DELAY_MS";
+pub const ENV_LOAD_LATENCY_PCT: &str = "AGENTMESH_SIM_LOAD_LATENCY_PCT";
 
 /// The most generation slots the simulator can hand out (tokio's semaphore
 /// limit).
 pub const MAX_CONCURRENCY_LIMIT: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
+/// The largest `load_latency_pct`: past it the latency model says nothing
+/// a test could use, and the products stay far from overflow.
+pub const MAX_LOAD_LATENCY_PCT: u32 = 10_000;
+
+impl SimConfig {
+    /// `base` stretched for `running` requests holding slots (see
+    /// [`SimConfig::load_latency_pct`]).
+    pub fn loaded(&self, base: Duration, running: usize) -> Duration {
+        if self.load_latency_pct == 0 || base.is_zero() || running <= 1 {
+            return base;
+        }
+        let others = u32::try_from(running - 1).unwrap_or(u32::MAX);
+        let extra_pct = u64::from(self.load_latency_pct) * u64::from(others);
+        let extra = base.as_nanos().saturating_mul(u128::from(extra_pct)) / 100;
+        base.saturating_add(Duration::from_nanos(
+            u64::try_from(extra).unwrap_or(u64::MAX),
+        ))
+    }
+}
 
 /// How the simulator misbehaves on purpose, so callers can test their
 /// retry, fallback and stream-error paths against a real socket.
@@ -39,6 +61,13 @@ pub enum FailureMode {
     /// connection without a finish chunk or `[DONE]`. A non-streaming
     /// response is cut before its body completes.
     BreakStreamAfter(u32),
+    /// Every chat and embeddings request hangs without a byte of answer
+    /// (not even the head) until the client gives up or the server shuts
+    /// down: a stuck GPU worker, as a router's first-byte deadline sees it.
+    Timeout,
+    /// The first `n` requests hang like [`FailureMode::Timeout`], the rest
+    /// are served normally.
+    TimeoutFirstN(u32),
 }
 
 /// Everything the simulator needs to run.
@@ -62,6 +91,17 @@ pub struct SimConfig {
     pub failure: FailureMode,
     /// Components of an embedding when the request names no `dimensions`.
     pub embedding_dim: usize,
+    /// Model loading time after start: until it has passed, `/health`,
+    /// `/v1/models`, chat and embeddings answer 503 (what a vLLM or TGI
+    /// pod is while weights load, seen through a Service).
+    pub startup_delay: Duration,
+    /// Load-dependent latency, in percent of the base latency added per
+    /// other running request: a request that starts a phase (prefill, or
+    /// one decode step) while `r` requests hold generation slots (itself
+    /// included) waits `base × (1 + pct/100 × (r − 1))`, for both `ttft`
+    /// and `inter_token`. A batch on a GPU behaves roughly so: each decode
+    /// step grows with the batch. 0 keeps latency flat.
+    pub load_latency_pct: u32,
 }
 
 impl Default for SimConfig {
@@ -76,6 +116,8 @@ impl Default for SimConfig {
             default_max_tokens: 16,
             failure: FailureMode::None,
             embedding_dim: 64,
+            startup_delay: Duration::ZERO,
+            load_latency_pct: 0,
         }
     }
 }
@@ -142,6 +184,20 @@ impl SimConfig {
                 ));
             }
         }
+        if let Some(ms) = lookup(env, ENV_STARTUP_DELAY_MS) {
+            config.startup_delay =
+                Duration::from_millis(parse_with(ENV_STARTUP_DELAY_MS, ms, str::parse)?);
+        }
+        if let Some(pct) = lookup(env, ENV_LOAD_LATENCY_PCT) {
+            config.load_latency_pct = parse_with(ENV_LOAD_LATENCY_PCT, pct, str::parse)?;
+            if config.load_latency_pct > MAX_LOAD_LATENCY_PCT {
+                return Err(invalid(
+                    ENV_LOAD_LATENCY_PCT,
+                    pct,
+                    format!("must be at most {MAX_LOAD_LATENCY_PCT}"),
+                ));
+            }
+        }
         if let Some(mode) = lookup(env, ENV_FAILURE) {
             config.failure = parse_with(ENV_FAILURE, mode, parse_failure)?;
         }
@@ -149,12 +205,17 @@ impl SimConfig {
     }
 }
 
-/// Parses `none`, `always:<status>`, `first:<n>:<status>` or
-/// `break-after:<tokens>`.
+/// Parses `none`, `always:<status>`, `first:<n>:<status>`,
+/// `break-after:<tokens>`, `timeout` or `first:<n>:timeout`.
 fn parse_failure(value: &str) -> Result<FailureMode, String> {
     let parts: Vec<&str> = value.trim().split(':').collect();
     match parts.as_slice() {
         ["none"] => Ok(FailureMode::None),
+        ["timeout"] | ["always", "timeout"] => Ok(FailureMode::Timeout),
+        ["first", n, "timeout"] => {
+            let n = n.parse().map_err(|e| format!("request count {n:?}: {e}"))?;
+            Ok(FailureMode::TimeoutFirstN(n))
+        }
         ["always", status] => Ok(FailureMode::Always(parse_status(status)?)),
         ["first", n, status] => {
             let n = n.parse().map_err(|e| format!("request count {n:?}: {e}"))?;
@@ -167,7 +228,8 @@ fn parse_failure(value: &str) -> Result<FailureMode, String> {
             Ok(FailureMode::BreakStreamAfter(tokens))
         }
         _ => Err(
-            "expected none, always:<status>, first:<n>:<status> or break-after:<tokens>".to_owned(),
+            "expected none, always:<status>, first:<n>:<status>, break-after:<tokens>, timeout or first:<n>:timeout"
+                .to_owned(),
         ),
     }
 }
@@ -239,6 +301,8 @@ mod tests {
             (ENV_MAX_WAITING, "0"),
             (ENV_DEFAULT_MAX_TOKENS, "32"),
             (ENV_FAILURE, "first:3:500"),
+            (ENV_STARTUP_DELAY_MS, "2500"),
+            (ENV_LOAD_LATENCY_PCT, "25"),
         ]))
         .expect("valid env");
         assert_eq!(
@@ -253,6 +317,8 @@ mod tests {
                 default_max_tokens: 32,
                 failure: FailureMode::FirstN(3, 500),
                 embedding_dim: 64,
+                startup_delay: Duration::from_millis(2500),
+                load_latency_pct: 25,
             }
         );
     }
@@ -264,6 +330,9 @@ mod tests {
             ("always:503", FailureMode::Always(503)),
             ("first:3:500", FailureMode::FirstN(3, 500)),
             ("break-after:5", FailureMode::BreakStreamAfter(5)),
+            ("timeout", FailureMode::Timeout),
+            ("always:timeout", FailureMode::Timeout),
+            ("first:2:timeout", FailureMode::TimeoutFirstN(2)),
         ];
         for (text, want) in cases {
             let config = SimConfig::from_env(&env(&[(ENV_FAILURE, text)])).expect(text);
@@ -285,6 +354,10 @@ mod tests {
             (ENV_FAILURE, "always:abc"),
             (ENV_FAILURE, "first:x:500"),
             (ENV_FAILURE, "break-after:"),
+            (ENV_FAILURE, "first:x:timeout"),
+            (ENV_STARTUP_DELAY_MS, "soon"),
+            (ENV_LOAD_LATENCY_PCT, "-1"),
+            (ENV_LOAD_LATENCY_PCT, "10001"),
         ];
         for (name, value) in cases {
             let err = SimConfig::from_env(&env(&[(name, value)]))
@@ -293,6 +366,26 @@ mod tests {
             assert_eq!(*got, name);
             assert!(err.to_string().contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn load_latency_grows_linearly_with_other_running_requests() {
+        let base = Duration::from_millis(100);
+        let flat = SimConfig::default();
+        assert_eq!(flat.loaded(base, 50), base);
+        let loaded = SimConfig {
+            load_latency_pct: 50,
+            ..SimConfig::default()
+        };
+        assert_eq!(loaded.loaded(base, 0), base);
+        assert_eq!(loaded.loaded(base, 1), base, "alone: the base latency");
+        assert_eq!(loaded.loaded(base, 3), Duration::from_millis(200));
+        assert_eq!(loaded.loaded(Duration::ZERO, 100), Duration::ZERO);
+        let extreme = SimConfig {
+            load_latency_pct: MAX_LOAD_LATENCY_PCT,
+            ..SimConfig::default()
+        };
+        assert!(extreme.loaded(Duration::from_secs(3600), usize::MAX) >= Duration::from_secs(3600));
     }
 
     #[test]

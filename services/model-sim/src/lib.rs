@@ -3,8 +3,9 @@
 //! It speaks the real wire protocol: OpenAI chat completions (plain and
 //! streamed as server-sent events), `/v1/models`, vLLM's `/health` and its
 //! Prometheus metric names. Output is deterministic and latency is
-//! simulated from [`SimConfig`]; failures can be injected with
-//! [`FailureMode`]. It must never ship as a default model: it generates no
+//! simulated from [`SimConfig`] (a startup delay, load-dependent TTFT and
+//! inter-token delay); failures can be injected with [`FailureMode`]
+//! (error statuses, hangs, broken streams). It must never ship as a default model: it generates no
 //! meaningful text.
 //!
 //! Modules:
@@ -28,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{
     ConfigError, ENV_DEFAULT_MAX_TOKENS, ENV_EMBEDDING_DIM, ENV_FAILURE, ENV_INTER_TOKEN_MS,
-    ENV_LISTEN, ENV_MAX_CONCURRENCY, ENV_MAX_WAITING, ENV_MODEL, ENV_TTFT_MS, FailureMode,
-    MAX_CONCURRENCY_LIMIT, SimConfig,
+    ENV_LISTEN, ENV_LOAD_LATENCY_PCT, ENV_MAX_CONCURRENCY, ENV_MAX_WAITING, ENV_MODEL,
+    ENV_STARTUP_DELAY_MS, ENV_TTFT_MS, FailureMode, MAX_CONCURRENCY_LIMIT, MAX_LOAD_LATENCY_PCT,
+    SimConfig,
 };
 pub use openai::MAX_TOKENS_LIMIT;
 
@@ -58,7 +60,7 @@ pub async fn serve(
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, server::router(config))
+    axum::serve(listener, server::router(config, shutdown.clone()))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("model simulator server failed")?;

@@ -20,6 +20,7 @@ use axum::routing::{get, post};
 use futures::{StreamExt as _, stream};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{FailureMode, SimConfig};
 use crate::generate::{Completion, Tokens, prompt_tokens};
@@ -37,16 +38,23 @@ struct AppState {
     requests_seen: AtomicU64,
     metrics: Metrics,
     started_at: u64,
+    /// When the simulated model has loaded ([`SimConfig::startup_delay`]).
+    ready_at: Instant,
+    /// Ends injected hangs when the server stops.
+    shutdown: CancellationToken,
 }
 
-/// Builds the simulator's routes for `config`.
-pub fn router(config: SimConfig) -> Router {
+/// Builds the simulator's routes for `config`; `shutdown` releases
+/// requests held by an injected timeout.
+pub fn router(config: SimConfig, shutdown: CancellationToken) -> Router {
     let state = Arc::new(AppState {
         slots: Arc::new(Semaphore::new(config.max_concurrency)),
         waiting: AtomicUsize::new(0),
         requests_seen: AtomicU64::new(0),
         metrics: Metrics::new(&config.model),
         started_at: unix_now(),
+        ready_at: Instant::now() + config.startup_delay,
+        shutdown,
         config,
     });
     Router::new()
@@ -60,11 +68,45 @@ pub fn router(config: SimConfig) -> Router {
         .with_state(state)
 }
 
-async fn health() -> StatusCode {
-    StatusCode::OK
+/// 503 while the model loads, like vLLM's and TGI's probes.
+async fn health(State(state): State<Arc<AppState>>) -> StatusCode {
+    if state.loading() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    }
+}
+
+impl AppState {
+    fn loading(&self) -> bool {
+        Instant::now() < self.ready_at
+    }
+
+    /// Requests holding a generation slot now.
+    fn running(&self) -> usize {
+        self.config
+            .max_concurrency
+            .saturating_sub(self.slots.available_permits())
+    }
+
+    /// `base` stretched by the load now ([`SimConfig::loaded`]).
+    fn loaded(&self, base: Duration) -> Duration {
+        self.config.loaded(base, self.running())
+    }
+}
+
+/// The answer while the model loads.
+fn loading() -> ApiError {
+    ApiError {
+        message: "the model is still loading".to_owned(),
+        ..ApiError::injected(503)
+    }
 }
 
 async fn list_models(State(state): State<Arc<AppState>>) -> Response {
+    if state.loading() {
+        return loading().into_response();
+    }
     let body = serde_json::json!({
         "object": "list",
         "data": [{
@@ -106,16 +148,18 @@ async fn embeddings(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let answer = inject_failure(&state)
-        .and_then(|()| {
-            body.map_err(|rejection| ApiError {
-                status: rejection.status(),
-                ..ApiError::invalid(rejection.body_text(), None)
-            })
+    let answer = async {
+        hang_if_injected(&state).await?;
+        inject_failure(&state)
+    }
+    .await
+    .and_then(|()| {
+        body.map_err(|rejection| ApiError {
+            status: rejection.status(),
+            ..ApiError::invalid(rejection.body_text(), None)
         })
-        .and_then(|body| {
-            crate::embed::respond(&body, &state.config.model, state.config.embedding_dim)
-        });
+    })
+    .and_then(|body| crate::embed::respond(&body, &state.config.model, state.config.embedding_dim));
     match answer {
         Ok(value) => axum::Json(value).into_response(),
         Err(err) => err.into_response(),
@@ -128,6 +172,7 @@ async fn handle_chat(
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     // Injected failures come first: a broken server does not read the body.
+    hang_if_injected(&state).await?;
     inject_failure(&state)?;
     let body = body.map_err(|rejection| ApiError {
         status: rejection.status(),
@@ -151,6 +196,28 @@ async fn handle_chat(
     }
 }
 
+/// A loading model answers 503; an injected timeout holds the request,
+/// without a byte of answer, until the client leaves (dropping this
+/// future) or the server stops.
+async fn hang_if_injected(state: &AppState) -> Result<(), ApiError> {
+    if state.loading() {
+        return Err(loading());
+    }
+    let hang = match state.config.failure {
+        FailureMode::Timeout => true,
+        FailureMode::TimeoutFirstN(n) => {
+            state.requests_seen.fetch_add(1, Ordering::SeqCst) < u64::from(n)
+        }
+        _ => false,
+    };
+    if hang {
+        tracing::info!("simulating a request that never answers");
+        state.shutdown.cancelled().await;
+        return Err(shutting_down());
+    }
+    Ok(())
+}
+
 fn inject_failure(state: &AppState) -> Result<(), ApiError> {
     match state.config.failure {
         FailureMode::Always(status) => Err(ApiError::injected(status)),
@@ -162,7 +229,10 @@ fn inject_failure(state: &AppState) -> Result<(), ApiError> {
                 Ok(())
             }
         }
-        FailureMode::None | FailureMode::BreakStreamAfter(_) => Ok(()),
+        FailureMode::None
+        | FailureMode::BreakStreamAfter(_)
+        | FailureMode::Timeout
+        | FailureMode::TimeoutFirstN(_) => Ok(()),
     }
 }
 
@@ -282,14 +352,14 @@ fn scripted_arguments(messages: &[crate::openai::Message]) -> Completion {
 /// would take.
 async fn complete(state: &AppState, job: Job, permit: OwnedSemaphorePermit) -> Response {
     let config = &state.config;
-    sleep(config.ttft).await;
+    sleep(state.loaded(config.ttft)).await;
     state
         .metrics
         .observe_time_to_first_token(job.arrived.elapsed().as_secs_f64());
     let generated = job.completion.generated;
     sleep(
-        config
-            .inter_token
+        state
+            .loaded(config.inter_token)
             .saturating_mul(generated.saturating_sub(1)),
     )
     .await;
@@ -410,7 +480,7 @@ impl EventStream {
             Phase::Role => {
                 // Like vLLM, the first chunk (the role) comes with the first
                 // token, after prefill: a head alone says nothing of TTFT.
-                sleep(self.state.config.ttft).await;
+                sleep(self.state.loaded(self.state.config.ttft)).await;
                 self.phase = Phase::Tokens;
                 let delta = Delta {
                     role: Some("assistant"),
@@ -450,7 +520,7 @@ impl EventStream {
                     .metrics
                     .observe_time_to_first_token(self.job.arrived.elapsed().as_secs_f64());
             } else {
-                sleep(config.inter_token).await;
+                sleep(self.state.loaded(config.inter_token)).await;
             }
             self.state.metrics.add_generation_tokens(1);
             let index = self.sent;

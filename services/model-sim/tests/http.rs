@@ -749,3 +749,126 @@ async fn embeddings_are_deterministic_with_usage() {
     assert_eq!(response.status(), 400);
     sim.stop().await;
 }
+
+/// Polls `/health` until it answers 200; gives up after ten seconds.
+async fn wait_until_ready(sim: &Sim) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = sim.client.get(sim.url("/health")).send().await;
+        if response.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_loading_model_answers_503_until_its_startup_delay_passes() {
+    // Long enough that every request below arrives while it loads.
+    let loading = Sim::start(SimConfig {
+        startup_delay: Duration::from_secs(600),
+        ..config()
+    })
+    .await;
+    let health = loading
+        .client
+        .get(loading.url("/health"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 503);
+    let chat = loading.chat(&chat_body("a b", 2)).await;
+    assert_eq!(chat.status(), 503);
+    let error: Value = chat.json().await.expect("json");
+    assert_eq!(error["error"]["type"], "server_error");
+    let models = loading
+        .client
+        .get(loading.url("/v1/models"))
+        .send()
+        .await
+        .expect("models");
+    assert_eq!(models.status(), 503);
+    let embed = loading
+        .client
+        .post(loading.url("/v1/embeddings"))
+        .json(&json!({"model": "sim-model", "input": "x"}))
+        .send()
+        .await
+        .expect("embeddings");
+    assert_eq!(embed.status(), 503);
+    // Metrics stay readable: an idle server with nothing running.
+    let metrics = loading.metrics().await;
+    assert!(metrics.contains("vllm:num_requests_running"), "{metrics}");
+    loading.stop().await;
+
+    let sim = Sim::start(SimConfig {
+        startup_delay: Duration::from_millis(200),
+        ..config()
+    })
+    .await;
+    wait_until_ready(&sim).await;
+    assert_eq!(sim.chat(&chat_body("a b", 2)).await.status(), 200);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn an_injected_timeout_sends_nothing_until_the_client_gives_up() {
+    let sim = Sim::start(SimConfig {
+        failure: FailureMode::TimeoutFirstN(1),
+        ..config()
+    })
+    .await;
+    let hung = sim
+        .client
+        .post(sim.url("/v1/chat/completions"))
+        .json(&stream_body("a b", 2, false))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await
+        .expect_err("no head ever comes");
+    assert!(hung.is_timeout(), "{hung}");
+    // The next request is served; the hung one never counted as served.
+    let response = sim.chat(&chat_body("a b", 2)).await;
+    assert_eq!(response.status(), 200);
+    let metrics = sim.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("vllm:request_success_total{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_held_by_an_injected_timeout_is_released_at_shutdown() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let sim = Sim::start(SimConfig {
+        failure: FailureMode::Timeout,
+        ..config()
+    })
+    .await;
+    let body = chat_body("a b", 2).to_string();
+    let mut socket = tokio::net::TcpStream::connect(sim.base.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: sim\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    socket
+        .write_all(format!("{head}{body}").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = [0u8; 256];
+    let silent = tokio::time::timeout(Duration::from_millis(300), socket.read(&mut buf)).await;
+    assert!(silent.is_err(), "a hung request sends nothing");
+    // `stop` insists the server ends: the hang must not hold it open, and
+    // the held request gets an answer rather than a silent close.
+    sim.stop().await;
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+}
