@@ -11,6 +11,10 @@ use crate::config::Config;
 pub enum BackendError {
     #[error("model backend unreachable: {0}")]
     Unreachable(String),
+    /// No connection at all (refused, no route, DNS): nothing was sent, so
+    /// the backend is not there; a pool scaled to zero looks like this.
+    #[error("model backend refused the connection: {0}")]
+    Connect(String),
     #[error("model backend did not answer within {0:?}")]
     Timeout(Duration),
     /// The backend answered with an error status; body kept for the caller.
@@ -88,6 +92,8 @@ impl Client {
             .map_err(|e| {
                 if e.is_timeout() {
                     BackendError::Timeout(target.first_byte)
+                } else if e.is_connect() {
+                    BackendError::Connect(e.to_string())
                 } else {
                     BackendError::Unreachable(e.to_string())
                 }
@@ -105,7 +111,7 @@ impl BackendError {
     /// Worth trying another backend: it was not the request's fault.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Unreachable(_) | Self::Timeout(_) => true,
+            Self::Unreachable(_) | Self::Connect(_) | Self::Timeout(_) => true,
             Self::Status { status, .. } => *status == 429 || *status >= 500,
         }
     }
@@ -113,7 +119,7 @@ impl BackendError {
     /// The outcome label of `router_backend_requests`.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Self::Unreachable(_) => "unreachable",
+            Self::Unreachable(_) | Self::Connect(_) => "unreachable",
             Self::Timeout(_) => "timeout",
             Self::Status { status: 429, .. } => "overloaded",
             Self::Status { status, .. } if *status >= 500 => "server_error",

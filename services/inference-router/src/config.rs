@@ -31,8 +31,13 @@ pub struct Config {
     pub max_concurrency: usize,
     /// Requests that may wait for a slot; more are refused (429).
     pub max_queue: usize,
-    /// How long a request may wait for a slot (covers scale-from-zero).
+    /// How long a request may wait for a slot, or for a ready backend
+    /// while the pool has none (scale from zero).
     pub queue_timeout: Duration,
+    /// The backend's readiness probe path (vLLM's `/health`).
+    pub health_path: String,
+    /// How often every backend's readiness is probed.
+    pub health_interval: Duration,
     /// The YAML route table (`routes.example.yaml`); when unset, the one
     /// `backend_url` forms pool `default` serving every model.
     pub routes_file: Option<PathBuf>,
@@ -60,6 +65,17 @@ const PREFIX: &str = "AGENTMESH_ROUTER_";
 
 fn var(name: &str) -> String {
     format!("{PREFIX}{name}")
+}
+
+fn health_path(env: &Env) -> Result<String, ConfigError> {
+    let path = env::string_or(env, &var("HEALTH_PATH"), "/health");
+    if !path.starts_with('/') {
+        return Err(ConfigError::Invalid {
+            var: var("HEALTH_PATH"),
+            reason: format!("{path:?} must start with /"),
+        });
+    }
+    Ok(path)
 }
 
 impl Config {
@@ -97,6 +113,12 @@ impl Config {
             max_concurrency: env::parse_or(env, &var("MAX_CONCURRENCY"), 256)?,
             max_queue: env::parse_or(env, &var("MAX_QUEUE"), 4096)?,
             queue_timeout: env::millis_or(env, &var("QUEUE_TIMEOUT_MS"), Duration::from_secs(120))?,
+            health_path: health_path(env)?,
+            health_interval: env::millis_or(
+                env,
+                &var("HEALTH_INTERVAL_MS"),
+                Duration::from_secs(1),
+            )?,
             routes_file: env::optional(env, &var("ROUTES_FILE")).map(PathBuf::from),
             reload_interval: env::millis_or(
                 env,

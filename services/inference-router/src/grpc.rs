@@ -40,9 +40,8 @@ fn dispatch_status(error: &DispatchError) -> Status {
         DispatchError::Admission(AdmitError::QueueFull { .. }) => {
             Status::resource_exhausted(error.to_string())
         }
-        DispatchError::Admission(AdmitError::Timeout { .. }) | DispatchError::NoBackend { .. } => {
-            Status::unavailable(error.to_string())
-        }
+        DispatchError::Admission(AdmitError::Timeout { .. } | AdmitError::NotReady { .. })
+        | DispatchError::NoBackend { .. } => Status::unavailable(error.to_string()),
         DispatchError::Backend(error) => status_of(error),
     }
 }
@@ -61,7 +60,7 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Status>> + Send>>
 fn status_of(error: &BackendError) -> Status {
     let message = describe_backend_error(error);
     match error {
-        BackendError::Unreachable(_) => Status::unavailable(message),
+        BackendError::Unreachable(_) | BackendError::Connect(_) => Status::unavailable(message),
         BackendError::Timeout(_) => Status::deadline_exceeded(message),
         BackendError::Status { status, .. } => match *status {
             429 => Status::resource_exhausted(message),

@@ -75,6 +75,9 @@ pub struct Metrics {
     pub backend_in_flight: Family<BackendLabels, Gauge>,
     /// 1 while a backend is ejected (outlier detection), else 0.
     pub backend_ejected: Family<BackendLabels, Gauge>,
+    /// 1 while a backend's readiness probe passes (or before its first
+    /// probe), 0 while it fails or its connections are refused.
+    pub backend_ready: Family<BackendLabels, Gauge>,
     /// Calls to one backend by outcome (ok, server_error, overloaded,
     /// timeout, unreachable, client_error).
     pub backend_requests: Family<BackendOutcomeLabels, Counter>,
@@ -98,6 +101,7 @@ impl Metrics {
             cache: Family::default(),
             backend_in_flight: Family::default(),
             backend_ejected: Family::default(),
+            backend_ready: Family::default(),
             backend_requests: Family::default(),
             route_reloads: Family::default(),
             pool_queue_depth: Family::default(),
@@ -134,6 +138,11 @@ impl Metrics {
             "router_backend_ejected",
             "1 while the backend is ejected after consecutive failures",
             m.backend_ejected.clone(),
+        );
+        registry.register(
+            "router_backend_ready",
+            "1 while the backend's readiness probe passes, 0 while it is not ready",
+            m.backend_ready.clone(),
         );
         registry.register(
             "router_backend_requests",

@@ -170,7 +170,7 @@ fn backend_error_response(error: BackendError) -> Response {
             &error.to_string(),
             None,
         ),
-        BackendError::Unreachable(_) => openai_error(
+        BackendError::Unreachable(_) | BackendError::Connect(_) => openai_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_error",
             &error.to_string(),
@@ -630,7 +630,7 @@ fn admission_error_response(error: &AdmitError) -> Response {
             &error.to_string(),
             None,
         ),
-        AdmitError::Timeout { .. } => openai_error(
+        AdmitError::Timeout { .. } | AdmitError::NotReady { .. } => openai_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_error",
             &error.to_string(),

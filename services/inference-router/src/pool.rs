@@ -7,19 +7,28 @@
 //! `cooldown`; after it one request (the half-open probe) is let through
 //! and its outcome decides between healthy and another cooldown.
 //!
+//! Readiness (scale from zero) is separate from health: a backend is not
+//! ready while its readiness probe fails (`watch::scrape_loop`) or after a
+//! request found its connection refused, until a probe passes again. A
+//! pool without a ready backend is skipped for the next pool of the
+//! request's plan; on the plan's last pool the request waits in the
+//! pool's queue until a backend turns ready or the queue deadline passes.
+//! A refused connection sent nothing, so it does not use up an attempt.
+//!
 //! Never fails over after bytes reached the client: [`Router::dispatch`]
 //! returns once the response head (and for a stream, its first chunk) is
 //! in, and what follows is the caller's to relay.
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::Notify;
 
 use crate::admission::{AdmitError, Admitted, Pool as Admission};
 use crate::backend::{BackendError, Client, Target};
@@ -59,17 +68,27 @@ pub struct BackendState {
     health: Mutex<Health>,
     in_flight_gauge: Gauge,
     ejected_gauge: Gauge,
+    /// Readiness; `true` until a probe or a refused connection says not.
+    ready: AtomicBool,
+    ready_gauge: Gauge,
+    /// The router's "a backend turned ready" signal.
+    became_ready: Arc<Notify>,
 }
 
 impl BackendState {
-    fn new(pool: &str, spec: BackendSpec, metrics: &Metrics) -> Self {
+    fn new(pool: &str, spec: BackendSpec, metrics: &Metrics, became_ready: Arc<Notify>) -> Self {
         let labels = BackendLabels {
             pool: pool.to_owned(),
             backend: spec.url.clone(),
         };
+        let ready_gauge = metrics.backend_ready.get_or_create(&labels).clone();
+        ready_gauge.set(1);
         Self {
             in_flight_gauge: metrics.backend_in_flight.get_or_create(&labels).clone(),
             ejected_gauge: metrics.backend_ejected.get_or_create(&labels).clone(),
+            ready: AtomicBool::new(true),
+            ready_gauge,
+            became_ready,
             spec,
             pool: pool.to_owned(),
             in_flight: AtomicUsize::new(0),
@@ -88,6 +107,26 @@ impl BackendState {
 
     pub fn api_key(&self) -> Option<&str> {
         self.spec.api_key.as_deref()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Records a readiness verdict; turning ready wakes requests waiting
+    /// for one.
+    pub fn set_ready(&self, ready: bool) {
+        let was = self.ready.swap(ready, Ordering::SeqCst);
+        if was == ready {
+            return;
+        }
+        self.ready_gauge.set(i64::from(ready));
+        if ready {
+            tracing::info!(pool = %self.pool, backend = %self.spec.url, "backend ready");
+            self.became_ready.notify_waiters();
+        } else {
+            tracing::warn!(pool = %self.pool, backend = %self.spec.url, "backend not ready");
+        }
     }
 
     /// Usable now: healthy, or ejected with the cooldown over (a probe).
@@ -208,6 +247,30 @@ pub struct PoolRuntime {
 }
 
 impl PoolRuntime {
+    fn any_ready(&self) -> bool {
+        self.backends.iter().any(|b| b.is_ready())
+    }
+
+    /// Resolves once a backend of this pool is ready.
+    async fn ready(&self) {
+        let signal = self.backends.first().map(|b| b.became_ready.clone());
+        let Some(signal) = signal else {
+            // No backends: nothing can turn ready.
+            return std::future::pending().await;
+        };
+        loop {
+            // Registered before the check, so a backend turning ready in
+            // between still wakes this wait.
+            let notified = signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.any_ready() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// A backend for this request: the session's rendezvous choice while it
     /// is below its cap, else the strategy's, never one in `tried`.
     fn pick(&self, session: Option<&str>, tried: &mut Vec<usize>) -> Option<BackendGuard> {
@@ -218,7 +281,7 @@ impl PoolRuntime {
                 .backends
                 .iter()
                 .enumerate()
-                .map(|(i, b)| !tried.contains(&i) && b.usable(now))
+                .map(|(i, b)| !tried.contains(&i) && b.is_ready() && b.usable(now))
                 .collect();
             let cap = self.spec.limits.max_concurrent;
             let candidates: Vec<Candidate> = self
@@ -257,7 +320,12 @@ impl Table {
     /// Builds the runtime for `spec`, keeping the state (in-flight counts,
     /// EWMA, health, admission queue) of pools and backends that did not
     /// change since `old`.
-    pub fn build(spec: TableSpec, old: Option<&Table>, metrics: &Metrics) -> Self {
+    pub fn build(
+        spec: TableSpec,
+        old: Option<&Table>,
+        metrics: &Metrics,
+        became_ready: &Arc<Notify>,
+    ) -> Self {
         let mut pools = HashMap::new();
         for (name, pool_spec) in &spec.pools {
             let previous = old.and_then(|t| t.pools.get(name));
@@ -268,7 +336,14 @@ impl Table {
                     previous
                         .and_then(|p| p.backends.iter().find(|x| x.spec == *b))
                         .cloned()
-                        .unwrap_or_else(|| Arc::new(BackendState::new(name, b.clone(), metrics)))
+                        .unwrap_or_else(|| {
+                            Arc::new(BackendState::new(
+                                name,
+                                b.clone(),
+                                metrics,
+                                became_ready.clone(),
+                            ))
+                        })
                 })
                 .collect();
             let limits = &pool_spec.limits;
@@ -347,14 +422,18 @@ pub struct Router {
     table: RwLock<Arc<Table>>,
     client: Client,
     metrics: Metrics,
+    /// Woken whenever any backend turns ready; waiters check their pool.
+    became_ready: Arc<Notify>,
 }
 
 impl Router {
     pub fn new(spec: TableSpec, client: Client, metrics: Metrics) -> Self {
+        let became_ready = Arc::new(Notify::new());
         Self {
-            table: RwLock::new(Arc::new(Table::build(spec, None, &metrics))),
+            table: RwLock::new(Arc::new(Table::build(spec, None, &metrics, &became_ready))),
             client,
             metrics,
+            became_ready,
         }
     }
 
@@ -371,7 +450,12 @@ impl Router {
             .table
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *table = Arc::new(Table::build(spec, Some(&table), &self.metrics));
+        *table = Arc::new(Table::build(
+            spec,
+            Some(&table),
+            &self.metrics,
+            &self.became_ready,
+        ));
     }
 
     pub fn client(&self) -> &Client {
@@ -388,7 +472,8 @@ impl Router {
         let retry = &table.spec.retry;
         let mut attempts = 0u32;
         let mut last: Option<DispatchError> = None;
-        for (pool_name, rewrite) in plan {
+        let steps = plan.len();
+        for (step, (pool_name, rewrite)) in plan.into_iter().enumerate() {
             let Some(pool) = table.pools.get(&pool_name) else {
                 continue;
             };
@@ -396,13 +481,27 @@ impl Router {
                 Some(model) => with_model(&call.body, model),
                 None => call.body.clone(),
             };
+            let last_pool = step + 1 == steps;
+            let deadline = pool.admission.deadline();
             let mut tried = Vec::new();
-            while attempts < retry.max_attempts && tried.len() < pool.backends.len() {
-                if attempts > 0 {
-                    // Off the pool's slots: a backoff holds no capacity.
-                    tokio::time::sleep(backoff(retry, attempts)).await;
+            let mut backoff_due = attempts > 0;
+            while attempts < retry.max_attempts {
+                if last_pool && !pool.any_ready() {
+                    // Scale from zero: wait, queued, for a ready backend.
+                    if let Err(error) = pool.admission.wait_ready(pool.ready(), deadline).await {
+                        last = Some(error.into());
+                        break;
+                    }
+                    tried.clear();
                 }
-                let admitted = match pool.admission.admit().await {
+                if tried.len() >= pool.backends.len() {
+                    break;
+                }
+                if backoff_due {
+                    // Off the pool's slots: a backoff holds no capacity.
+                    tokio::time::sleep(backoff(retry, attempts.max(1))).await;
+                }
+                let admitted = match pool.admission.admit(deadline).await {
                     Ok(admitted) => admitted,
                     Err(error) => {
                         last = Some(error.into());
@@ -410,14 +509,16 @@ impl Router {
                     }
                 };
                 let Some(guard) = pool.pick(call.session, &mut tried) else {
-                    if last.is_none() {
+                    if last.is_none() || !pool.any_ready() {
                         last = Some(DispatchError::NoBackend {
                             pool: pool.name.clone(),
                         });
                     }
+                    if last_pool && !pool.any_ready() {
+                        continue; // wait for readiness at the top
+                    }
                     break;
                 };
-                attempts += 1;
                 let backend = guard.backend.clone();
                 match self.attempt(pool, &backend, &call, body.clone()).await {
                     Ok((answer, ttft)) => {
@@ -440,7 +541,16 @@ impl Router {
                             backend.succeeded(None, pool.spec.ewma_alpha);
                             return Err(error.into());
                         }
-                        backend.failed(&pool.spec, Instant::now());
+                        if matches!(error, BackendError::Connect(_)) {
+                            // Nothing listens there (scaled to zero, not yet
+                            // started): not ready until a probe passes, and
+                            // as nothing was sent, no attempt is used up.
+                            backend.set_ready(false);
+                        } else {
+                            attempts += 1;
+                            backend.failed(&pool.spec, Instant::now());
+                        }
+                        backoff_due = true;
                         tracing::warn!(
                             pool = %pool.name,
                             backend = %backend.url(),
@@ -542,6 +652,10 @@ mod tests {
             },
             ewma_alpha: 0.5,
             scrape_interval: Duration::from_secs(1),
+            health: crate::routes::HealthSpec {
+                path: "/health".to_owned(),
+                interval: Duration::from_secs(1),
+            },
         }
     }
 
@@ -556,6 +670,7 @@ mod tests {
                 api_key: None,
             },
             &metrics,
+            Arc::new(Notify::new()),
         ))
     }
 

@@ -69,6 +69,16 @@ pub struct PoolSpec {
     pub ewma_alpha: f64,
     /// How often `queue_aware` scrapes each backend's `/metrics`.
     pub scrape_interval: Duration,
+    pub health: HealthSpec,
+}
+
+/// The readiness probe of a pool's backends: `GET path` every `interval`.
+/// An answer below 500 is ready (404 too: a server without the path is up);
+/// a 5xx, a refused connection or no answer is not ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    pub path: String,
+    pub interval: Duration,
 }
 
 #[derive(Clone, PartialEq)]
@@ -197,6 +207,15 @@ struct RawPool {
     ewma_alpha: f64,
     #[serde(default = "default_scrape")]
     scrape_interval_ms: u64,
+    #[serde(default)]
+    health: RawHealth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    path: Option<String>,
+    interval_ms: Option<u64>,
 }
 
 fn default_strategy() -> Strategy {
@@ -307,6 +326,10 @@ pub fn single_backend(config: &Config) -> TableSpec {
         },
         ewma_alpha: default_alpha(),
         scrape_interval: Duration::from_millis(default_scrape()),
+        health: HealthSpec {
+            path: config.health_path.clone(),
+            interval: config.health_interval,
+        },
     };
     TableSpec {
         pools: BTreeMap::from([("default".to_owned(), pool)]),
@@ -539,7 +562,24 @@ fn validate_pool(
             "must be above 0",
         ));
     }
+    let health = HealthSpec {
+        path: pool
+            .health
+            .path
+            .unwrap_or_else(|| config.health_path.clone()),
+        interval: pool.health.interval_ms.map_or(config.health_interval, ms),
+    };
+    if !health.path.starts_with('/') {
+        return Err(invalid(format!("{at}.health.path"), "must start with /"));
+    }
+    if health.interval.is_zero() {
+        return Err(invalid(
+            format!("{at}.health.interval_ms"),
+            "must be above 0",
+        ));
+    }
     Ok(PoolSpec {
+        health,
         strategy: pool.strategy,
         backends,
         limits,
@@ -737,6 +777,41 @@ routes:
                 .unwrap_err()
                 .to_string();
             assert!(err.starts_with(path), "{section}: {err}");
+        }
+    }
+
+    #[test]
+    fn health_probes_default_from_the_config_and_bad_ones_name_their_field() {
+        let base =
+            "routes: {\"*\": {pool: p}}\npools:\n  p:\n    backends: [{url: \"http://h:1\"}]\n";
+        let t = parse(base, &config(), &Env::new()).unwrap();
+        assert_eq!(
+            t.pools["p"].health,
+            HealthSpec {
+                path: "/health".to_owned(),
+                interval: Duration::from_secs(1)
+            }
+        );
+        let t = parse(
+            &format!("{base}    health: {{path: /ready, interval_ms: 250}}\n"),
+            &config(),
+            &Env::new(),
+        )
+        .unwrap();
+        assert_eq!(t.pools["p"].health.path, "/ready");
+        assert_eq!(t.pools["p"].health.interval, Duration::from_millis(250));
+        for (health, path) in [
+            ("{path: ready}", "pools.p.health.path"),
+            ("{interval_ms: 0}", "pools.p.health.interval_ms"),
+        ] {
+            let err = parse(
+                &format!("{base}    health: {health}\n"),
+                &config(),
+                &Env::new(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.starts_with(path), "{health}: {err}");
         }
     }
 

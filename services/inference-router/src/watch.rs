@@ -1,6 +1,6 @@
 //! The router's two background loops: reloading the routes file when its
-//! modification time changes, and scraping the `/metrics` of every backend
-//! in a `queue_aware` pool. Both stop with the service. A bad new routes
+//! modification time changes, and probing every backend's readiness (and
+//! scraping the `/metrics` of every backend in a `queue_aware` pool). Both stop with the service. A bad new routes
 //! file is logged and counted (`router_route_reloads{result="error"}`), and
 //! the table in use keeps serving: a reload must never take routes away
 //! because of a typo.
@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Target;
+use crate::backend::{BackendError, Target};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pool::Router;
@@ -58,57 +58,84 @@ pub async fn reload_loop(
     }
 }
 
+/// Probes every backend's readiness (`health.path`) and, in `queue_aware`
+/// pools, scrapes its `/metrics`, all at once, every tick: the shortest
+/// `health.interval` or `scrape_interval` of the table (one tick for all
+/// keeps this one loop; a pool with a longer interval is probed more often
+/// than it asked, which costs one small GET).
 pub async fn scrape_loop(
     router: Arc<Router>,
     stop: CancellationToken,
 ) -> Result<(), std::convert::Infallible> {
     loop {
         let table = router.table();
-        let pools: Vec<_> = table
-            .pools
-            .values()
-            .filter(|p| p.spec.strategy == Strategy::QueueAware)
-            .cloned()
-            .collect();
+        let pools: Vec<_> = table.pools.values().cloned().collect();
         let interval = pools
             .iter()
-            .map(|p| p.spec.scrape_interval)
+            .flat_map(|p| {
+                let scrape =
+                    (p.spec.strategy == Strategy::QueueAware).then_some(p.spec.scrape_interval);
+                std::iter::once(p.spec.health.interval).chain(scrape)
+            })
             .min()
             .unwrap_or(Duration::from_secs(1));
-        let scrapes = pools.iter().flat_map(|pool| {
+        let probes = pools.iter().flat_map(|pool| {
             let router = &router;
             pool.backends.iter().map(move |backend| async move {
                 let target = Target {
                     base: backend.url(),
-                    api_key: None,
+                    api_key: backend.api_key(),
                     first_byte: interval,
                     total: interval,
                 };
-                let load = match router.client().get(&target, "/metrics").await {
-                    Ok(response) => match response.text().await {
-                        Ok(text) => parse_vllm_load(&text),
-                        Err(_) => None,
-                    },
-                    Err(error) => {
-                        tracing::debug!(backend = %backend.url(), %error, "metrics scrape failed");
-                        None
+                let health = router.client().get(&target, &pool.spec.health.path);
+                let metrics = async {
+                    if pool.spec.strategy != Strategy::QueueAware {
+                        return;
                     }
+                    let scrape = Target {
+                        api_key: None,
+                        ..target
+                    };
+                    let load = match router.client().get(&scrape, "/metrics").await {
+                        Ok(response) => match response.text().await {
+                            Ok(text) => parse_vllm_load(&text),
+                            Err(_) => None,
+                        },
+                        Err(error) => {
+                            tracing::debug!(backend = %backend.url(), %error, "metrics scrape failed");
+                            None
+                        }
+                    };
+                    // A backend that cannot be scraped loses its stale numbers:
+                    // its score falls back to this router's in-flight count.
+                    backend.set_load(load);
                 };
-                // A backend that cannot be scraped loses its stale numbers:
-                // its score falls back to this router's in-flight count.
-                backend.set_load(load);
+                let (health, ()) = futures::join!(health, metrics);
+                backend.set_ready(ready(&health));
             })
         });
-        let scrapes = futures::future::join_all(scrapes);
+        let probes = futures::future::join_all(probes);
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            _ = scrapes => {}
+            _ = probes => {}
         }
         drop(table);
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
             () = tokio::time::sleep(interval) => {}
         }
+    }
+}
+
+/// A readiness probe's verdict: any answer below 500 is a server that is
+/// up (a 404 too: it has no such path, OpenAI's API for one); a 5xx, a
+/// refused connection or no answer in time is not ready.
+fn ready(probe: &Result<reqwest::Response, BackendError>) -> bool {
+    match probe {
+        Ok(_) => true,
+        Err(BackendError::Status { status, .. }) => *status < 500,
+        Err(_) => false,
     }
 }
 
@@ -156,6 +183,20 @@ pub fn parse_vllm_load(text: &str) -> Option<Load> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_answer_below_500_is_ready() {
+        let status = |status| {
+            ready(&Err(BackendError::Status {
+                status,
+                body: Default::default(),
+            }))
+        };
+        assert!(status(404) && status(401));
+        assert!(!status(503) && !status(500));
+        assert!(!ready(&Err(BackendError::Connect("refused".into()))));
+        assert!(!ready(&Err(BackendError::Timeout(Duration::from_secs(1)))));
+    }
 
     #[test]
     fn vllm_metrics_parse_with_either_cache_name() {

@@ -877,3 +877,198 @@ async fn grpc_session_id_pins_a_session_to_one_backend() {
     assert_eq!(counts.iter().sum::<u64>(), 9);
     assert!(counts.iter().filter(|n| **n > 0).count() >= 2, "{counts:?}");
 }
+
+/// Polls the router's metrics until `name{labels}` has `value`; gives up
+/// after twenty seconds.
+async fn wait_for_metric(h: &Harness, name: &str, labels: &[(&str, &str)], value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = h.metrics().await;
+        if metric(&text, name, labels) == Some(value) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}{labels:?} never reached {value}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_scaled_to_zero_queues_requests_until_a_backend_comes_up() {
+    let stop = CancellationToken::new();
+    // A port where nothing listens yet: the pool's only backend is scaled
+    // to zero (a Service without endpoints refuses connections).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let yaml = format!(
+        r#"
+pools:
+  gpu:
+    backends: [{{url: "{url}"}}]
+    health: {{interval_ms: 50}}
+    limits: {{queue_timeout_ms: 60000}}
+routes:
+  "*": {{pool: gpu}}
+"#
+    );
+    let h = std::sync::Arc::new(start(&yaml, stop.clone()).await);
+    let waiting = tokio::spawn({
+        let h = h.clone();
+        async move { h.ok(&chat("sim-model"), &[]).await }
+    });
+    // The request waits in the pool's queue, where the autoscaler sees it,
+    // rather than failing with a 503.
+    wait_for_metric(&h, "router_pool_queue_depth", &[("pool", "gpu")], 1.0).await;
+    wait_for_metric(&h, "router_backend_ready", &[("backend", &url)], 0.0).await;
+    assert!(!waiting.is_finished());
+    // The backend comes up on that port; the probe sees it ready and the
+    // queued request is served.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(model_sim::serve(
+        listener,
+        sim_config(0, FailureMode::None),
+        stop.clone(),
+    ));
+    let body = waiting.await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(successes(&url).await, 1);
+    let metrics = h.metrics().await;
+    assert_eq!(
+        metric(&metrics, "router_pool_queue_depth", &[("pool", "gpu")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&metrics, "router_backend_ready", &[("backend", &url)]),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_loading_backend_holds_requests_until_its_health_passes() {
+    let stop = CancellationToken::new();
+    let url = sim(
+        SimConfig {
+            startup_delay: Duration::from_millis(2_500),
+            ..sim_config(0, FailureMode::None)
+        },
+        &stop,
+    )
+    .await;
+    let yaml = format!(
+        "pools:\n  gpu:\n    backends: [{}]\n    health: {{interval_ms: 50}}\nroutes:\n  \"*\": {{pool: gpu}}\n",
+        backends_yaml(std::slice::from_ref(&url))
+    );
+    let h = std::sync::Arc::new(start(&yaml, stop).await);
+    // The simulator answers /health with 503 while it loads.
+    wait_for_metric(&h, "router_backend_ready", &[("backend", &url)], 0.0).await;
+    let mut client = grpc_client(&h).await;
+    let http = tokio::spawn({
+        let h = h.clone();
+        async move { h.ok(&chat("sim-model"), &[]).await }
+    });
+    let grpc = tokio::spawn(async move {
+        grpc_chunks(&mut client, grpc_chat("sim-model", "alpha beta")).await
+    });
+    let body = http.await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    let chunks = grpc.await.unwrap();
+    assert!(chunks.iter().any(|c| !c.delta.is_empty()), "{chunks:?}");
+    assert_eq!(successes(&url).await, 2, "neither saw the loading 503");
+    let metrics = h.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "router_backend_requests_total",
+            &[("backend", &url), ("outcome", "server_error")]
+        ),
+        None,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_no_ready_backend_by_the_queue_deadline_the_answer_is_503() {
+    let stop = CancellationToken::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = format!(
+        r#"
+pools:
+  gpu:
+    backends: [{{url: "http://127.0.0.1:{port}"}}]
+    health: {{interval_ms: 50}}
+    limits: {{queue_timeout_ms: 300}}
+routes:
+  "*": {{pool: gpu}}
+"#
+    );
+    let h = start(&yaml, stop).await;
+    let response = h.post(&chat("sim-model"), &[]).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let error: Value = response.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("no backend became ready"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_backend_fails_over_at_the_ttft_deadline_before_the_first_byte() {
+    let stop = CancellationToken::new();
+    let hung = sim(sim_config(0, FailureMode::Timeout), &stop).await;
+    let good = sim(sim_config(0, FailureMode::None), &stop).await;
+    let yaml = format!(
+        r#"
+retry: {{max_attempts: 2, backoff_base_ms: 1, backoff_max_ms: 5}}
+pools:
+  p:
+    strategy: round_robin
+    backends: [{{url: "{hung}"}}, {{url: "{good}"}}]
+    limits: {{ttft_deadline_ms: 300}}
+    ejection: {{consecutive_failures: 0}}
+routes:
+  "*": {{pool: p}}
+"#
+    );
+    let h = start(&yaml, stop).await;
+    for stream in [false, true, false, true] {
+        let mut body = chat("sim-model");
+        body["stream"] = json!(stream);
+        let response = h.post(&body, &[]).await;
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        if stream {
+            assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+            assert!(!text.contains("event: error"), "{text}");
+        } else {
+            let body: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(body["object"], "chat.completion");
+        }
+    }
+    let mut client = grpc_client(&h).await;
+    for _ in 0..2 {
+        let chunks = grpc_chunks(&mut client, grpc_chat("sim-model", "alpha beta")).await;
+        assert!(chunks.iter().any(|c| !c.delta.is_empty()));
+    }
+    assert_eq!(successes(&good).await, 6);
+    let metrics = h.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "router_backend_requests_total",
+            &[("backend", &hung), ("outcome", "timeout")]
+        ),
+        Some(3.0),
+        "round robin sent every other request to the hung one: {metrics}"
+    );
+}
