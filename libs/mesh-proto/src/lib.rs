@@ -58,6 +58,9 @@ impl v1::task_event::Kind {
             Self::CancelRequested(_) => "cancel_requested",
             Self::Cancelled(_) => "cancelled",
             Self::Retrying(_) => "retrying",
+            Self::ModelStep(_) => "model_step",
+            Self::ToolCall(_) => "tool_call",
+            Self::ToolResult(_) => "tool_result",
         }
     }
 }

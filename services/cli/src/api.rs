@@ -49,6 +49,15 @@ impl Api {
         .await
     }
 
+    pub async fn apply_tool(&self, name: &str, spec: &Value) -> anyhow::Result<Value> {
+        self.send(
+            self.http
+                .put(format!("{}/v1/tools/{name}", self.base))
+                .json(spec),
+        )
+        .await
+    }
+
     pub async fn submit(&self, agent: &str, input: &str) -> anyhow::Result<Value> {
         self.send(
             self.http

@@ -215,33 +215,37 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn apply(api: &api::Api, file: &std::path::Path, format: Format) -> anyhow::Result<()> {
-    let resources = manifest::load(file)?;
+    let mut resources = manifest::load(file)?;
+    for (origin, resource) in &resources {
+        if !matches!(resource.kind.as_str(), "Agent" | "Tool") {
+            bail!(
+                "{origin}: unknown kind {:?}; expected Agent or Tool",
+                resource.kind
+            );
+        }
+    }
+    // Tools first: an agent's references must resolve when it is applied.
+    resources.sort_by_key(|(_, r)| r.kind != "Tool");
     let mut results = Vec::new();
     for (origin, resource) in resources {
-        match resource.kind.as_str() {
-            "Agent" => {
-                let agent = api
-                    .apply_agent(&resource.metadata.name, &resource.spec)
-                    .await
-                    .with_context(|| format!("{origin}: agent {}", resource.metadata.name))?;
-                let verb = if agent["changed"] == json!(true) {
-                    "applied"
-                } else {
-                    "unchanged"
-                };
-                if format == Format::Human {
-                    println!(
-                        "agent/{} {verb} (version {})",
-                        resource.metadata.name, agent["version"]
-                    );
-                }
-                results.push(agent);
-            }
-            "Tool" => {
-                bail!("{origin}: kind Tool is not supported yet (the agent runtime issue adds it)")
-            }
-            other => bail!("{origin}: unknown kind {other:?}; expected Agent"),
+        let name = &resource.metadata.name;
+        let (kind, applied) = if resource.kind == "Tool" {
+            ("tool", api.apply_tool(name, &resource.spec).await)
+        } else {
+            ("agent", api.apply_agent(name, &resource.spec).await)
+        };
+        // The API names the field within the spec; the file has it under `spec`.
+        let applied =
+            applied.with_context(|| format!("{origin}: {kind}/{name} (fields are under spec)"))?;
+        let verb = if applied["changed"] == json!(true) {
+            "applied"
+        } else {
+            "unchanged"
+        };
+        if format == Format::Human {
+            println!("{kind}/{name} {verb} (version {})", applied["version"]);
         }
+        results.push(applied);
     }
     if format == Format::Json {
         println!("{}", serde_json::Value::Array(results));

@@ -5,8 +5,9 @@
 use mesh_auth::Principal;
 use mesh_proto::control_plane_client::ControlPlaneClient;
 use mesh_proto::{
-    Agent, AgentSpec, ApplyAgentRequest, ApplyAgentResponse, CancelTaskRequest, GetAgentRequest,
-    GetTaskRequest, ListTasksRequest, ListTasksResponse, SubmitTaskRequest, Task,
+    Agent, AgentSpec, ApplyAgentRequest, ApplyAgentResponse, ApplyToolRequest, ApplyToolResponse,
+    CancelTaskRequest, GetAgentRequest, GetTaskRequest, GetToolRequest, ListTasksRequest,
+    ListTasksResponse, ListToolsRequest, SubmitTaskRequest, Task, Tool, ToolSpec,
 };
 use tonic::transport::Channel;
 
@@ -51,6 +52,36 @@ impl AppState {
         Ok(self.client().apply_agent(request).await?.into_inner())
     }
 
+    pub async fn apply_tool(
+        &self,
+        principal: &Principal,
+        name: String,
+        spec: ToolSpec,
+    ) -> Result<ApplyToolResponse, ApiError> {
+        mesh_spec::validate_tool_name("name", &name)
+            .map_err(|e| ApiError::invalid(&e.path, &e.message))?;
+        let request = self.request(
+            principal,
+            ApplyToolRequest {
+                name,
+                spec: Some(spec),
+            },
+        )?;
+        Ok(self.client().apply_tool(request).await?.into_inner())
+    }
+
+    pub async fn get_tool(&self, principal: &Principal, name: String) -> Result<Tool, ApiError> {
+        mesh_spec::validate_tool_name("name", &name)
+            .map_err(|e| ApiError::invalid(&e.path, &e.message))?;
+        let request = self.request(principal, GetToolRequest { name })?;
+        Ok(self.client().get_tool(request).await?.into_inner())
+    }
+
+    pub async fn list_tools(&self, principal: &Principal) -> Result<Vec<Tool>, ApiError> {
+        let request = self.request(principal, ListToolsRequest {})?;
+        Ok(self.client().list_tools(request).await?.into_inner().tools)
+    }
+
     pub async fn get_agent(&self, principal: &Principal, name: String) -> Result<Agent, ApiError> {
         validate_name("name", &name)?;
         let request = self.request(principal, GetAgentRequest { name })?;
@@ -62,10 +93,21 @@ impl AppState {
         principal: &Principal,
         agent: String,
         input: String,
+        session_id: String,
     ) -> Result<Task, ApiError> {
         validate_name("agent", &agent)?;
+        if !session_id.is_empty() {
+            validate_name("sessionId", &session_id)?;
+        }
         self.check_submit_rate(&principal.tenant).await?;
-        let request = self.request(principal, SubmitTaskRequest { agent, input })?;
+        let request = self.request(
+            principal,
+            SubmitTaskRequest {
+                agent,
+                input,
+                session_id,
+            },
+        )?;
         self.client()
             .submit_task(request)
             .await?

@@ -16,6 +16,11 @@ pub const UNAUTHENTICATED_ROUTES: &[&str] = &[];
 pub enum Operation {
     ApplyAgent,
     GetAgent,
+    ApplyTool,
+    GetTool,
+    ListTools,
+    /// The JSON Schema of the resource documents.
+    GetSchema,
     SubmitTask,
     GetTask,
     ListTasks,
@@ -27,15 +32,29 @@ pub enum Operation {
     /// Traces through the trace-collector's query API.
     ListTraces,
     GetTrace,
+    /// Retrieval (RAG) through the retrieval service.
+    CreateCollection,
+    DeleteCollection,
+    /// Collections, documents and ingest jobs: read.
+    ReadCollections,
+    /// Upsert and delete documents, submit ingest jobs.
+    WriteDocuments,
+    Search,
 }
 
 /// The one table of who may do what (roles are ordered: a higher role may
 /// do what a lower one may).
 pub fn required_role(op: Operation) -> Role {
     match op {
-        Operation::ApplyAgent => Role::Operator,
+        Operation::CreateCollection | Operation::DeleteCollection => Role::Operator,
+        Operation::WriteDocuments => Role::User,
+        Operation::ReadCollections | Operation::Search => Role::Viewer,
+        Operation::ApplyAgent | Operation::ApplyTool => Role::Operator,
         Operation::SubmitTask | Operation::CancelTask | Operation::ChatCompletion => Role::User,
         Operation::GetAgent
+        | Operation::GetTool
+        | Operation::ListTools
+        | Operation::GetSchema
         | Operation::GetTask
         | Operation::ListTasks
         | Operation::WatchTask

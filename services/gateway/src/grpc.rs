@@ -7,10 +7,12 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt as _};
 use mesh_proto::agent_service_server::AgentService;
 use mesh_proto::task_service_server::TaskService;
+use mesh_proto::tool_service_server::ToolService;
 use mesh_proto::{
-    Agent, ApplyAgentRequest, ApplyAgentResponse, CancelTaskRequest, GetAgentRequest,
-    GetTaskRequest, ListTasksRequest, ListTasksResponse, SubmitTaskRequest, SubmitTaskResponse,
-    Task, TaskEventEnvelope, WatchTaskRequest,
+    Agent, ApplyAgentRequest, ApplyAgentResponse, ApplyToolRequest, ApplyToolResponse,
+    CancelTaskRequest, GetAgentRequest, GetTaskRequest, GetToolRequest, ListTasksRequest,
+    ListTasksResponse, ListToolsRequest, ListToolsResponse, SubmitTaskRequest, SubmitTaskResponse,
+    Task, TaskEventEnvelope, Tool, WatchTaskRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -71,6 +73,47 @@ impl AgentService for PublicGrpc {
     }
 }
 
+/// Tools have the same operations as REST: a gRPC caller sends the proto
+/// spec, which the orchestrator validates with the same field paths.
+#[tonic::async_trait]
+impl ToolService for PublicGrpc {
+    async fn apply_tool(
+        &self,
+        request: Request<ApplyToolRequest>,
+    ) -> Result<Response<ApplyToolResponse>, Status> {
+        let principal = authorize(&self.state, &request, Operation::ApplyTool)?;
+        let req = request.into_inner();
+        let spec = req
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+        let applied = self
+            .state
+            .apply_tool(&principal, req.name, spec)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(applied))
+    }
+
+    async fn get_tool(&self, request: Request<GetToolRequest>) -> Result<Response<Tool>, Status> {
+        let principal = authorize(&self.state, &request, Operation::GetTool)?;
+        let tool = self
+            .state
+            .get_tool(&principal, request.into_inner().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(tool))
+    }
+
+    async fn list_tools(
+        &self,
+        request: Request<ListToolsRequest>,
+    ) -> Result<Response<ListToolsResponse>, Status> {
+        let principal = authorize(&self.state, &request, Operation::ListTools)?;
+        let tools = self.state.list_tools(&principal).await.map_err(status)?;
+        Ok(Response::new(ListToolsResponse { tools }))
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<TaskEventEnvelope, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -85,7 +128,7 @@ impl TaskService for PublicGrpc {
         let req = request.into_inner();
         let task = self
             .state
-            .submit_task(&principal, req.agent, req.input)
+            .submit_task(&principal, req.agent, req.input, req.session_id)
             .await
             .map_err(status)?;
         Ok(Response::new(SubmitTaskResponse { task: Some(task) }))

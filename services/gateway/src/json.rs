@@ -150,7 +150,7 @@ mod tests {
         /// a field: never a panic, never another status.
         #[test]
         fn any_body_is_a_value_or_a_field_named_400(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
-            if let Err(e) = parse::<crate::views::AgentSpecBody>(&bytes) {
+            if let Err(e) = parse::<mesh_spec::AgentSpecDoc>(&bytes) {
                 proptest::prop_assert_eq!(e.code, mesh_runtime::ErrorCode::InvalidArgument);
                 proptest::prop_assert!(e.field.is_some_and(|f| !f.is_empty()));
             }
@@ -163,7 +163,7 @@ mod tests {
             value in proptest::sample::select(vec!["null", "1", "-1", "1.5", "\"x\"", "[]", "{}", "true", "1e999"]),
         ) {
             let body = format!("{{\"model\": \"m\", \"{field}\": {value}}}");
-            if let Err(e) = parse::<crate::views::AgentSpecBody>(body.as_bytes()) {
+            if let Err(e) = parse::<mesh_spec::AgentSpecDoc>(body.as_bytes()) {
                 let named = e.field.unwrap_or_default();
                 proptest::prop_assert!(named == field || named.starts_with(field) || named == "body", "{} for {}", named, body);
             }

@@ -14,6 +14,7 @@ mod metrics;
 mod openai;
 mod ratelimit;
 mod rest;
+mod retrieval;
 mod state;
 mod traces;
 mod views;
@@ -26,6 +27,7 @@ use mesh_bus::{Bus, StreamKind};
 use mesh_proto::agent_service_server::AgentServiceServer;
 use mesh_proto::control_plane_client::ControlPlaneClient;
 use mesh_proto::task_service_server::TaskServiceServer;
+use mesh_proto::tool_service_server::ToolServiceServer;
 use mesh_runtime::frame::bind;
 use mesh_runtime::{ServiceFrame, Stopped};
 use tokio_util::sync::CancellationToken;
@@ -89,6 +91,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let state = state::AppState {
         verifier: mesh_auth::Verifier::hs256(&config.jwt_secret, config.jwt_leeway.as_secs()),
         orchestrator: ControlPlaneClient::new(channel),
+        retrieval: retrieval::client(&config.retrieval_url).with_context(|| {
+            format!(
+                "AGENTMESH_GATEWAY_RETRIEVAL_URL: {:?}",
+                config.retrieval_url
+            )
+        })?,
         bus,
         http: reqwest::Client::builder()
             .tcp_nodelay(true)
@@ -111,6 +119,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .grpc()
         .add_service(
             AgentServiceServer::new(grpc::PublicGrpc {
+                state: state.clone(),
+            })
+            .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            ToolServiceServer::new(grpc::PublicGrpc {
                 state: state.clone(),
             })
             .max_decoding_message_size(max_message),

@@ -14,8 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures::StreamExt as _;
-use mesh_proto::{AgentSpec, ListTasksRequest, TaskStatus};
+use mesh_proto::{ListTasksRequest, TaskStatus};
 use mesh_runtime::ErrorCode;
+use mesh_spec::{AgentSpecDoc, ToolSpecDoc};
 use serde_json::json;
 use tracing::Instrument as _;
 
@@ -24,13 +25,16 @@ use crate::error::ApiError;
 use crate::json::ValidJson;
 use crate::metrics::RouteLabels;
 use crate::state::AppState;
-use crate::views::{self, AgentSpecBody, SubmitTaskBody};
+use crate::views::{self, SubmitTaskBody};
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     Router::new()
         .route("/v1/agents/{name}", put(put_agent).get(get_agent))
         .route("/v1/agents/{name}/tasks", post(submit_task))
+        .route("/v1/tools", get(list_tools))
+        .route("/v1/tools/{name}", put(put_tool).get(get_tool))
+        .route("/v1/schemas/{kind}", get(get_schema))
         .route("/v1/tasks", get(list_tasks))
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/tasks/{id}/cancel", post(cancel_task))
@@ -42,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(crate::openai::models))
         .route("/v1/traces", get(crate::traces::list))
         .route("/v1/traces/{trace_id}", get(crate::traces::get))
+        .merge(crate::retrieval::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         // Layers run outside-in: metrics see every request, including ones
         // the body limit refuses; the limit applies before any handler reads.
@@ -98,16 +103,10 @@ async fn put_agent(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    ValidJson(body): ValidJson<AgentSpecBody>,
+    ValidJson(body): ValidJson<AgentSpecDoc>,
 ) -> Result<Response, ApiError> {
     let principal = state.authorize(bearer(&headers), Operation::ApplyAgent)?;
-    let spec = AgentSpec {
-        model: body.model,
-        system_prompt: body.system_prompt,
-        temperature: body.temperature,
-        max_tokens: body.max_tokens,
-        scaling: body.scaling.as_ref().map(Into::into),
-    };
+    let spec = body.to_proto().map_err(spec_error)?;
     let applied = state
         .apply_agent(&principal, name, spec)
         .await
@@ -121,6 +120,74 @@ async fn put_agent(
     let mut body = views::agent(&agent);
     body["changed"] = json!(applied.changed);
     Ok((status, Json(body)).into_response())
+}
+
+/// A spec error names the field under `spec`; the REST body is the spec.
+fn spec_error(error: mesh_spec::FieldError) -> ApiError {
+    let field = error.path.strip_prefix("spec.").unwrap_or(&error.path);
+    ApiError::invalid(field, &error.message)
+}
+
+async fn put_tool(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    ValidJson(body): ValidJson<ToolSpecDoc>,
+) -> Result<Response, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::ApplyTool)?;
+    let spec = body.to_proto().map_err(spec_error)?;
+    let applied = state
+        .apply_tool(&principal, name, spec)
+        .await
+        .map_err(rest_field_names)?;
+    let tool = applied.tool.unwrap_or_default();
+    let status = if applied.changed && tool.version == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut body = views::tool(&tool);
+    body["changed"] = json!(applied.changed);
+    Ok((status, Json(body)).into_response())
+}
+
+async fn get_tool(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::GetTool)?;
+    let tool = state.get_tool(&principal, name).await?;
+    Ok(Json(views::tool(&tool)))
+}
+
+async fn list_tools(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::ListTools)?;
+    let tools = state.list_tools(&principal).await?;
+    Ok(Json(
+        json!({"tools": tools.iter().map(views::tool).collect::<Vec<_>>()}),
+    ))
+}
+
+/// `GET /v1/schemas/agent` and `/v1/schemas/tool`: the JSON Schema of the
+/// resource documents `apply` accepts.
+async fn get_schema(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(kind): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.authorize(bearer(&headers), Operation::GetSchema)?;
+    match kind.as_str() {
+        "agent" => Ok(Json(mesh_spec::schema::agent())),
+        "tool" => Ok(Json(mesh_spec::schema::tool())),
+        _ => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no schema {kind:?} (agent, tool)"),
+        )),
+    }
 }
 
 /// The orchestrator names proto fields (`spec.system_prompt`); REST
@@ -158,7 +225,9 @@ async fn submit_task(
     ValidJson(body): ValidJson<SubmitTaskBody>,
 ) -> Result<Response, ApiError> {
     let principal = state.authorize(bearer(&headers), Operation::SubmitTask)?;
-    let task = state.submit_task(&principal, agent, body.input).await?;
+    let task = state
+        .submit_task(&principal, agent, body.input, body.session_id)
+        .await?;
     let location = format!("/v1/tasks/{}", task.id);
     Ok((
         StatusCode::ACCEPTED,

@@ -1,7 +1,7 @@
 //! JSON views of the resources for REST and SSE (camelCase, RFC 3339
 //! times), and the request bodies REST accepts.
 
-use mesh_proto::{Agent, Task, TaskEvent, TaskStatus, task_event::Kind};
+use mesh_proto::{Agent, Task, TaskEvent, TaskStatus, TokenUsage, Tool, task_event::Kind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -11,23 +11,15 @@ fn time(ms: i64) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// `PUT /v1/agents/{name}` body: the minimal agent spec.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AgentSpecBody {
-    pub model: String,
-    #[serde(default)]
-    pub system_prompt: String,
-    pub temperature: Option<f32>,
-    pub max_tokens: Option<u32>,
-    pub scaling: Option<mesh_scaling::AgentScaling>,
-}
-
 /// `POST /v1/agents/{name}/tasks` body.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SubmitTaskBody {
     pub input: String,
+    /// Continue this conversation (memory and the agent's concurrency
+    /// policy apply per session).
+    #[serde(default)]
+    pub session_id: String,
 }
 
 pub fn agent(agent: &Agent) -> Value {
@@ -35,15 +27,20 @@ pub fn agent(agent: &Agent) -> Value {
     json!({
         "name": agent.name,
         "version": agent.version,
-        "spec": {
-            "model": spec.model,
-            "systemPrompt": spec.system_prompt,
-            "temperature": spec.temperature,
-            "maxTokens": spec.max_tokens,
-            "scaling": spec.scaling.as_ref().map(mesh_scaling::AgentScaling::from),
-        },
+        "spec": mesh_spec::AgentSpecDoc::from_proto(&spec),
         "createdAt": time(agent.created_at_ms),
         "updatedAt": time(agent.updated_at_ms),
+    })
+}
+
+pub fn tool(tool: &Tool) -> Value {
+    let spec = tool.spec.clone().unwrap_or_default();
+    json!({
+        "name": tool.name,
+        "version": tool.version,
+        "spec": mesh_spec::ToolSpecDoc::from_proto(&spec),
+        "createdAt": time(tool.created_at_ms),
+        "updatedAt": time(tool.updated_at_ms),
     })
 }
 
@@ -60,6 +57,8 @@ pub fn task(task: &Task) -> Value {
         "error": (!task.error.is_empty()).then_some(&task.error),
         "usage": {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens},
         "attempts": task.attempts,
+        "sessionId": (!task.session_id.is_empty()).then_some(&task.session_id),
+        "steps": task.steps,
         "cancelRequested": task.cancel_requested,
         "createdAt": time(task.created_at_ms),
         "updatedAt": time(task.updated_at_ms),
@@ -101,9 +100,42 @@ pub fn event(seq: u64, event: &TaskEvent) -> Value {
         Kind::Retrying(r) => {
             json!({"attempt": r.attempt, "error": r.error, "backoffMs": r.backoff_ms})
         }
+        Kind::ModelStep(m) => json!({
+            "attempt": m.attempt,
+            "step": m.step,
+            "content": m.content,
+            "toolCalls": m.tool_calls.iter().map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments})).collect::<Vec<_>>(),
+            "model": m.model,
+            "finishReason": m.finish_reason,
+            "usage": usage(m.usage.unwrap_or_default()),
+        }),
+        Kind::ToolCall(t) => {
+            let call = t.call.clone().unwrap_or_default();
+            json!({
+                "attempt": t.attempt,
+                "step": t.step,
+                "callId": call.id,
+                "name": call.name,
+                "arguments": call.arguments,
+                "idempotencyKey": t.idempotency_key,
+            })
+        }
+        Kind::ToolResult(r) => json!({
+            "attempt": r.attempt,
+            "step": r.step,
+            "callId": r.call_id,
+            "name": r.name,
+            "output": r.output,
+            "isError": r.is_error,
+            "durationMs": r.duration_ms,
+        }),
     };
     if let (Some(body), Some(details)) = (body.as_object_mut(), details.as_object()) {
         body.extend(details.clone());
     }
     body
+}
+
+fn usage(usage: TokenUsage) -> Value {
+    json!({"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens})
 }

@@ -30,6 +30,8 @@ pub struct Limits {
     pub max_page_size: u32,
     pub default_page_size: u32,
     pub max_message_bytes: usize,
+    /// Bounds on agent and tool specs (tools, steps, memory, timeouts).
+    pub spec: mesh_spec::SpecLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +56,41 @@ fn var(name: &str) -> String {
     format!("{PREFIX}{name}")
 }
 
+fn spec_limits(env: &Env) -> Result<mesh_spec::SpecLimits, ConfigError> {
+    let d = mesh_spec::SpecLimits::default();
+    Ok(mesh_spec::SpecLimits {
+        max_tools: env::parse_or(env, &var("MAX_AGENT_TOOLS"), d.max_tools)?,
+        max_steps: env::parse_or(env, &var("MAX_AGENT_STEPS"), d.max_steps)?,
+        max_tool_description_bytes: env::parse_or(
+            env,
+            &var("MAX_TOOL_DESCRIPTION_BYTES"),
+            d.max_tool_description_bytes,
+        )?,
+        max_tool_document_bytes: env::parse_or(
+            env,
+            &var("MAX_TOOL_DOCUMENT_BYTES"),
+            d.max_tool_document_bytes,
+        )?,
+        max_tool_timeout_ms: env::parse_or(
+            env,
+            &var("MAX_TOOL_TIMEOUT_MS"),
+            d.max_tool_timeout_ms,
+        )?,
+        max_tool_retries: env::parse_or(env, &var("MAX_TOOL_RETRIES"), d.max_tool_retries)?,
+        max_memory_history: env::parse_or(env, &var("MAX_MEMORY_HISTORY"), d.max_memory_history)?,
+        max_memory_ttl_seconds: env::parse_or(
+            env,
+            &var("MAX_MEMORY_TTL_SECONDS"),
+            d.max_memory_ttl_seconds,
+        )?,
+        max_fallback_models: env::parse_or(
+            env,
+            &var("MAX_FALLBACK_MODELS"),
+            d.max_fallback_models,
+        )?,
+    })
+}
+
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
@@ -74,6 +111,7 @@ impl Config {
                 max_page_size: env::parse_or(env, &var("MAX_PAGE_SIZE"), 500)?,
                 default_page_size: env::parse_or(env, &var("DEFAULT_PAGE_SIZE"), 50)?,
                 max_message_bytes: env::parse_or(env, &var("MAX_MESSAGE_BYTES"), 4 * 1024 * 1024)?,
+                spec: spec_limits(env)?,
             },
             outbox: OutboxConfig {
                 enabled: env::parse_or(env, &var("OUTBOX_RELAY"), true)?,

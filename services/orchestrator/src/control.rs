@@ -5,12 +5,14 @@
 use mesh_bus::{Bus, names};
 use mesh_proto::control_plane_server::ControlPlane;
 use mesh_proto::{
-    Agent, AgentSpec, ApplyAgentRequest, ApplyAgentResponse, CancelTaskRequest, GetAgentRequest,
-    GetTaskRequest, ListTasksRequest, ListTasksResponse, SubmitTaskRequest, SubmitTaskResponse,
-    Task, TaskEnvelope, TaskEvent, TaskStatus, task_event,
+    Agent, AgentSpec, ApplyAgentRequest, ApplyAgentResponse, ApplyToolRequest, ApplyToolResponse,
+    CancelTaskRequest, ConcurrencyPolicy, GetAgentRequest, GetTaskRequest, GetToolRequest,
+    ListTasksRequest, ListTasksResponse, ListToolsRequest, ListToolsResponse, ResolvedTool,
+    SubmitTaskRequest, SubmitTaskResponse, Task, TaskEnvelope, TaskEvent, TaskStatus, Tool,
+    task_event,
 };
 use mesh_runtime::grpc::{server_span, tenant_of};
-use mesh_store::orchestrator::{agent, agent_version, task};
+use mesh_store::orchestrator::{agent, agent_version, task, tool, tool_version};
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _,
     QueryFilter as _, QueryOrder as _, QuerySelect as _, Set, TransactionTrait as _,
@@ -20,7 +22,10 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::config::Limits;
-use crate::convert::{agent_from_row, now_ms, spec_from_json, spec_to_json, task_from_row};
+use crate::convert::{
+    agent_from_row, now_ms, spec_from_json, spec_to_json, task_from_row, tool_from_row,
+    tool_spec_from_json, tool_spec_to_json,
+};
 use crate::metrics::Metrics;
 use crate::outbox::{self, RelayHandle};
 
@@ -58,6 +63,10 @@ fn db_error(error: DbErr) -> Status {
     }
     tracing::error!(%error, "database error");
     Status::unavailable("the task store is unavailable")
+}
+
+fn field_error(error: mesh_spec::FieldError) -> Status {
+    invalid(&error.path, error.message)
 }
 
 fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
@@ -115,7 +124,106 @@ impl ControlService {
                 format!("must be between 1 and {}", self.limits.max_tokens_ceiling),
             ));
         }
+        mesh_spec::validate_agent_spec(spec, &self.limits.spec).map_err(field_error)?;
         Ok(())
+    }
+
+    /// The agent's tools as a task runs them: references resolved to the
+    /// tool's current version (pinned in the envelope), inline ones as is.
+    async fn resolve_tools<C: sea_orm::ConnectionTrait>(
+        &self,
+        db: &C,
+        tenant: &str,
+        spec: &AgentSpec,
+    ) -> Result<Vec<ResolvedTool>, Status> {
+        let mut resolved = Vec::with_capacity(spec.tools.len());
+        for (i, t) in spec.tools.iter().enumerate() {
+            if t.r#ref.is_empty() {
+                resolved.push(ResolvedTool {
+                    name: t.name.clone(),
+                    spec: t.inline.clone(),
+                    version: 0,
+                });
+                continue;
+            }
+            let row = tool::Entity::find()
+                .filter(tool::Column::Tenant.eq(tenant))
+                .filter(tool::Column::Name.eq(&t.r#ref))
+                .one(db)
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "spec.tools[{i}].ref: tool {:?} not found; apply it first",
+                        t.r#ref
+                    ))
+                })?;
+            resolved.push(ResolvedTool {
+                name: row.name.clone(),
+                spec: Some(tool_spec_from_json(&row.spec)),
+                version: u64::try_from(row.version).unwrap_or_default(),
+            });
+        }
+        Ok(resolved)
+    }
+
+    /// Marks a task cancel-requested and queues the events that say so: a
+    /// worker holding it stops on `cancel_requested`; a task nobody runs
+    /// yet is cancelled at once (a worker that picks it up later sees the
+    /// terminal event and drops it).
+    async fn request_cancel<C: sea_orm::ConnectionTrait>(
+        &self,
+        txn: &C,
+        row: task::Model,
+        reason: &str,
+    ) -> Result<Vec<mesh_store::orchestrator::outbox::Model>, Status> {
+        let tenant = row.tenant.clone();
+        let status = crate::convert::status_from_row(&row.status);
+        let task_id = row.id.to_string();
+        let subject = names::event_subject(&tenant, &task_id).map_err(|e| invalid("id", e))?;
+        let now = now_ms();
+        let mut active: task::ActiveModel = row.into();
+        active.cancel_requested = Set(true);
+        active.updated_at_ms = Set(now);
+        let mut queued = vec![
+            outbox::enqueue(
+                txn,
+                &tenant,
+                subject.clone(),
+                format!("{task_id}:cancel-requested"),
+                &event(
+                    &tenant,
+                    &task_id,
+                    task_event::Kind::CancelRequested(Default::default()),
+                ),
+            )
+            .await
+            .map_err(db_error)?,
+        ];
+        if status == TaskStatus::Queued {
+            active.status = Set(TaskStatus::Cancelled.rest_name().to_owned());
+            active.finished_at_ms = Set(Some(now));
+            active.pending_envelope = Set(None);
+            queued.push(
+                outbox::enqueue(
+                    txn,
+                    &tenant,
+                    subject,
+                    terminal_msg_id(&task_id),
+                    &event(
+                        &tenant,
+                        &task_id,
+                        task_event::Kind::Cancelled(mesh_proto::TaskCancelled {
+                            reason: reason.to_owned(),
+                        }),
+                    ),
+                )
+                .await
+                .map_err(db_error)?,
+            );
+        }
+        active.update(txn).await.map_err(db_error)?;
+        Ok(queued)
     }
 
     async fn find_task(&self, tenant: &str, id: Uuid) -> Result<task::Model, Status> {
@@ -156,6 +264,9 @@ impl ControlPlane for ControlService {
             validate_name("name", "agent", &req.name)?;
             let spec = req.spec.ok_or_else(|| invalid("spec", "is required"))?;
             self.validate_spec(&spec)?;
+            // References must name tools that exist, so a typo fails the
+            // apply rather than the first task.
+            self.resolve_tools(&self.db, &tenant, &spec).await?;
             let spec_json = spec_to_json(&spec);
             let now = now_ms();
             let txn = self.db.begin().await.map_err(db_error)?;
@@ -220,6 +331,103 @@ impl ControlPlane for ControlService {
         .await
     }
 
+    async fn apply_tool(
+        &self,
+        request: Request<ApplyToolRequest>,
+    ) -> Result<Response<ApplyToolResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let span = server_span(&request, "ApplyTool");
+        let req = request.into_inner();
+        async {
+            mesh_spec::validate_tool_name("name", &req.name).map_err(field_error)?;
+            let spec = req.spec.ok_or_else(|| invalid("spec", "is required"))?;
+            mesh_spec::validate_tool_spec("spec", &spec, &self.limits.spec).map_err(field_error)?;
+            let spec_json = tool_spec_to_json(&spec);
+            let now = now_ms();
+            let txn = self.db.begin().await.map_err(db_error)?;
+            let existing = tool::Entity::find()
+                .filter(tool::Column::Tenant.eq(&tenant))
+                .filter(tool::Column::Name.eq(&req.name))
+                .one(&txn)
+                .await
+                .map_err(db_error)?;
+            let (row, changed) = match existing {
+                Some(row) if tool_spec_from_json(&row.spec) == spec => (row, false),
+                Some(row) => {
+                    let version = row.version + 1;
+                    let mut active: tool::ActiveModel = row.into();
+                    active.version = Set(version);
+                    active.spec = Set(spec_json.clone());
+                    active.updated_at_ms = Set(now);
+                    (active.update(&txn).await.map_err(db_error)?, true)
+                }
+                None => {
+                    let active = tool::ActiveModel {
+                        tenant: Set(tenant.clone()),
+                        name: Set(req.name.clone()),
+                        version: Set(1),
+                        spec: Set(spec_json.clone()),
+                        created_at_ms: Set(now),
+                        updated_at_ms: Set(now),
+                        ..Default::default()
+                    };
+                    (active.insert(&txn).await.map_err(db_error)?, true)
+                }
+            };
+            if changed {
+                tool_version::ActiveModel {
+                    tenant: Set(tenant.clone()),
+                    name: Set(req.name.clone()),
+                    version: Set(row.version),
+                    spec: Set(spec_json),
+                    created_at_ms: Set(now),
+                    ..Default::default()
+                }
+                .insert(&txn)
+                .await
+                .map_err(db_error)?;
+            }
+            txn.commit().await.map_err(db_error)?;
+            Ok(Response::new(ApplyToolResponse {
+                tool: Some(tool_from_row(&row)),
+                changed,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn get_tool(&self, request: Request<GetToolRequest>) -> Result<Response<Tool>, Status> {
+        let tenant = tenant_of(&request)?;
+        let name = request.into_inner().name;
+        mesh_spec::validate_tool_name("name", &name).map_err(field_error)?;
+        let row = tool::Entity::find()
+            .filter(tool::Column::Tenant.eq(&tenant))
+            .filter(tool::Column::Name.eq(&name))
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Status::not_found(format!("tool {name:?} not found")))?;
+        Ok(Response::new(tool_from_row(&row)))
+    }
+
+    async fn list_tools(
+        &self,
+        request: Request<ListToolsRequest>,
+    ) -> Result<Response<ListToolsResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let rows = tool::Entity::find()
+            .filter(tool::Column::Tenant.eq(&tenant))
+            .order_by_asc(tool::Column::Name)
+            .limit(u64::from(self.limits.max_page_size))
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(Response::new(ListToolsResponse {
+            tools: rows.iter().map(tool_from_row).collect(),
+        }))
+    }
+
     async fn get_agent(
         &self,
         request: Request<GetAgentRequest>,
@@ -259,6 +467,9 @@ impl ControlPlane for ControlService {
                     ),
                 ));
             }
+            if !req.session_id.is_empty() {
+                validate_name("session_id", "session", &req.session_id)?;
+            }
             let agent_row = agent::Entity::find()
                 .filter(agent::Column::Tenant.eq(&tenant))
                 .filter(agent::Column::Name.eq(&req.agent))
@@ -266,21 +477,56 @@ impl ControlPlane for ControlService {
                 .await
                 .map_err(db_error)?
                 .ok_or_else(|| Status::not_found(format!("agent {:?} not found", req.agent)))?;
+            let spec = spec_from_json(&agent_row.spec);
+            let policy = ConcurrencyPolicy::try_from(spec.concurrency).unwrap_or_default();
             let id = Uuid::now_v7();
             let now = now_ms();
+            let subject =
+                names::task_subject(&tenant, &req.agent).map_err(|e| invalid("agent", e))?;
+
+            let txn = self.db.begin().await.map_err(db_error)?;
+            let tools = self.resolve_tools(&txn, &tenant, &spec).await?;
             let envelope = TaskEnvelope {
                 task_id: id.to_string(),
                 tenant: tenant.clone(),
                 agent: req.agent.clone(),
                 agent_version: u64::try_from(agent_row.version).unwrap_or_default(),
-                spec: Some(spec_from_json(&agent_row.spec)),
+                spec: Some(spec),
                 input: req.input.clone(),
                 submitted_at_ms: now,
+                tools,
+                session_id: req.session_id.clone(),
             };
-            let subject =
-                names::task_subject(&tenant, &req.agent).map_err(|e| invalid("agent", e))?;
-
-            let txn = self.db.begin().await.map_err(db_error)?;
+            // The session's policy decides what happens while another of
+            // its tasks is queued or running.
+            let mut queued = Vec::new();
+            let mut hold = false;
+            if !req.session_id.is_empty() {
+                let busy = task::Entity::find()
+                    .filter(task::Column::Tenant.eq(&tenant))
+                    .filter(task::Column::Agent.eq(&req.agent))
+                    .filter(task::Column::SessionId.eq(&req.session_id))
+                    .filter(task::Column::Status.is_in(["queued", "running"]))
+                    .all(&txn)
+                    .await
+                    .map_err(db_error)?;
+                if !busy.is_empty() {
+                    match policy {
+                        ConcurrencyPolicy::Reject => {
+                            return Err(Status::already_exists(format!(
+                                "session_id: session {:?} has a task in progress ({}) and the agent's concurrency policy is reject",
+                                req.session_id, busy[0].id
+                            )));
+                        }
+                        ConcurrencyPolicy::Interrupt => {
+                            for running in busy {
+                                queued.extend(self.request_cancel(&txn, running, "interrupted by a newer task of its session").await?);
+                            }
+                        }
+                        ConcurrencyPolicy::Enqueue => hold = true,
+                    }
+                }
+            }
             let row = task::ActiveModel {
                 id: Set(id),
                 tenant: Set(tenant.clone()),
@@ -299,15 +545,24 @@ impl ControlPlane for ControlService {
                 updated_at_ms: Set(now),
                 started_at_ms: Set(None),
                 finished_at_ms: Set(None),
+                session_id: Set(req.session_id.clone()),
+                steps: Set(0),
+                // Held back: the projection releases it when the session's
+                // running task ends.
+                pending_envelope: Set(hold.then(|| prost::Message::encode_to_vec(&envelope))),
             }
             .insert(&txn)
             .await
             .map_err(db_error)?;
-            let queued = outbox::enqueue(&txn, &tenant, subject, id.to_string(), &envelope)
-                .await
-                .map_err(db_error)?;
+            if !hold {
+                queued.push(
+                    outbox::enqueue(&txn, &tenant, subject, id.to_string(), &envelope)
+                        .await
+                        .map_err(db_error)?,
+                );
+            }
             txn.commit().await.map_err(db_error)?;
-            self.relay.committed([queued]);
+            self.relay.committed(queued);
             self.metrics.tasks_submitted.inc();
             tracing::info!(task_id = %id, agent = %row.agent, "task submitted");
             Ok(Response::new(SubmitTaskResponse {
@@ -395,53 +650,12 @@ impl ControlPlane for ControlService {
                     status.rest_name()
                 )));
             }
-            let task_id = id.to_string();
-            let subject = names::event_subject(&tenant, &task_id).map_err(|e| invalid("id", e))?;
-            let now = now_ms();
-            let mut active: task::ActiveModel = row.into();
-            active.cancel_requested = Set(true);
-            active.updated_at_ms = Set(now);
-            // A worker that already holds the task stops on this event.
-            let mut queued = vec![
-                outbox::enqueue(
-                    &txn,
-                    &tenant,
-                    subject.clone(),
-                    format!("{task_id}:cancel-requested"),
-                    &event(
-                        &tenant,
-                        &task_id,
-                        task_event::Kind::CancelRequested(Default::default()),
-                    ),
-                )
-                .await
-                .map_err(db_error)?,
-            ];
-            if status == TaskStatus::Queued {
-                // Nobody runs it yet: it is cancelled now. A worker that picks
-                // it up later sees the terminal event and drops it.
-                active.status = Set(TaskStatus::Cancelled.rest_name().to_owned());
-                active.finished_at_ms = Set(Some(now));
-                let cancelled = outbox::enqueue(
-                    &txn,
-                    &tenant,
-                    subject,
-                    terminal_msg_id(&task_id),
-                    &event(
-                        &tenant,
-                        &task_id,
-                        task_event::Kind::Cancelled(mesh_proto::TaskCancelled {
-                            reason: "cancelled while queued".to_owned(),
-                        }),
-                    ),
-                )
-                .await
-                .map_err(db_error)?;
-                queued.push(cancelled);
-            }
-            let row = active.update(&txn).await.map_err(db_error)?;
+            let queued = self
+                .request_cancel(&txn, row, "cancelled while queued")
+                .await?;
             txn.commit().await.map_err(db_error)?;
             self.relay.committed(queued);
+            let row = self.find_task(&tenant, id).await?;
             Ok(Response::new(task_from_row(&row)))
         }
         .instrument(span)

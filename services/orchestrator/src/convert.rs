@@ -1,11 +1,47 @@
 //! Rows to protobuf resources and back.
 
-use mesh_proto::{Agent, AgentSpec, Task, TaskStatus, TokenUsage};
-use mesh_store::orchestrator::{agent, task};
-use serde_json::json;
+use mesh_proto::{Agent, AgentSpec, Task, TaskStatus, TokenUsage, Tool, ToolSpec};
+use mesh_store::orchestrator::{agent, task, tool};
 
+/// Stored as the Agent document's JSON (`mesh_spec::AgentSpecDoc`).
 pub fn spec_to_json(spec: &AgentSpec) -> serde_json::Value {
-    json!({
+    serde_json::to_value(mesh_spec::AgentSpecDoc::from_proto(spec)).unwrap_or_default()
+}
+
+/// Reads a stored spec: the document form, or the backbone's first form
+/// (snake_case keys) for rows written before tools existed.
+pub fn spec_from_json(value: &serde_json::Value) -> AgentSpec {
+    serde_json::from_value::<mesh_spec::AgentSpecDoc>(value.clone())
+        .ok()
+        .and_then(|doc| doc.to_proto().ok())
+        .unwrap_or_else(|| legacy_spec_from_json(value))
+}
+
+pub fn tool_spec_to_json(spec: &ToolSpec) -> serde_json::Value {
+    serde_json::to_value(mesh_spec::ToolSpecDoc::from_proto(spec)).unwrap_or_default()
+}
+
+pub fn tool_spec_from_json(value: &serde_json::Value) -> ToolSpec {
+    serde_json::from_value::<mesh_spec::ToolSpecDoc>(value.clone())
+        .ok()
+        .and_then(|doc| doc.to_proto().ok())
+        .unwrap_or_default()
+}
+
+pub fn tool_from_row(row: &tool::Model) -> Tool {
+    Tool {
+        tenant: row.tenant.clone(),
+        name: row.name.clone(),
+        spec: Some(tool_spec_from_json(&row.spec)),
+        version: u64::try_from(row.version).unwrap_or_default(),
+        created_at_ms: row.created_at_ms,
+        updated_at_ms: row.updated_at_ms,
+    }
+}
+
+#[cfg(test)]
+fn legacy_spec_to_json(spec: &AgentSpec) -> serde_json::Value {
+    serde_json::json!({
         "model": spec.model,
         "system_prompt": spec.system_prompt,
         "temperature": spec.temperature,
@@ -14,7 +50,7 @@ pub fn spec_to_json(spec: &AgentSpec) -> serde_json::Value {
     })
 }
 
-pub fn spec_from_json(value: &serde_json::Value) -> AgentSpec {
+fn legacy_spec_from_json(value: &serde_json::Value) -> AgentSpec {
     AgentSpec {
         model: value["model"].as_str().unwrap_or_default().to_owned(),
         system_prompt: value["system_prompt"]
@@ -28,6 +64,7 @@ pub fn spec_from_json(value: &serde_json::Value) -> AgentSpec {
         scaling: serde_json::from_value::<mesh_scaling::AgentScaling>(value["scaling"].clone())
             .ok()
             .map(|s| (&s).into()),
+        ..Default::default()
     }
 }
 
@@ -66,9 +103,33 @@ pub fn task_from_row(row: &task::Model) -> Task {
         updated_at_ms: row.updated_at_ms,
         started_at_ms: row.started_at_ms,
         finished_at_ms: row.finished_at_ms,
+        session_id: row.session_id.clone(),
+        steps: u32::try_from(row.steps).unwrap_or_default(),
     }
 }
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_round_trip_and_old_rows_still_read() {
+        let spec = AgentSpec {
+            model: "m".into(),
+            system_prompt: "p".into(),
+            temperature: Some(0.5),
+            max_steps: 4,
+            ..Default::default()
+        };
+        assert_eq!(spec_from_json(&spec_to_json(&spec)), spec);
+        let old = AgentSpec {
+            max_steps: 0,
+            ..spec.clone()
+        };
+        assert_eq!(spec_from_json(&legacy_spec_to_json(&old)), old);
+    }
 }

@@ -73,10 +73,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config.outbox.clone(),
         metrics.clone(),
     );
+    let relay_handle = relay.handle();
     let service = control::ControlService::new(
         db.clone(),
         bus.clone(),
-        relay.handle(),
+        relay_handle.clone(),
         config.limits.clone(),
         metrics.clone(),
     );
@@ -89,8 +90,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         "max-deliveries watch",
         dead_letters::watch(bus.clone(), stop.clone()),
     );
-    let projector =
-        projection::Projector::new(db.clone(), bus.clone(), config.projection.clone(), metrics);
+    let projector = projection::Projector::new(
+        db.clone(),
+        bus.clone(),
+        config.projection.clone(),
+        metrics,
+        config.outbox.enabled.then_some(relay_handle),
+    );
     supervisor.spawn("event projection", projector.run(stop.clone()));
 
     let listener = bind(config.grpc_listen, "grpc").await?;

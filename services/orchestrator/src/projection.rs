@@ -7,10 +7,14 @@
 
 use futures::StreamExt as _;
 use mesh_bus::{Bus, Delivery, StreamKind};
-use mesh_proto::{TaskEvent, TaskStatus, task_event::Kind};
+use mesh_proto::{TaskEnvelope, TaskEvent, TaskStatus, task_event::Kind};
 use mesh_store::orchestrator::task;
+use prost::Message as _;
 use sea_orm::sea_query::{Expr, ExprTrait as _};
-use sea_orm::{ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _, QueryFilter as _};
+use sea_orm::{
+    ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _, TransactionTrait as _,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -27,6 +31,9 @@ pub struct Projector {
     bus: Bus,
     config: ProjectionConfig,
     metrics: Metrics,
+    /// Wakes the outbox relay for released session tasks (absent when the
+    /// relay is off; the rows wait in the outbox then).
+    relay: Option<crate::outbox::RelayHandle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,12 +52,14 @@ impl Projector {
         bus: Bus,
         config: ProjectionConfig,
         metrics: Metrics,
+        relay: Option<crate::outbox::RelayHandle>,
     ) -> Self {
         Self {
             db,
             bus,
             config,
             metrics,
+            relay,
         }
     }
 
@@ -141,7 +150,18 @@ impl Projector {
             .filter(task::Column::Tenant.eq(&delivery.tenant))
             .col_expr(task::Column::UpdatedAtMs, Expr::value(now));
         let (update, finished) = match kind {
-            Kind::Delta(_) | Kind::Retrying(_) => return Ok(()),
+            Kind::Delta(_) | Kind::Retrying(_) | Kind::ToolCall(_) | Kind::ToolResult(_) => {
+                return Ok(());
+            }
+            Kind::ModelStep(step) => {
+                let step = i32::try_from(step.step).unwrap_or(i32::MAX);
+                (
+                    update
+                        .filter(task::Column::Steps.lt(step))
+                        .col_expr(task::Column::Steps, Expr::value(step)),
+                    None,
+                )
+            }
             Kind::Started(started) => {
                 // Events of one task may be applied concurrently, so a
                 // `completed` can land before its `started`. The attempt
@@ -214,6 +234,77 @@ impl Projector {
                 .get_or_create(&vec![("status".to_owned(), status.rest_name().to_owned())])
                 .inc();
         }
+        if finished.is_some() {
+            // Also on a redelivered terminal event (rows_affected 0): the
+            // release is idempotent and must not be lost to a crash between
+            // the update above and this one.
+            self.release_session_successor(&delivery.tenant, id).await?;
+        }
+        Ok(())
+    }
+
+    /// The `enqueue` concurrency policy: when a session's task ends, the
+    /// oldest task of the session held back at submission goes to the
+    /// outbox, unless another task of the session is still in progress.
+    async fn release_session_successor(&self, tenant: &str, finished: Uuid) -> Result<(), DbErr> {
+        let Some(done) = task::Entity::find_by_id(finished)
+            .filter(task::Column::Tenant.eq(tenant))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(());
+        };
+        if done.session_id.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        let session = task::Entity::find()
+            .filter(task::Column::Tenant.eq(tenant))
+            .filter(task::Column::Agent.eq(&done.agent))
+            .filter(task::Column::SessionId.eq(&done.session_id))
+            .filter(task::Column::Status.is_in(ACTIVE))
+            .order_by_asc(task::Column::Id)
+            .all(&txn)
+            .await?;
+        if session.iter().any(|t| t.pending_envelope.is_none()) {
+            return Ok(()); // one is dispatched or running: it releases the next
+        }
+        let Some(next) = session.into_iter().next() else {
+            return Ok(());
+        };
+        let Some(bytes) = next.pending_envelope.clone() else {
+            return Ok(());
+        };
+        let envelope = match TaskEnvelope::decode(bytes.as_slice()) {
+            Ok(e) => e,
+            Err(error) => {
+                tracing::error!(task_id = %next.id, %error, "held task envelope undecodable");
+                return Ok(());
+            }
+        };
+        let Ok(subject) = mesh_bus::names::task_subject(tenant, &next.agent) else {
+            return Ok(());
+        };
+        // Conditional: of two projectors releasing at once, one wins.
+        let claimed = task::Entity::update_many()
+            .filter(task::Column::Id.eq(next.id))
+            .filter(task::Column::PendingEnvelope.is_not_null())
+            .col_expr(
+                task::Column::PendingEnvelope,
+                Expr::value(Option::<Vec<u8>>::None),
+            )
+            .exec(&txn)
+            .await?;
+        if claimed.rows_affected == 0 {
+            return Ok(());
+        }
+        let row =
+            crate::outbox::enqueue(&txn, tenant, subject, next.id.to_string(), &envelope).await?;
+        txn.commit().await?;
+        if let Some(relay) = &self.relay {
+            relay.committed([row]);
+        }
+        tracing::info!(task_id = %next.id, session_id = %done.session_id, "released the next task of the session");
         Ok(())
     }
 }

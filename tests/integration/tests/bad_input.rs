@@ -283,6 +283,7 @@ async fn bad_grpc_input_gets_the_matching_codes() {
     let mut r = tonic::Request::new(SubmitTaskRequest {
         agent: "nobody".into(),
         input: "x".into(),
+        ..Default::default()
     });
     r.metadata_mut()
         .insert("authorization", token.parse().unwrap());
@@ -293,6 +294,7 @@ async fn bad_grpc_input_gets_the_matching_codes() {
     let mut r = tonic::Request::new(SubmitTaskRequest {
         agent: "support".into(),
         input: "x".repeat(70 * 1024),
+        ..Default::default()
     });
     r.metadata_mut()
         .insert("authorization", token.parse().unwrap());

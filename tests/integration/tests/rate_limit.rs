@@ -50,6 +50,7 @@ async fn a_tenant_over_its_submit_rate_gets_429_with_retry_after() {
     let mut request = tonic::Request::new(SubmitTaskRequest {
         agent: "support".into(),
         input: "over grpc".into(),
+        ..Default::default()
     });
     let token = mesh.token(&format!("noisy-{suffix}"), &[Role::User]);
     request

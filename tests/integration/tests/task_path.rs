@@ -132,6 +132,7 @@ async fn rest_and_grpc_tasks_complete_and_streams_replay_in_order() {
     let mut request = tonic::Request::new(SubmitTaskRequest {
         agent: "support".into(),
         input: "and tomorrow".into(),
+        ..Default::default()
     });
     request
         .metadata_mut()

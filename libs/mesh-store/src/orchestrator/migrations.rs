@@ -7,7 +7,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTables)]
+        vec![Box::new(CreateTables), Box::new(ToolsAndSessions)]
     }
 
     fn migration_table_name() -> sea_orm::DynIden {
@@ -197,6 +197,171 @@ impl MigrationTrait for CreateTables {
             OrchTasks::Table.into_iden(),
             OrchAgentVersions::Table.into_iden(),
             OrchAgents::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The tool registry, and the session and step count of a task.
+#[derive(DeriveMigrationName)]
+struct ToolsAndSessions;
+
+#[derive(DeriveIden)]
+enum OrchTools {
+    Table,
+    Id,
+    Tenant,
+    Name,
+    Version,
+    Spec,
+    CreatedAtMs,
+    UpdatedAtMs,
+}
+
+#[derive(DeriveIden)]
+enum OrchToolVersions {
+    Table,
+    Id,
+    Tenant,
+    Name,
+    Version,
+    Spec,
+    CreatedAtMs,
+}
+
+#[derive(DeriveIden)]
+enum OrchTaskSessions {
+    #[sea_orm(iden = "orch_tasks")]
+    Table,
+    SessionId,
+    Steps,
+    PendingEnvelope,
+    Tenant,
+    Agent,
+    Status,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ToolsAndSessions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(OrchTools::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(OrchTools::Id))
+                    .col(string_len(OrchTools::Tenant, 63))
+                    .col(string_len(OrchTools::Name, 64))
+                    .col(big_integer(OrchTools::Version))
+                    .col(json(OrchTools::Spec))
+                    .col(big_integer(OrchTools::CreatedAtMs))
+                    .col(big_integer(OrchTools::UpdatedAtMs))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("orch_tools_key")
+                    .table(OrchTools::Table)
+                    .col(OrchTools::Tenant)
+                    .col(OrchTools::Name)
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(OrchToolVersions::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(OrchToolVersions::Id))
+                    .col(string_len(OrchToolVersions::Tenant, 63))
+                    .col(string_len(OrchToolVersions::Name, 64))
+                    .col(big_integer(OrchToolVersions::Version))
+                    .col(json(OrchToolVersions::Spec))
+                    .col(big_integer(OrchToolVersions::CreatedAtMs))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("orch_tool_versions_key")
+                    .table(OrchToolVersions::Table)
+                    .col(OrchToolVersions::Tenant)
+                    .col(OrchToolVersions::Name)
+                    .col(OrchToolVersions::Version)
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        // SQLite adds one column per ALTER TABLE.
+        for column in [
+            string_len(OrchTaskSessions::SessionId, 128)
+                .default("")
+                .to_owned(),
+            integer(OrchTaskSessions::Steps).default(0).to_owned(),
+            blob_null(OrchTaskSessions::PendingEnvelope).to_owned(),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(OrchTaskSessions::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        // The concurrency policy asks "is a task of this session running?".
+        manager
+            .create_index(
+                Index::create()
+                    .name("orch_tasks_session")
+                    .table(OrchTaskSessions::Table)
+                    .col(OrchTaskSessions::Tenant)
+                    .col(OrchTaskSessions::Agent)
+                    .col(OrchTaskSessions::SessionId)
+                    .col(OrchTaskSessions::Status)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("orch_tasks_session")
+                    .table(OrchTaskSessions::Table)
+                    .to_owned(),
+            )
+            .await?;
+        for column in [
+            OrchTaskSessions::SessionId,
+            OrchTaskSessions::Steps,
+            OrchTaskSessions::PendingEnvelope,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(OrchTaskSessions::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        for table in [
+            OrchToolVersions::Table.into_iden(),
+            OrchTools::Table.into_iden(),
         ] {
             manager
                 .drop_table(Table::drop().table(table).if_exists().to_owned())

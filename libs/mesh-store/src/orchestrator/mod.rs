@@ -1,11 +1,14 @@
-//! Tables owned by the orchestrator: the agent registry (with every applied
-//! version), tasks, and the transactional outbox of bus messages.
+//! Tables owned by the orchestrator: the agent and tool registries (with
+//! every applied version), tasks, and the transactional outbox of bus
+//! messages.
 
 pub mod agent;
 pub mod agent_version;
 mod migrations;
 pub mod outbox;
 pub mod task;
+pub mod tool;
+pub mod tool_version;
 
 pub use migrations::Migrator;
 

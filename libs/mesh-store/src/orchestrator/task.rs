@@ -30,6 +30,14 @@ pub struct Model {
     pub updated_at_ms: i64,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    /// The conversation the task continues; "" when none.
+    pub session_id: String,
+    /// Model calls the worker journaled (the highest step seen).
+    pub steps: i32,
+    /// The encoded TaskEnvelope of a task held back by its session's
+    /// `enqueue` policy; it goes to the outbox (and this turns NULL) when
+    /// the session's running task ends.
+    pub pending_envelope: Option<Vec<u8>>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
