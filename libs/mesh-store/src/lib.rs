@@ -7,6 +7,7 @@
 //! services (DESIGN.md, "Storage").
 
 pub mod orchestrator;
+pub mod retrieval;
 pub mod traces;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};

@@ -314,9 +314,13 @@ async fn run_inner(
     let worker = agent_worker::start(agent_worker::Config::from_env(env)?, shutdown.clone())
         .await
         .context("agent-worker")?;
+    env.entry("AGENTMESH_RETRIEVAL_EMBEDDINGS_URL".into())
+        .or_insert_with(|| format!("http://{}", router.http_addr));
     let retrieval = retrieval::start(retrieval::config_from_env(env)?, shutdown.clone())
         .await
         .context("retrieval")?;
+    env.entry("AGENTMESH_GATEWAY_RETRIEVAL_URL".into())
+        .or_insert_with(|| format!("http://{}", retrieval.grpc_addr));
     let traces = trace_collector::start(trace_collector::config_from_env(env)?, shutdown.clone())
         .await
         .context("trace-collector")?;

@@ -21,6 +21,8 @@ pub struct Config {
     pub model_timeout: Duration,
     /// HTTP address of the trace-collector's query API.
     pub traces_url: String,
+    /// gRPC address of the retrieval service.
+    pub retrieval_url: String,
     /// HS256 secret for bearer JWTs (`AGENTMESH_GATEWAY_JWT_SECRET`).
     pub jwt_secret: Vec<u8>,
     /// Accepted clock skew on `exp`.
@@ -83,6 +85,7 @@ impl Config {
             traces_url: env::string_or(env, &var("TRACES_URL"), "http://127.0.0.1:4318")
                 .trim_end_matches('/')
                 .to_owned(),
+            retrieval_url: env::string_or(env, &var("RETRIEVAL_URL"), "http://127.0.0.1:7004"),
             model_timeout: env::millis_or(env, &var("MODEL_TIMEOUT_MS"), Duration::from_secs(600))?,
             jwt_secret: secret.into_bytes(),
             jwt_leeway: env::millis_or(env, &var("JWT_LEEWAY_MS"), Duration::from_secs(30))?,

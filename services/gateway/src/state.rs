@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub verifier: Verifier,
     pub orchestrator: ControlPlaneClient<Channel>,
+    pub retrieval: mesh_proto::retrieval_client::RetrievalClient<Channel>,
     pub bus: Bus,
     /// HTTP client to the inference-router (OpenAI-compatible face).
     pub http: reqwest::Client,

@@ -47,6 +47,10 @@ impl RestClient {
         self.http.put(self.url(path)).bearer_auth(&self.token)
     }
 
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path)).bearer_auth(&self.token)
+    }
+
     pub async fn apply_agent(&self, name: &str, spec: Value) -> anyhow::Result<Value> {
         let response = self
             .put(&format!("/v1/agents/{name}"))

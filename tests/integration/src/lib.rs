@@ -7,6 +7,7 @@
 pub mod client;
 pub mod infra;
 pub mod mesh;
+pub mod retrieval;
 
 pub use client::RestClient;
 pub use infra::{Nats, fresh_postgres};

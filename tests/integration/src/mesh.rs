@@ -28,6 +28,11 @@ pub struct MeshOptions {
     pub redis_url: Option<String>,
     /// The gateway's per-tenant submit limit (0: off).
     pub submit_rate_per_minute: u32,
+    /// Start the retrieval service (with all-MiniLM-L6-v2 when
+    /// [`crate::retrieval::minilm_dir`] finds it) behind the gateway.
+    pub retrieval: bool,
+    /// Changes to the retrieval service's test configuration (limits).
+    pub retrieval_config: Option<fn(&mut retrieval::Config)>,
 }
 
 impl Default for MeshOptions {
@@ -48,6 +53,8 @@ impl Default for MeshOptions {
             backend_url: None,
             redis_url: None,
             submit_rate_per_minute: 0,
+            retrieval: false,
+            retrieval_config: None,
         }
     }
 }
@@ -70,6 +77,10 @@ pub struct Mesh {
     pub traces_stop: CancellationToken,
     pub gateway: gateway::Running,
     pub gateway_stop: CancellationToken,
+    /// The retrieval service, when `MeshOptions::retrieval` was set.
+    pub retrieval: Option<retrieval::Running>,
+    pub retrieval_stop: CancellationToken,
+    pub retrieval_config: Option<retrieval::Config>,
     sim_stop: CancellationToken,
     pub bus: mesh_bus::Bus,
 }
@@ -144,12 +155,34 @@ impl Mesh {
         .await
         .context("start trace-collector")?;
 
+        let retrieval_stop = CancellationToken::new();
+        let (retrieval, retrieval_config) = if options.retrieval {
+            let mut config =
+                retrieval::Config::ephemeral(shared.clone(), data_dir.path().to_owned())?;
+            config.minilm_dir = crate::retrieval::minilm_dir();
+            config.embeddings_url = Some(format!("http://{}", router.http_addr));
+            if let Some(tweak) = options.retrieval_config {
+                tweak(&mut config);
+            }
+            let running = retrieval::start(config.clone(), retrieval_stop.clone())
+                .await
+                .context("start retrieval")?;
+            // Restarts bind the same address, so the gateway's channel finds it.
+            config.grpc_listen = running.grpc_addr;
+            (Some(running), Some(config))
+        } else {
+            (None, None)
+        };
+
         let gateway_stop = CancellationToken::new();
         let mut gateway_config =
             gateway::Config::ephemeral(shared.clone(), orchestrator_url, TEST_JWT_SECRET)?;
         gateway_config.submit_rate_per_minute = options.submit_rate_per_minute;
         gateway_config.router_url = format!("http://{}", router.http_addr);
         gateway_config.traces_url = format!("http://{}", traces.http_addr);
+        if let Some(config) = &retrieval_config {
+            gateway_config.retrieval_url = format!("http://{}", config.grpc_listen);
+        }
         let gateway = gateway::start(gateway_config, gateway_stop.clone())
             .await
             .context("start gateway")?;
@@ -171,6 +204,9 @@ impl Mesh {
             traces_stop,
             gateway,
             gateway_stop,
+            retrieval,
+            retrieval_stop,
+            retrieval_config,
             sim_stop,
             bus,
         })
@@ -216,6 +252,27 @@ impl Mesh {
         Ok(())
     }
 
+    /// Stops the retrieval service and waits until it has shut down.
+    pub async fn stop_retrieval(&mut self) -> anyhow::Result<()> {
+        self.retrieval_stop.cancel();
+        if let Some(running) = self.retrieval.take() {
+            running.stopped.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the retrieval service again on the same database, data
+    /// directory and port.
+    pub async fn restart_retrieval(&mut self) -> anyhow::Result<()> {
+        let config = self
+            .retrieval_config
+            .clone()
+            .context("the mesh was started without retrieval")?;
+        self.retrieval_stop = CancellationToken::new();
+        self.retrieval = Some(retrieval::start(config, self.retrieval_stop.clone()).await?);
+        Ok(())
+    }
+
     pub fn worker_config(&self) -> anyhow::Result<agent_worker::Config> {
         let mut config =
             agent_worker::Config::ephemeral(self.shared.clone(), self.router_grpc_url())?;
@@ -228,6 +285,7 @@ impl Drop for Mesh {
     fn drop(&mut self) {
         for token in [
             &self.gateway_stop,
+            &self.retrieval_stop,
             &self.traces_stop,
             &self.worker_stop,
             &self.orchestrator_stop,

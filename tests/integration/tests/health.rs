@@ -31,11 +31,7 @@ async fn every_service_reports_health_readiness_and_metrics() {
     let mesh = Mesh::start(MeshOptions::default()).await.unwrap();
     let stop = CancellationToken::new();
     let retrieval = retrieval::start(
-        mesh_runtime::queue_service::QueueServiceConfig::ephemeral(
-            &retrieval::SPEC,
-            mesh.shared.clone(),
-        )
-        .unwrap(),
+        retrieval::Config::ephemeral(mesh.shared.clone(), mesh.data_dir.path().to_owned()).unwrap(),
         stop.clone(),
     )
     .await

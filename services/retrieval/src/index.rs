@@ -1,0 +1,469 @@
+//! The in-memory search structures of one collection, derived from its
+//! chunk rows: the vectors (exact search), an HNSW graph (usearch) once the
+//! collection is larger than `exact_max_chunks`, and BM25. Hybrid results
+//! are fused with reciprocal rank fusion. Nothing here is durable: the
+//! database is the source of truth and an index can always be rebuilt.
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use crate::bm25::Bm25;
+
+/// What a search returns for one chunk besides its score.
+#[derive(Debug, Clone)]
+pub struct ChunkEntry {
+    pub document_id: Arc<str>,
+    pub chunk_index: u32,
+    pub text: Arc<str>,
+    pub metadata: Arc<BTreeMap<String, String>>,
+}
+
+/// All conditions must hold: the metadata value under `key` is one of the
+/// listed values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub all: Vec<(String, Vec<String>)>,
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    pub fn matches(&self, metadata: &BTreeMap<String, String>) -> bool {
+        self.all.iter().all(|(key, values)| {
+            metadata
+                .get(key)
+                .is_some_and(|value| values.iter().any(|v| v == value))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HnswParams {
+    pub connectivity: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+    /// Collections at or below this many chunks use exact search only.
+    pub exact_max_chunks: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Vector,
+    Keyword,
+    Hybrid,
+}
+
+pub struct CollectionIndex {
+    /// The collection generation these structures reflect.
+    pub generation: i64,
+    dimension: usize,
+    params: HnswParams,
+    entries: HashMap<u64, ChunkEntry>,
+    vectors: HashMap<u64, Vec<f32>>,
+    hnsw: Option<Index>,
+    bm25: Bm25,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("vector index: {0}")]
+pub struct IndexError(String);
+
+fn hnsw_error(e: impl std::fmt::Display) -> IndexError {
+    IndexError(e.to_string())
+}
+
+/// A new empty usearch index (cosine, f32).
+pub fn new_hnsw(dimension: usize, params: &HnswParams) -> Result<Index, IndexError> {
+    Index::new(&IndexOptions {
+        dimensions: dimension,
+        metric: MetricKind::Cos,
+        quantization: ScalarKind::F32,
+        connectivity: params.connectivity,
+        expansion_add: params.ef_construction,
+        expansion_search: params.ef_search,
+        multi: false,
+    })
+    .map_err(hnsw_error)
+}
+
+/// Adds many vectors to a usearch index from `threads` threads at once.
+pub fn bulk_add(index: &Index, items: &[(u64, &[f32])], threads: usize) -> Result<(), IndexError> {
+    let threads = threads.max(1);
+    index
+        .reserve_capacity_and_threads(index.size() + items.len(), threads)
+        .map_err(hnsw_error)?;
+    let per = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || {
+                    for (key, vector) in part {
+                        index.add(*key, vector).map_err(hnsw_error)?;
+                    }
+                    Ok::<(), IndexError>(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle
+                .join()
+                .map_err(|_| IndexError("index build thread panicked".to_owned()))??;
+        }
+        Ok(())
+    })
+}
+
+/// The dot product (the vectors are normalised: cosine similarity).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[derive(PartialEq)]
+struct MinScore(f32, u64);
+impl Eq for MinScore {}
+impl PartialOrd for MinScore {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for MinScore {
+    // Reversed: the heap's top is the worst kept hit.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
+    }
+}
+
+/// Exact top-k by dot product over `vectors`, best first.
+pub fn exact_top_k<'a>(
+    vectors: impl Iterator<Item = (u64, &'a [f32])>,
+    query: &[f32],
+    k: usize,
+) -> Vec<(u64, f32)> {
+    let mut heap = BinaryHeap::with_capacity(k + 1);
+    for (key, vector) in vectors {
+        let score = dot(query, vector);
+        if heap.len() < k {
+            heap.push(MinScore(score, key));
+        } else if heap.peek().is_some_and(|worst| score > worst.0) {
+            heap.pop();
+            heap.push(MinScore(score, key));
+        }
+    }
+    let mut hits: Vec<(u64, f32)> = heap.into_iter().map(|m| (m.1, m.0)).collect();
+    hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    hits
+}
+
+/// Reciprocal rank fusion of ranked lists: each key scores the sum of
+/// `1 / (k + rank)` over the lists it appears in (rank from 1).
+pub fn rrf(lists: &[Vec<(u64, f32)>], k: f32, top: usize) -> Vec<(u64, f32)> {
+    let mut scores: HashMap<u64, f32> = HashMap::new();
+    for list in lists {
+        for (rank, (key, _)) in list.iter().enumerate() {
+            *scores.entry(*key).or_default() += 1.0 / (k + rank as f32 + 1.0);
+        }
+    }
+    let mut fused: Vec<(u64, f32)> = scores.into_iter().collect();
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    fused.truncate(top);
+    fused
+}
+
+/// One chunk to add: its key (the chunk row id), what search returns, and
+/// its normalised vector.
+pub struct NewChunk {
+    pub key: u64,
+    pub entry: ChunkEntry,
+    pub vector: Vec<f32>,
+}
+
+impl CollectionIndex {
+    pub fn new(dimension: usize, params: HnswParams, generation: i64) -> Self {
+        Self {
+            generation,
+            dimension,
+            params,
+            entries: HashMap::new(),
+            vectors: HashMap::new(),
+            hnsw: None,
+            bm25: Bm25::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn has_hnsw(&self) -> bool {
+        self.hnsw.is_some()
+    }
+
+    /// Adds chunks; builds the HNSW graph when the collection crosses the
+    /// exact-search threshold.
+    pub fn add(&mut self, chunks: Vec<NewChunk>) -> Result<(), IndexError> {
+        if let Some(hnsw) = &self.hnsw {
+            let items: Vec<(u64, &[f32])> = chunks
+                .iter()
+                .map(|c| (c.key, c.vector.as_slice()))
+                .collect();
+            bulk_add(hnsw, &items, 2)?;
+        }
+        for chunk in chunks {
+            self.bm25.insert(chunk.key, &chunk.entry.text);
+            self.entries.insert(chunk.key, chunk.entry);
+            self.vectors.insert(chunk.key, chunk.vector);
+        }
+        if self.hnsw.is_none() && self.entries.len() > self.params.exact_max_chunks {
+            self.build_hnsw()?;
+        }
+        Ok(())
+    }
+
+    /// Adds chunks without touching the graph (loading: the caller then
+    /// loads a saved graph or builds one, once).
+    pub fn add_without_graph(&mut self, chunks: Vec<NewChunk>) {
+        for chunk in chunks {
+            self.bm25.insert(chunk.key, &chunk.entry.text);
+            self.entries.insert(chunk.key, chunk.entry);
+            self.vectors.insert(chunk.key, chunk.vector);
+        }
+    }
+
+    pub fn remove(&mut self, keys: &[u64]) -> Result<(), IndexError> {
+        for key in keys {
+            if let Some(entry) = self.entries.remove(key) {
+                self.bm25.remove(*key, &entry.text);
+            }
+            self.vectors.remove(key);
+            if let Some(hnsw) = &self.hnsw {
+                hnsw.remove(*key).map_err(hnsw_error)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn build_hnsw(&mut self) -> Result<(), IndexError> {
+        let index = new_hnsw(self.dimension, &self.params)?;
+        let items: Vec<(u64, &[f32])> = self
+            .vectors
+            .iter()
+            .map(|(k, v)| (*k, v.as_slice()))
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        bulk_add(&index, &items, threads)?;
+        self.hnsw = Some(index);
+        Ok(())
+    }
+
+    /// Loads a graph saved by [`CollectionIndex::save_hnsw`] for this
+    /// generation instead of building one; false when there is none usable.
+    pub fn load_hnsw(&mut self, path: &Path) -> bool {
+        if !path.exists() || self.entries.len() <= self.params.exact_max_chunks {
+            return false;
+        }
+        let loaded = new_hnsw(self.dimension, &self.params)
+            .and_then(|index| {
+                index
+                    .load(&path.display().to_string())
+                    .map_err(hnsw_error)?;
+                Ok(index)
+            })
+            .ok()
+            .filter(|index| index.size() == self.entries.len());
+        match loaded {
+            Some(index) => {
+                index.change_expansion_search(self.params.ef_search);
+                self.hnsw = Some(index);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Builds the graph if the collection is large enough and it is missing.
+    pub fn ensure_hnsw(&mut self) -> Result<(), IndexError> {
+        if self.hnsw.is_none() && self.entries.len() > self.params.exact_max_chunks {
+            self.build_hnsw()?;
+        }
+        Ok(())
+    }
+
+    pub fn save_hnsw(&self, path: &Path) -> Result<bool, IndexError> {
+        match &self.hnsw {
+            Some(index) => {
+                index
+                    .save(&path.display().to_string())
+                    .map_err(hnsw_error)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    pub fn entry(&self, key: u64) -> Option<&ChunkEntry> {
+        self.entries.get(&key)
+    }
+
+    fn accepts(&self, filter: &Filter, key: u64) -> bool {
+        filter.is_empty()
+            || self
+                .entries
+                .get(&key)
+                .is_some_and(|e| filter.matches(&e.metadata))
+    }
+
+    /// Nearest chunks to `query` (normalised), best first, with cosine
+    /// similarity. `ef` overrides the HNSW expansion when non-zero.
+    pub fn vector_search(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: &Filter,
+        ef: usize,
+    ) -> Result<Vec<(u64, f32)>, IndexError> {
+        match &self.hnsw {
+            Some(hnsw) => {
+                if ef > 0 && ef != hnsw.expansion_search() {
+                    hnsw.change_expansion_search(ef);
+                }
+                let matches = if filter.is_empty() {
+                    hnsw.search(query, k)
+                } else {
+                    hnsw.filtered_search(query, k, |key| self.accepts(filter, key))
+                }
+                .map_err(hnsw_error)?;
+                Ok(matches
+                    .keys
+                    .into_iter()
+                    .zip(matches.distances)
+                    .map(|(key, distance)| (key, 1.0 - distance))
+                    .collect())
+            }
+            None => Ok(exact_top_k(
+                self.vectors
+                    .iter()
+                    .filter(|(key, _)| self.accepts(filter, **key))
+                    .map(|(key, v)| (*key, v.as_slice())),
+                query,
+                k,
+            )),
+        }
+    }
+
+    pub fn keyword_search(&self, query: &str, k: usize, filter: &Filter) -> Vec<(u64, f32)> {
+        self.bm25.search(query, k, |key| self.accepts(filter, key))
+    }
+
+    /// One search in `mode`. Hybrid fuses the vector and keyword lists,
+    /// each `candidates` long, by reciprocal rank.
+    #[allow(clippy::too_many_arguments)]
+    pub fn search(
+        &self,
+        mode: Mode,
+        text: &str,
+        vector: Option<&[f32]>,
+        k: usize,
+        filter: &Filter,
+        ef: usize,
+        rrf_k: f32,
+    ) -> Result<Vec<(u64, f32)>, IndexError> {
+        match (mode, vector) {
+            (Mode::Keyword, _) | (Mode::Hybrid, None) => Ok(self.keyword_search(text, k, filter)),
+            (Mode::Vector, Some(v)) => self.vector_search(v, k, filter, ef),
+            (Mode::Vector, None) => Ok(Vec::new()),
+            (Mode::Hybrid, Some(v)) => {
+                let candidates = (k * 4).max(50);
+                let by_vector = self.vector_search(v, candidates, filter, ef)?;
+                let by_keyword = self.keyword_search(text, candidates, filter);
+                Ok(rrf(&[by_vector, by_keyword], rrf_k, k))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(doc: &str, text: &str, tag: &str) -> ChunkEntry {
+        ChunkEntry {
+            document_id: doc.into(),
+            chunk_index: 0,
+            text: text.into(),
+            metadata: Arc::new(BTreeMap::from([("tag".to_owned(), tag.to_owned())])),
+        }
+    }
+
+    fn unit(i: usize, dim: usize) -> Vec<f32> {
+        let mut v = vec![0.0; dim];
+        v[i % dim] = 1.0;
+        v
+    }
+
+    #[test]
+    fn rrf_rewards_agreement() {
+        let fused = rrf(
+            &[vec![(1, 0.9), (2, 0.8)], vec![(2, 5.0), (3, 4.0)]],
+            60.0,
+            10,
+        );
+        assert_eq!(fused.first().map(|f| f.0), Some(2));
+        assert_eq!(fused.len(), 3);
+    }
+
+    #[test]
+    fn exact_and_hnsw_agree_and_filters_apply() {
+        let dim = 8;
+        let params = HnswParams {
+            connectivity: 8,
+            ef_construction: 64,
+            ef_search: 64,
+            exact_max_chunks: 10,
+        };
+        let mut index = CollectionIndex::new(dim, params, 1);
+        let chunks = (0..40u64)
+            .map(|i| NewChunk {
+                key: i,
+                entry: entry(
+                    &format!("d{i}"),
+                    &format!("word{i}"),
+                    if i % 2 == 0 { "even" } else { "odd" },
+                ),
+                vector: unit(i as usize, dim),
+            })
+            .collect();
+        index.add(chunks).unwrap();
+        assert!(index.has_hnsw(), "crossing the threshold builds the graph");
+        let query = unit(3, dim);
+        let hits = index
+            .vector_search(&query, 5, &Filter::default(), 0)
+            .unwrap();
+        assert!((hits[0].1 - 1.0).abs() < 1e-5);
+        assert_eq!(hits[0].0 % 8, 3);
+        let odd = Filter {
+            all: vec![("tag".to_owned(), vec!["even".to_owned()])],
+        };
+        let hits = index.vector_search(&query, 5, &odd, 0).unwrap();
+        assert!(hits.iter().all(|(k, _)| k % 2 == 0), "{hits:?}");
+        index.remove(&[3, 11, 19, 27, 35]).unwrap();
+        let hits = index
+            .vector_search(&query, 5, &Filter::default(), 0)
+            .unwrap();
+        assert!(
+            hits.iter().all(|(_, s)| *s < 0.5),
+            "removed keys are gone: {hits:?}"
+        );
+        let words = index.keyword_search("word4", 3, &Filter::default());
+        assert_eq!(words.first().map(|w| w.0), Some(4));
+    }
+}

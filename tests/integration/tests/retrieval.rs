@@ -1,0 +1,561 @@
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+//! Retrieval through the gateway against real NATS JetStream and
+//! PostgreSQL, with real all-MiniLM-L6-v2 embeddings: ingest then search
+//! finds the right chunk by vector, keyword and hybrid search; delete by
+//! filter; a restart loses nothing; tenants never see each other's
+//! collections, documents or jobs; an ingest burst indexes every document
+//! exactly once, even when a part is delivered twice; bad input is a 4xx
+//! that names the field.
+
+use std::time::Duration;
+
+use mesh_auth::Role;
+use mesh_integration::retrieval::minilm_available;
+use mesh_integration::{Mesh, MeshOptions, RestClient, fresh_postgres};
+use serde_json::{Value, json};
+
+async fn mesh(tweak: Option<fn(&mut retrieval::Config)>) -> Mesh {
+    Mesh::start(MeshOptions {
+        database_url: Some(fresh_postgres().await.unwrap()),
+        start_worker: false,
+        retrieval: true,
+        retrieval_config: tweak,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn client(mesh: &Mesh, tenant: &str, role: Role) -> RestClient {
+    RestClient::new(
+        format!("http://{}", mesh.gateway.http_addr),
+        mesh.token(tenant, &[role]),
+    )
+}
+
+/// (status, body) of a JSON call.
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+async fn ok(request: reqwest::RequestBuilder) -> Value {
+    let (status, body) = send(request).await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    body
+}
+
+async fn search(c: &RestClient, collection: &str, body: Value) -> Vec<Value> {
+    let found = ok(c
+        .post(&format!("/v1/collections/{collection}/search"))
+        .json(&body))
+    .await;
+    found["hits"].as_array().unwrap().clone()
+}
+
+fn top_doc(hits: &[Value]) -> &str {
+    hits.first()
+        .and_then(|h| h["documentId"].as_str())
+        .unwrap_or("<none>")
+}
+
+/// A long manual whose chunks are about different things: only one of them
+/// mentions invoices.
+fn manual() -> String {
+    let filler = [
+        "The cluster runs on three availability zones with automatic failover of the control plane.",
+        "Logs are shipped to the central store and kept for thirty days before they are compacted.",
+        "Deployments roll out one replica at a time and roll back when the health checks fail.",
+    ];
+    let mut text = String::new();
+    for i in 0..6 {
+        text.push_str(filler[i % 3]);
+        text.push(' ');
+    }
+    text.push_str(
+        "Refunds for a duplicated invoice are issued by the billing team within five business days. ",
+    );
+    for i in 0..6 {
+        text.push_str(filler[(i + 1) % 3]);
+        text.push(' ');
+    }
+    text
+}
+
+fn corpus() -> Value {
+    json!({"documents": [
+        {"id": "password", "text": "To reset your password, open the account settings page and choose 'forgot password'; a reset link is emailed to you.", "metadata": {"team": "identity", "lang": "en"}},
+        {"id": "keda", "text": "KEDA scales the agent workers on the JetStream consumer lag of their durable consumer.", "metadata": {"team": "platform", "lang": "en"}},
+        {"id": "pasta", "text": "Boil the spaghetti in salted water for nine minutes, then toss it with garlic and olive oil.", "metadata": {"team": "kitchen", "lang": "en"}},
+        {"id": "billing-faq", "text": "Invoices are sent on the first day of each month; payment is due within thirty days.", "metadata": {"team": "billing", "lang": "en"}},
+        {"id": "billing-de", "text": "Rechnungen werden am ersten Tag jedes Monats verschickt.", "metadata": {"team": "billing", "lang": "de"}},
+        {"id": "manual", "text": manual(), "metadata": {"team": "platform", "lang": "en"}}
+    ]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn search_finds_the_right_chunk_in_every_mode_and_survives_a_restart() {
+    if !minilm_available("search_finds_the_right_chunk") {
+        return;
+    }
+    let mut mesh = mesh(None).await;
+    let acme = client(&mesh, "acme", Role::Operator);
+    let created = ok(acme.post("/v1/collections").json(&json!({
+        "name": "kb",
+        "chunking": {"chunkTokens": 48, "overlapTokens": 8}
+    })))
+    .await;
+    assert_eq!(created["embeddingModel"], "all-minilm-l6-v2");
+    assert_eq!(created["dimension"], 384);
+    let upserted = ok(acme.post("/v1/collections/kb/documents").json(&corpus())).await;
+    assert_eq!(upserted["upserted"], 6);
+    let chunks = upserted["chunks"].as_u64().unwrap();
+    assert!(
+        chunks > 6,
+        "the manual is split into several chunks: {upserted}"
+    );
+    // The same content again changes nothing.
+    let again = ok(acme.post("/v1/collections/kb/documents").json(&corpus())).await;
+    assert_eq!(
+        (again["upserted"].clone(), again["unchanged"].clone()),
+        (json!(0), json!(6))
+    );
+
+    let vector = search(
+        &acme,
+        "kb",
+        json!({"query": "I forgot my login credentials", "mode": "vector", "topK": 3}),
+    )
+    .await;
+    assert_eq!(top_doc(&vector), "password", "{vector:?}");
+    assert!(vector[0]["score"].as_f64().unwrap() > 0.3);
+    assert_eq!(vector[0]["metadata"]["team"], "identity");
+
+    let keyword = search(
+        &acme,
+        "kb",
+        json!({"query": "jetstream consumer lag", "mode": "keyword", "topK": 3}),
+    )
+    .await;
+    assert_eq!(top_doc(&keyword), "keda", "{keyword:?}");
+
+    // The right chunk of a long document: the one about refunds.
+    let hybrid = search(
+        &acme,
+        "kb",
+        json!({"query": "refund for an invoice charged twice", "mode": "hybrid", "topK": 3}),
+    )
+    .await;
+    let refund = hybrid
+        .iter()
+        .find(|h| h["documentId"] == "manual")
+        .unwrap_or_else(|| panic!("the manual's refund chunk is among the hits: {hybrid:?}"));
+    assert!(
+        refund["text"].as_str().unwrap().contains("Refunds"),
+        "{refund}"
+    );
+    assert!(refund["chunkIndex"].as_u64().unwrap() > 0);
+
+    // A filter narrows every mode.
+    let german = search(
+        &acme,
+        "kb",
+        json!({"query": "invoices", "filter": {"lang": "de"}, "mode": "hybrid"}),
+    )
+    .await;
+    assert_eq!(german.len(), 1, "{german:?}");
+    assert_eq!(top_doc(&german), "billing-de");
+
+    let doc = ok(acme.get("/v1/collections/kb/documents/pasta")).await;
+    assert_eq!(doc["metadata"]["team"], "kitchen");
+    assert!(doc["text"].as_str().unwrap().contains("spaghetti"));
+
+    // Delete by filter: both billing documents go, nothing else.
+    let deleted = ok(acme
+        .post("/v1/collections/kb/documents/delete")
+        .json(&json!({"filter": {"team": {"$in": ["billing"]}}})))
+    .await;
+    assert_eq!(deleted["deleted"], 2);
+    let hits = search(
+        &acme,
+        "kb",
+        json!({"query": "invoices monthly payment", "topK": 10}),
+    )
+    .await;
+    assert!(
+        hits.iter().all(|h| h["metadata"]["team"] != "billing"),
+        "{hits:?}"
+    );
+    let (status, _) = send(acme.get("/v1/collections/kb/documents/billing-faq")).await;
+    assert_eq!(status, 404);
+    let (status, _) = send(acme.delete("/v1/collections/kb/documents/pasta")).await;
+    assert_eq!(status, 200);
+
+    // Restart: everything acknowledged is still there and searchable.
+    let before = search(&acme, "kb", json!({"query": "reset password", "topK": 5})).await;
+    mesh.stop_retrieval().await.unwrap();
+    let (status, _) = send(acme.get("/v1/collections/kb")).await;
+    assert_eq!(status, 503, "the gateway says the service is down");
+    mesh.restart_retrieval().await.unwrap();
+    let info = ok(acme.get("/v1/collections/kb")).await;
+    assert_eq!(info["documentCount"], 3);
+    let after = search(&acme, "kb", json!({"query": "reset password", "topK": 5})).await;
+    let ids = |hits: &[Value]| -> Vec<String> {
+        hits.iter()
+            .map(|h| h["documentId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&before), ids(&after));
+    assert_eq!(top_doc(&after), "password");
+    let keyword = search(
+        &acme,
+        "kb",
+        json!({"query": "jetstream consumer lag", "mode": "keyword"}),
+    )
+    .await;
+    assert_eq!(top_doc(&keyword), "keda");
+
+    let deleted = ok(acme.delete("/v1/collections/kb")).await;
+    assert_eq!(deleted["deleted"], true);
+    let (status, _) = send(acme.get("/v1/collections/kb")).await;
+    assert_eq!(status, 404);
+}
+
+fn vector_docs(prefix: &str, n: usize, team: &str) -> Value {
+    let docs: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut v = vec![0.0f32; 4];
+            v[i % 4] = 1.0;
+            v[(i + 1) % 4] = 0.5;
+            json!({"id": format!("{prefix}{i}"), "text": format!("{prefix} note number {i}"), "metadata": {"team": team}, "vector": v})
+        })
+        .collect();
+    json!({ "documents": docs })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tenants_never_see_or_touch_each_others_documents() {
+    let mesh = mesh(None).await;
+    let a = client(&mesh, "tenant-a", Role::Operator);
+    let b = client(&mesh, "tenant-b", Role::Operator);
+    let spec = json!({"name": "notes", "embeddingModel": "none", "dimension": 4});
+    ok(a.post("/v1/collections").json(&spec)).await;
+    ok(a.post("/v1/collections/notes/documents")
+        .json(&vector_docs("secret", 8, "red")))
+    .await;
+    let job = ok(a
+        .post("/v1/collections/notes/ingest")
+        .json(&vector_docs("queued", 4, "red")))
+    .await;
+    let job_id = job["id"].as_str().unwrap().to_owned();
+
+    // B sees nothing of A's by any call.
+    let listed = ok(b.get("/v1/collections")).await;
+    assert_eq!(listed["collections"], json!([]));
+    for (status, _) in [
+        send(b.get("/v1/collections/notes")).await,
+        send(b.get("/v1/collections/notes/documents/secret0")).await,
+        send(
+            b.post("/v1/collections/notes/search")
+                .json(&json!({"vector": [1, 0, 0, 0]})),
+        )
+        .await,
+        send(b.delete("/v1/collections/notes/documents/secret0")).await,
+        send(
+            b.post("/v1/collections/notes/documents/delete")
+                .json(&json!({"filter": {"team": "red"}})),
+        )
+        .await,
+        send(
+            b.post("/v1/collections/notes/documents")
+                .json(&vector_docs("evil", 1, "red")),
+        )
+        .await,
+        send(b.get(&format!("/v1/ingest-jobs/{job_id}"))).await,
+        send(b.delete("/v1/collections/notes")).await,
+    ] {
+        assert_eq!(status, 404);
+    }
+
+    // B's collection of the same name is its own.
+    ok(b.post("/v1/collections").json(&spec)).await;
+    ok(b.post("/v1/collections/notes/documents")
+        .json(&vector_docs("mine", 2, "red")))
+    .await;
+    let hits = search(&b, "notes", json!({"vector": [1, 0.5, 0, 0], "topK": 50})).await;
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert!(
+        hits.iter()
+            .all(|h| h["documentId"].as_str().unwrap().starts_with("mine"))
+    );
+    let keyword = search(
+        &b,
+        "notes",
+        json!({"query": "secret note", "mode": "keyword"}),
+    )
+    .await;
+    assert!(
+        keyword
+            .iter()
+            .all(|h| !h["documentId"].as_str().unwrap().starts_with("secret"))
+    );
+    let deleted = ok(b
+        .post("/v1/collections/notes/documents/delete")
+        .json(&json!({"filter": {"team": "red"}})))
+    .await;
+    assert_eq!(deleted["deleted"], 2);
+    ok(b.delete("/v1/collections/notes")).await;
+
+    // A still has everything (the queued job lands too).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = ok(a.get(&format!("/v1/ingest-jobs/{job_id}"))).await;
+        if job["state"] == "succeeded" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job never finished: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let info = ok(a.get("/v1/collections/notes")).await;
+    assert_eq!(info["documentCount"], 12, "{info}");
+    let hits = search(&a, "notes", json!({"vector": [1, 0.5, 0, 0], "topK": 50})).await;
+    assert_eq!(hits.len(), 12);
+}
+
+async fn wait_job(c: &RestClient, id: &str, deadline: tokio::time::Instant) -> Value {
+    loop {
+        let job = ok(c.get(&format!("/v1/ingest-jobs/{id}"))).await;
+        if job["state"] == "succeeded" || job["state"] == "failed" {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job never finished: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ingest_burst_indexes_every_document_exactly_once() {
+    if !minilm_available("an_ingest_burst_indexes_every_document_exactly_once") {
+        return;
+    }
+    const JOBS: usize = 4;
+    const PER_JOB: usize = 30;
+    let mesh = mesh(Some(|c: &mut retrieval::Config| {
+        c.ingest_part_documents = 10;
+    }))
+    .await;
+    let acme = client(&mesh, "acme", Role::Operator);
+    ok(acme.post("/v1/collections").json(&json!({"name": "burst"}))).await;
+    let started = std::time::Instant::now();
+    let mut jobs = Vec::new();
+    for j in 0..JOBS {
+        let docs: Vec<Value> = (0..PER_JOB)
+            .map(|i| json!({"id": format!("doc-{j}-{i}"), "text": format!("Ticket {j}-{i}: the customer reports that export number {i} of batch {j} failed."), "metadata": {"batch": j.to_string()}}))
+            .collect();
+        let (status, job) = send(
+            acme.post("/v1/collections/burst/ingest")
+                .json(&json!({ "documents": docs })),
+        )
+        .await;
+        assert_eq!(status, 202, "{job}");
+        assert_eq!(job["state"], "queued");
+        jobs.push(job["id"].as_str().unwrap().to_owned());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    for id in &jobs {
+        let job = wait_job(&acme, id, deadline).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_eq!(job["doneDocuments"], PER_JOB);
+        assert_eq!(job["failedDocuments"], 0);
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "ingest: {} documents in {elapsed:?} ({:.1} documents/s with local embeddings, debug build)",
+        JOBS * PER_JOB,
+        (JOBS * PER_JOB) as f64 / elapsed.as_secs_f64()
+    );
+    let info = ok(acme.get("/v1/collections/burst")).await;
+    assert_eq!(info["documentCount"], JOBS * PER_JOB);
+    assert_eq!(
+        info["chunkCount"],
+        JOBS * PER_JOB,
+        "one chunk per short document"
+    );
+
+    // A part delivered again (a new message id defeats JetStream's
+    // duplicate window, as a redelivery after a crash would) is recognised.
+    let replay = mesh_proto::IngestBatch {
+        job_id: jobs[0].clone(),
+        collection: "burst".to_owned(),
+        part: 0,
+        documents: (0..10)
+            .map(|i| mesh_proto::Document {
+                id: format!("doc-0-{i}"),
+                text: "changed text that must not be applied twice".to_owned(),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    mesh.bus
+        .publish_acked("ingest.acme.burst".to_owned(), "acme", "replay-1", &replay)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let lag = mesh
+            .bus
+            .consumer_lag(mesh_bus::StreamKind::Ingest, retrieval::CONSUMER)
+            .await
+            .unwrap();
+        if lag.total() == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replayed part never handled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let job = ok(acme.get(&format!("/v1/ingest-jobs/{}", jobs[0]))).await;
+    assert_eq!(
+        job["doneDocuments"], PER_JOB,
+        "progress counted once: {job}"
+    );
+    let doc = ok(acme.get("/v1/collections/burst/documents/doc-0-3")).await;
+    assert!(
+        doc["text"].as_str().unwrap().starts_with("Ticket 0-3"),
+        "{doc}"
+    );
+    let info = ok(acme.get("/v1/collections/burst")).await;
+    assert_eq!(info["chunkCount"], JOBS * PER_JOB);
+    let hits = search(
+        &acme,
+        "burst",
+        json!({"query": "export number 7 of batch 2", "topK": 1000, "mode": "keyword"}),
+    )
+    .await;
+    let mut ids: Vec<&str> = hits
+        .iter()
+        .map(|h| h["documentId"].as_str().unwrap())
+        .collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "no document is indexed twice");
+    assert_eq!(top_doc(&hits), "doc-2-7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_is_a_4xx_that_names_the_field() {
+    let mesh = mesh(Some(|c: &mut retrieval::Config| {
+        c.max_document_bytes = 2048;
+        c.max_top_k = 50;
+    }))
+    .await;
+    let acme = client(&mesh, "acme", Role::Operator);
+    ok(acme
+        .post("/v1/collections")
+        .json(&json!({"name": "vecs", "embeddingModel": "none", "dimension": 4})))
+    .await;
+    ok(acme
+        .post("/v1/collections/vecs/documents")
+        .json(&vector_docs("v", 3, "red")))
+    .await;
+
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        ("wrong vector dimension", acme.post("/v1/collections/vecs/search").json(&json!({"vector": [1, 0, 0]})), 400, "vector"),
+        ("wrong document vector dimension", acme.post("/v1/collections/vecs/documents").json(&json!({"documents": [{"id": "x", "text": "t", "vector": [1, 2]}]})), 400, "documents[0].vector"),
+        ("empty query", acme.post("/v1/collections/vecs/search").json(&json!({"query": "  "})), 400, "query"),
+        ("keyword without text", acme.post("/v1/collections/vecs/search").json(&json!({"vector": [1, 0, 0, 0], "mode": "keyword"})), 400, "query"),
+        ("oversized document", acme.post("/v1/collections/vecs/documents").json(&json!({"documents": [{"id": "big", "text": "x".repeat(3000), "vector": [1, 0, 0, 0]}]})), 400, "documents[0].text"),
+        ("bad filter value", acme.post("/v1/collections/vecs/search").json(&json!({"vector": [1, 0, 0, 0], "filter": {"team": 5}})), 400, "filter.team"),
+        ("bad filter operator", acme.post("/v1/collections/vecs/documents/delete").json(&json!({"filter": {"team": {"$gt": "a"}}})), 400, "filter.team"),
+        ("delete without ids or filter", acme.post("/v1/collections/vecs/documents/delete").json(&json!({})), 400, "filter"),
+        ("topK over the limit", acme.post("/v1/collections/vecs/search").json(&json!({"vector": [1, 0, 0, 0], "topK": 51})), 400, "topK"),
+        ("unknown mode", acme.post("/v1/collections/vecs/search").json(&json!({"query": "x", "mode": "fuzzy"})), 400, "mode"),
+        ("bad collection name", acme.post("/v1/collections").json(&json!({"name": "Bad_Name"})), 400, "name"),
+        ("unknown model", acme.post("/v1/collections").json(&json!({"name": "m", "embeddingModel": "word2vec"})), 400, "embeddingModel"),
+        ("minilm with another dimension", acme.post("/v1/collections").json(&json!({"name": "m", "dimension": 768})), 400, "dimension"),
+        ("overlap not below chunk size", acme.post("/v1/collections").json(&json!({"name": "m", "chunking": {"chunkTokens": 10, "overlapTokens": 10}})), 400, "chunking.overlapTokens"),
+        ("duplicate ids", acme.post("/v1/collections/vecs/documents").json(&json!({"documents": [{"id": "a", "vector": [1, 0, 0, 0]}, {"id": "a", "vector": [1, 0, 0, 0]}]})), 400, "documents[1].id"),
+        ("empty batch", acme.post("/v1/collections/vecs/ingest").json(&json!({"documents": []})), 400, "documents"),
+        ("unknown field", acme.post("/v1/collections/vecs/search").json(&json!({"vector": [1, 0, 0, 0], "k": 3})), 400, ""),
+        ("bad job id", acme.get("/v1/ingest-jobs/not-a-uuid"), 400, "id"),
+    ];
+    for (what, request, status, field) in cases {
+        let (got, body) = send(request).await;
+        assert_eq!(got, status, "{what}: {body}");
+        if !field.is_empty() {
+            assert_eq!(body["error"]["field"], field, "{what}: {body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(field),
+                "{what}: {body}"
+            );
+        }
+    }
+    for (what, request) in [
+        (
+            "unknown collection",
+            acme.post("/v1/collections/nope/search")
+                .json(&json!({"vector": [1, 0, 0, 0]})),
+        ),
+        (
+            "unknown document",
+            acme.get("/v1/collections/vecs/documents/nope"),
+        ),
+        (
+            "unknown job",
+            acme.get(&format!("/v1/ingest-jobs/{}", uuid::Uuid::now_v7())),
+        ),
+    ] {
+        let (got, body) = send(request).await;
+        assert_eq!(got, 404, "{what}: {body}");
+    }
+    let (status, _) = send(
+        acme.post("/v1/collections")
+            .json(&json!({"name": "vecs", "embeddingModel": "none", "dimension": 4})),
+    )
+    .await;
+    assert_eq!(status, 409, "a second collection of the same name");
+
+    // Roles: a viewer may search but not write; a user may write documents
+    // but not create collections.
+    let viewer = client(&mesh, "acme", Role::Viewer);
+    let (status, _) = send(
+        viewer
+            .post("/v1/collections/vecs/search")
+            .json(&json!({"vector": [1, 0, 0, 0]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = send(
+        viewer
+            .post("/v1/collections/vecs/documents")
+            .json(&vector_docs("w", 1, "red")),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let user = client(&mesh, "acme", Role::User);
+    let (status, _) = send(
+        user.post("/v1/collections/vecs/documents")
+            .json(&vector_docs("w", 1, "red")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = send(user.post("/v1/collections").json(&json!({"name": "other"}))).await;
+    assert_eq!(status, 403);
+    let (status, _) = send(reqwest::Client::new().get(acme.url("/v1/collections"))).await;
+    assert_eq!(status, 401);
+}
