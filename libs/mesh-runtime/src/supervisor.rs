@@ -44,6 +44,14 @@ impl Supervisor {
         self.stop.clone()
     }
 
+    /// The tracker components run on, for short tasks spawned while the
+    /// service runs (a cache store, a usage reconciliation) that must
+    /// finish before it reports stopped. Such a task is not supervised:
+    /// it handles its own errors, as a component's would stop the service.
+    pub fn tracker(&self) -> TaskTracker {
+        self.tracker.clone()
+    }
+
     /// Spawns a component. An `Err` is logged with the component's name
     /// and stops the service.
     pub fn spawn<F, E>(&self, name: &'static str, component: F)

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
+use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
 use crate::redis_link::RedisLink;
@@ -130,11 +131,17 @@ fn hash128(text: &str) -> String {
 pub struct Cache {
     redis: Option<Arc<RedisLink>>,
     metrics: Metrics,
+    /// Where stores run: the service's tracker, so shutdown waits for them.
+    tasks: TaskTracker,
 }
 
 impl Cache {
-    pub fn new(redis: Option<Arc<RedisLink>>, metrics: Metrics) -> Self {
-        Self { redis, metrics }
+    pub fn new(redis: Option<Arc<RedisLink>>, metrics: Metrics, tasks: TaskTracker) -> Self {
+        Self {
+            redis,
+            metrics,
+            tasks,
+        }
     }
 
     /// Whether a lookup can happen at all.
@@ -167,7 +174,8 @@ impl Cache {
         }
     }
 
-    /// Stores an answer, off the request's path.
+    /// Stores an answer, off the request's path but on the service's
+    /// tracker.
     pub fn put(&self, key: String, bytes: Vec<u8>, ttl: Duration) {
         let Some(redis) = self.redis.clone() else {
             return;
@@ -180,7 +188,7 @@ impl Cache {
             return;
         }
         let metrics = self.metrics.clone();
-        runtime.spawn(async move {
+        let store = async move {
             let stored: redis::RedisResult<()> = async {
                 let mut conn = redis.conn().await?;
                 redis::cmd("SET")
@@ -199,7 +207,8 @@ impl Cache {
                     tracing::warn!(%error, "response cache store failed");
                 }
             }
-        });
+        };
+        self.tasks.spawn_on(store, &runtime);
     }
 }
 

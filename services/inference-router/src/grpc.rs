@@ -1,36 +1,50 @@
 //! The internal `InferenceService` used by agent workers: one chat request
-//! in, a stream of deltas out, over the backend's OpenAI SSE stream.
-//! Usage is always requested (`stream_options.include_usage`).
+//! in, a stream of deltas out, over the backend's OpenAI SSE stream; and
+//! embeddings. Usage is always requested (`stream_options.include_usage`).
+//! The JSON conversions live in `wire`.
+//!
+//! Around dispatch, as on the HTTP face: the tenant's limits, then for a
+//! deterministic chat request the response cache (shared with the HTTP
+//! face: the same key for the same body), whose stored SSE stream is
+//! replayed as chunks (`x-agentmesh-cache: hit|miss` in the response
+//! metadata), and usage accounting when the answer ends.
 //!
 //! A stream that breaks, or ends without `[DONE]`, ends with UNAVAILABLE,
 //! never with a clean end-of-stream: the worker must not mistake a
 //! truncated answer for a complete one.
 
+mod wire;
+
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use eventsource_stream::Eventsource as _;
 use futures::{Stream, StreamExt as _};
 use mesh_proto::inference_service_server::InferenceService;
-use mesh_proto::{ChatChunk, ChatMessage, ChatRequest, ChatUsage, ToolCallDelta, ToolDefinition};
-use serde_json::json;
+use mesh_proto::{ChatChunk, ChatRequest, ChatUsage, EmbedRequest, EmbedResponse};
+use tokio_util::task::TaskTracker;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use std::sync::Arc;
-
 use crate::admission::AdmitError;
 use crate::backend::BackendError;
-use crate::limits::{self, Decision, Limiter, UsageTap, settle};
+use crate::cache::{self, Cache, Capture};
+use crate::limits::{self, Decision, Limiter, Reservation, UsageTap, settle};
 use crate::metrics::Metrics;
-use crate::openai::{MODEL_HEADER, SESSION_HEADER, describe_backend_error};
-use crate::pool::{Answer, Call, DispatchError, Router};
+use crate::openai::{CACHE_HEADER, MODEL_HEADER, SESSION_HEADER, describe_backend_error};
+use crate::pool::{Answer, Call, DispatchError, Hold, Router, Table};
 use crate::usage::{Accounting, Meter};
 
 pub struct InferenceGrpc {
     pub router: Arc<Router>,
     pub metrics: Metrics,
     pub limiter: Limiter,
+    pub cache: Cache,
+    /// Where stream producers run, so shutdown waits for them.
+    pub tasks: TaskTracker,
 }
 
 fn dispatch_status(error: &DispatchError) -> Status {
@@ -46,7 +60,7 @@ fn dispatch_status(error: &DispatchError) -> Status {
     }
 }
 
-fn metadata_str<'a>(request: &'a Request<ChatRequest>, name: &str) -> Option<&'a str> {
+fn metadata_str<'a, T>(request: &'a Request<T>, name: &str) -> Option<&'a str> {
     request
         .metadata()
         .get(name)
@@ -72,188 +86,155 @@ fn status_of(error: &BackendError) -> Status {
     }
 }
 
-/// The OpenAI chat body of a gRPC request. JSON carried as text
-/// (`parameters_json`, `tool_choice_json`) is parsed here, so bad JSON is
-/// the caller's error naming its field, never a backend's 400.
-fn openai_body(req: &ChatRequest) -> Result<serde_json::Value, Status> {
-    if req.model.is_empty() {
-        return Err(Status::invalid_argument("model: must not be empty"));
+fn dispatch_outcome(error: &DispatchError) -> &'static str {
+    match error {
+        DispatchError::Admission(_) => "rejected",
+        _ => "error",
     }
-    if req.messages.is_empty() {
-        return Err(Status::invalid_argument("messages: must not be empty"));
+}
+
+/// What a relayed stream accounts for: its tokens, its backend slot and
+/// its time to first token. A replay from the cache has none of them.
+struct Live {
+    accounting: Accounting,
+    _hold: Hold,
+    started: Instant,
+    metrics: Metrics,
+}
+
+impl InferenceGrpc {
+    /// Charges the request to its tenant; the `Err` is the refusal.
+    async fn admit(
+        &self,
+        table: &Table,
+        tenant: &str,
+        estimate: u64,
+        api: &str,
+    ) -> Result<Option<Reservation>, Status> {
+        match self
+            .limiter
+            .admit(&table.spec.tenants, tenant, estimate)
+            .await
+        {
+            Decision::Allowed(reservation) => Ok(reservation),
+            Decision::Limited { retry_after, kind } => {
+                self.metrics.request(api, "rate_limited");
+                let secs = crate::openai::retry_after_secs(retry_after);
+                let mut status = Status::resource_exhausted(format!(
+                    "tenant {kind} per minute limit reached, retry in {secs}s"
+                ));
+                status
+                    .metadata_mut()
+                    .insert("retry-after", MetadataValue::from(secs));
+                Err(status)
+            }
+        }
     }
-    let messages = req
-        .messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| message_json(i, m))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut body = json!({
-        "model": req.model,
-        "messages": messages,
-        "stream": true,
-        "stream_options": {"include_usage": true},
-    });
-    if !req.tools.is_empty() {
-        let tools = req
-            .tools
-            .iter()
-            .enumerate()
-            .map(|(i, t)| tool_json(i, t))
-            .collect::<Result<Vec<_>, _>>()?;
-        body["tools"] = json!(tools);
+
+    /// Relays an SSE byte stream as chunks, from a producer task under the
+    /// service's tracker that ends when the caller drops the stream.
+    fn relay<S, E>(&self, bytes: S, live: Option<Live>) -> ChunkStream
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        self.tasks.spawn(pump(bytes, live, tx));
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
-    if !req.tool_choice_json.trim().is_empty() {
-        let choice: serde_json::Value = serde_json::from_str(&req.tool_choice_json)
-            .map_err(|e| Status::invalid_argument(format!("tool_choice_json: not JSON: {e}")))?;
-        let valid = match &choice {
-            serde_json::Value::String(s) => ["none", "auto", "required"].contains(&s.as_str()),
-            serde_json::Value::Object(_) => choice["function"]["name"]
-                .as_str()
-                .is_some_and(|n| !n.is_empty()),
-            _ => false,
+}
+
+/// Reads SSE events into chunks until `[DONE]`, an error, or the caller
+/// leaving.
+async fn pump<S, E>(
+    bytes: S,
+    mut live: Option<Live>,
+    tx: tokio::sync::mpsc::Sender<Result<ChatChunk, Status>>,
+) where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display + Send,
+{
+    let mut events = bytes.eventsource();
+    let mut first = true;
+    let mut content_chunks = 0u64;
+    let mut usage_seen = false;
+    let fail = |message: String| Err(Status::unavailable(message));
+    loop {
+        let event = match events.next().await {
+            Some(Ok(event)) => event,
+            Some(Err(e)) => {
+                let _ = tx
+                    .send(fail(format!("model backend stream broke: {e}")))
+                    .await;
+                return;
+            }
+            None => {
+                let _ = tx
+                    .send(fail("model backend stream ended before [DONE]".to_owned()))
+                    .await;
+                return;
+            }
         };
-        if !valid {
-            return Err(Status::invalid_argument(
-                "tool_choice_json: must be \"none\", \"auto\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":...}}",
-            ));
+        if let Some(live) = &mut live {
+            live.accounting.tap.feed_event(event.data.as_bytes());
         }
-        body["tool_choice"] = choice;
-    }
-    if let Some(p) = req.parallel_tool_calls {
-        body["parallel_tool_calls"] = json!(p);
-    }
-    if let Some(t) = req.temperature {
-        body["temperature"] = json!(t);
-    }
-    if let Some(m) = req.max_tokens {
-        body["max_tokens"] = json!(m);
-    }
-    if let Some(s) = req.seed {
-        body["seed"] = json!(s);
-    }
-    if !req.stop.is_empty() {
-        body["stop"] = json!(req.stop);
-    }
-    if !req.user.is_empty() {
-        body["user"] = json!(req.user);
-    }
-    Ok(body)
-}
-
-/// One message as OpenAI has it: an assistant turn's `tool_calls` with
-/// `content: null` when it said nothing else, a tool turn's `tool_call_id`.
-fn message_json(i: usize, m: &ChatMessage) -> Result<serde_json::Value, Status> {
-    if m.role.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "messages[{i}].role: must not be empty"
-        )));
-    }
-    let mut message = json!({"role": m.role, "content": m.content});
-    if !m.tool_calls.is_empty() {
-        let calls = m
-            .tool_calls
-            .iter()
-            .enumerate()
-            .map(|(j, c)| {
-                if c.id.is_empty() || c.name.is_empty() {
-                    return Err(Status::invalid_argument(format!(
-                        "messages[{i}].tool_calls[{j}]: id and name must not be empty"
-                    )));
-                }
-                Ok(json!({
-                    "id": c.id,
-                    "type": "function",
-                    "function": {"name": c.name, "arguments": c.arguments},
-                }))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        message["tool_calls"] = json!(calls);
-        if m.content.is_empty() {
-            message["content"] = serde_json::Value::Null;
+        if event.data.trim() == "[DONE]" {
+            if !usage_seen {
+                // Servers that ignore `stream_options.include_usage`
+                // (llama.cpp's) send no usage: count the streamed chunks,
+                // one token each in practice; prompt tokens stay unknown (0).
+                let usage = ChatUsage {
+                    prompt_tokens: 0,
+                    completion_tokens: content_chunks,
+                };
+                let _ = tx
+                    .send(Ok(ChatChunk {
+                        usage: Some(usage),
+                        ..Default::default()
+                    }))
+                    .await;
+            }
+            return;
         }
-    }
-    if m.role == "tool" && m.tool_call_id.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "messages[{i}].tool_call_id: a tool message must name the call it answers"
-        )));
-    }
-    if !m.tool_call_id.is_empty() {
-        message["tool_call_id"] = json!(m.tool_call_id);
-    }
-    if !m.name.is_empty() {
-        message["name"] = json!(m.name);
-    }
-    Ok(message)
-}
-
-fn tool_json(i: usize, t: &ToolDefinition) -> Result<serde_json::Value, Status> {
-    if t.name.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "tools[{i}].name: must not be empty"
-        )));
-    }
-    let mut function = json!({"name": t.name});
-    if !t.description.is_empty() {
-        function["description"] = json!(t.description);
-    }
-    if !t.parameters_json.trim().is_empty() {
-        let parameters: serde_json::Value =
-            serde_json::from_str(&t.parameters_json).map_err(|e| {
-                Status::invalid_argument(format!("tools[{i}].parameters_json: not JSON: {e}"))
-            })?;
-        if !parameters.is_object() {
-            return Err(Status::invalid_argument(format!(
-                "tools[{i}].parameters_json: must be a JSON Schema object"
-            )));
+        if event.event == "error" {
+            let _ = tx
+                .send(fail(format!("model backend stream error: {}", event.data)))
+                .await;
+            return;
         }
-        function["parameters"] = parameters;
-    }
-    Ok(json!({"type": "function", "function": function}))
-}
-
-/// One SSE `data:` payload of a chat.completion.chunk as a ChatChunk.
-fn chunk_of(value: &serde_json::Value) -> ChatChunk {
-    let choice = &value["choices"][0];
-    ChatChunk {
-        delta: choice["delta"]["content"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        finish_reason: choice["finish_reason"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        usage: value["usage"].as_object().map(|u| ChatUsage {
-            prompt_tokens: u
-                .get("prompt_tokens")
-                .and_then(|v| v.as_u64())
-                .unwrap_or_default(),
-            completion_tokens: u
-                .get("completion_tokens")
-                .and_then(|v| v.as_u64())
-                .unwrap_or_default(),
-        }),
-        model: value["model"].as_str().unwrap_or_default().to_owned(),
-        tool_calls: choice["delta"]["tool_calls"]
-            .as_array()
-            .map(|calls| calls.iter().map(tool_call_delta).collect())
-            .unwrap_or_default(),
-    }
-}
-
-/// One `delta.tool_calls[]` piece; a missing `index` is the first call
-/// (servers that send whole calls in one chunk may leave it out).
-fn tool_call_delta(call: &serde_json::Value) -> ToolCallDelta {
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-    ToolCallDelta {
-        index: call["index"]
-            .as_u64()
-            .and_then(|i| u32::try_from(i).ok())
-            .unwrap_or(0),
-        id: text(&call["id"]),
-        name: text(&call["function"]["name"]),
-        arguments: text(&call["function"]["arguments"]),
+        let value: serde_json::Value = match serde_json::from_str(&event.data) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = tx
+                    .send(fail(format!("model backend sent a malformed chunk: {e}")))
+                    .await;
+                return;
+            }
+        };
+        if value.get("error").is_some() {
+            let _ = tx
+                .send(fail(format!(
+                    "model backend stream error: {}",
+                    value["error"]
+                )))
+                .await;
+            return;
+        }
+        let chunk = wire::chunk_of(&value);
+        usage_seen |= chunk.usage.is_some();
+        let produced = !chunk.delta.is_empty() || !chunk.tool_calls.is_empty();
+        if produced {
+            content_chunks += 1;
+            if first && let Some(live) = &live {
+                live.metrics
+                    .time_to_first_token
+                    .observe(live.started.elapsed().as_secs_f64());
+            }
+            first = false;
+        }
+        if tx.send(Ok(chunk)).await.is_err() {
+            return; // the caller went away
+        }
     }
 }
 
@@ -265,6 +246,7 @@ impl InferenceService for InferenceGrpc {
         &self,
         request: Request<ChatRequest>,
     ) -> Result<Response<Self::ChatStreamStream>, Status> {
+        const API: &str = "grpc_chat_stream";
         let tenant = mesh_runtime::grpc::tenant_of(&request)?;
         let span = mesh_runtime::grpc::server_span(&request, "ChatStream");
         let model_header = metadata_str(&request, MODEL_HEADER).map(str::to_owned);
@@ -277,59 +259,67 @@ impl InferenceService for InferenceGrpc {
             .or(session_header);
         tracing::debug!(parent: &span, request_id = %req.request_id, tools = req.tools.len(), "chat stream");
         let started = Instant::now();
-        let value = openai_body(&req)?;
+        let value = wire::chat_body(&req)?;
         let body = serde_json::to_vec(&value).map_err(|e| Status::internal(e.to_string()))?;
         let prompt = limits::prompt_estimate(body.len());
         let table = self.router.table();
-        let tenants = &table.spec.tenants;
-        let estimate = limits::estimate_tokens(&value, body.len(), tenants.default_max_tokens);
-        let reservation = match self.limiter.admit(tenants, &tenant, estimate).await {
-            Decision::Allowed(reservation) => reservation,
-            Decision::Limited { retry_after, kind } => {
-                self.metrics.request("grpc_chat_stream", "rate_limited");
-                let secs = crate::openai::retry_after_secs(retry_after);
-                let mut status = Status::resource_exhausted(format!(
-                    "tenant {kind} per minute limit reached, retry in {secs}s"
-                ));
-                status.metadata_mut().insert(
-                    "retry-after",
-                    secs.to_string()
-                        .parse()
-                        .map_err(|_| Status::internal("retry-after"))?,
-                );
-                return Err(status);
-            }
-        };
+        let estimate =
+            limits::estimate_tokens(&value, body.len(), table.spec.tenants.default_max_tokens);
+        let reservation = self.admit(&table, &tenant, estimate, API).await?;
+        let routed_model = model_header.as_deref().unwrap_or(&req.model);
+        // Deterministic requests are answered from the cache when they can
+        // be; a hit uses no model tokens, so its reservation is refunded.
+        let cached = table.spec.cache.as_ref().and_then(|spec| {
+            (self.cache.enabled() && cache::deterministic(&value))
+                .then(|| (cache::key(&tenant, routed_model, &value), spec.ttl))
+        });
+        if let Some((key, _)) = &cached
+            && let Some(stored) = self.cache.get(key).await
+        {
+            settle(&self.limiter, reservation, 0);
+            self.metrics.request(API, "cache_hit");
+            let events = futures::stream::iter(
+                cache::replay_events(&stored)
+                    .into_iter()
+                    .map(Ok::<_, std::io::Error>),
+            );
+            let mut response = Response::new(self.relay(events, None));
+            response
+                .metadata_mut()
+                .insert(CACHE_HEADER, MetadataValue::from_static("hit"));
+            return Ok(response);
+        }
         let call = Call {
-            model: model_header.as_deref().unwrap_or(&req.model),
+            model: routed_model,
             session: session.as_deref(),
             path: "/v1/chat/completions",
             body: body.into(),
             streaming: true,
         };
-        let dispatched = self.router.dispatch(call).instrument(span.clone()).await;
-        let dispatched = match dispatched {
+        let dispatched = match self.router.dispatch(call).instrument(span.clone()).await {
             Ok(d) => d,
             Err(error) => {
                 settle(&self.limiter, reservation, 0);
-                let outcome = match error {
-                    DispatchError::Admission(_) => "rejected",
-                    _ => "error",
-                };
-                self.metrics.request("grpc_chat_stream", outcome);
+                self.metrics.request(API, dispatch_outcome(&error));
                 tracing::warn!(parent: &span, %tenant, error = %error, "backend call failed");
                 return Err(dispatch_status(&error));
             }
         };
-        self.metrics.request("grpc_chat_stream", "ok");
-        let metrics = self.metrics.clone();
-        let admitted = dispatched.hold;
+        self.metrics.request(API, "ok");
         let bytes = match dispatched.answer {
             Answer::Stream(stream) => stream,
             Answer::Whole(response) => Box::pin(response.bytes_stream()),
         };
-        let mut events = bytes.eventsource();
-        let routed_model = model_header.as_deref().unwrap_or(&req.model);
+        // What the backend sent, stored when it ended complete (`[DONE]`,
+        // no error event) as the HTTP face stores it.
+        let cache_state = if cached.is_some() { "miss" } else { "" };
+        let mut capture = cached.map(|(key, ttl)| Capture::new(self.cache.clone(), key, ttl));
+        let bytes = bytes.map(move |item| {
+            if let (Ok(chunk), Some(capture)) = (&item, &mut capture) {
+                capture.feed(chunk);
+            }
+            item
+        });
         let meter = Meter::new(
             &self.metrics,
             &table.spec.prices,
@@ -337,336 +327,97 @@ impl InferenceService for InferenceGrpc {
             routed_model,
             "chat",
         );
+        let live = Live {
+            accounting: Accounting::new(
+                self.limiter.clone(),
+                reservation,
+                UsageTap::new(prompt),
+                meter,
+            ),
+            _hold: dispatched.hold,
+            started,
+            metrics: self.metrics.clone(),
+        };
+        let mut response = Response::new(self.relay(Box::pin(bytes), Some(live)));
+        if !cache_state.is_empty() {
+            response
+                .metadata_mut()
+                .insert(CACHE_HEADER, MetadataValue::from_static(cache_state));
+        }
+        Ok(response)
+    }
+
+    async fn embed(
+        &self,
+        request: Request<EmbedRequest>,
+    ) -> Result<Response<EmbedResponse>, Status> {
+        const API: &str = "grpc_embed";
+        let tenant = mesh_runtime::grpc::tenant_of(&request)?;
+        let span = mesh_runtime::grpc::server_span(&request, "Embed");
+        let model_header = metadata_str(&request, MODEL_HEADER).map(str::to_owned);
+        let session = metadata_str(&request, SESSION_HEADER).map(str::to_owned);
+        let req = request.into_inner();
+        let value = wire::embed_body(&req)?;
+        let body = serde_json::to_vec(&value).map_err(|e| Status::internal(e.to_string()))?;
+        let prompt = limits::prompt_estimate(body.len());
+        let table = self.router.table();
+        let reservation = self.admit(&table, &tenant, prompt, API).await?;
+        let routed_model = model_header.as_deref().unwrap_or(&req.model);
+        let call = Call {
+            model: routed_model,
+            session: session.as_deref(),
+            path: "/v1/embeddings",
+            body: body.into(),
+            streaming: false,
+        };
+        let dispatched = match self.router.dispatch(call).instrument(span.clone()).await {
+            Ok(d) => d,
+            Err(error) => {
+                settle(&self.limiter, reservation, 0);
+                self.metrics.request(API, dispatch_outcome(&error));
+                tracing::warn!(parent: &span, %tenant, error = %error, "backend call failed");
+                return Err(dispatch_status(&error));
+            }
+        };
+        let meter = Meter::new(
+            &self.metrics,
+            &table.spec.prices,
+            &tenant,
+            routed_model,
+            "embeddings",
+        );
         let mut accounting = Accounting::new(
             self.limiter.clone(),
             reservation,
             UsageTap::new(prompt),
             meter,
         );
-        let stream = async_stream_of(move |tx| async move {
-            let _slot = admitted;
-            let mut first = true;
-            let mut content_chunks = 0u64;
-            let mut usage_seen = false;
-            loop {
-                match events.next().await {
-                    Some(Ok(event)) => {
-                        accounting.tap.feed_event(event.data.as_bytes());
-                        if event.data.trim() == "[DONE]" {
-                            if !usage_seen {
-                                // Servers that ignore `stream_options.include_usage`
-                                // (llama.cpp's) send no usage: count the streamed
-                                // chunks, one token each in practice; prompt tokens
-                                // stay unknown (0).
-                                let usage = ChatUsage {
-                                    prompt_tokens: 0,
-                                    completion_tokens: content_chunks,
-                                };
-                                let _ = tx
-                                    .send(Ok(ChatChunk {
-                                        usage: Some(usage),
-                                        ..Default::default()
-                                    }))
-                                    .await;
-                            }
-                            return;
-                        }
-                        if event.event == "error" {
-                            let _ = tx
-                                .send(Err(Status::unavailable(format!(
-                                    "model backend stream error: {}",
-                                    event.data
-                                ))))
-                                .await;
-                            return;
-                        }
-                        let value: serde_json::Value = match serde_json::from_str(&event.data) {
-                            Ok(v) => v,
-                            Err(e) => {
-                                let _ = tx
-                                    .send(Err(Status::unavailable(format!(
-                                        "model backend sent a malformed chunk: {e}"
-                                    ))))
-                                    .await;
-                                return;
-                            }
-                        };
-                        if value.get("error").is_some() {
-                            let _ = tx
-                                .send(Err(Status::unavailable(format!(
-                                    "model backend stream error: {}",
-                                    value["error"]
-                                ))))
-                                .await;
-                            return;
-                        }
-                        let chunk = chunk_of(&value);
-                        usage_seen |= chunk.usage.is_some();
-                        let produced = !chunk.delta.is_empty() || !chunk.tool_calls.is_empty();
-                        if produced {
-                            content_chunks += 1;
-                        }
-                        if first && produced {
-                            first = false;
-                            metrics
-                                .time_to_first_token
-                                .observe(started.elapsed().as_secs_f64());
-                        }
-                        if tx.send(Ok(chunk)).await.is_err() {
-                            return; // the caller went away
-                        }
-                    }
-                    Some(Err(e)) => {
-                        let _ = tx
-                            .send(Err(Status::unavailable(format!(
-                                "model backend stream broke: {e}"
-                            ))))
-                            .await;
-                        return;
-                    }
-                    None => {
-                        let _ = tx
-                            .send(Err(Status::unavailable(
-                                "model backend stream ended before [DONE]",
-                            )))
-                            .await;
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(stream))
+        let Answer::Whole(response) = dispatched.answer else {
+            // The pool streams only when asked to, and this call did not ask.
+            self.metrics.request(API, "error");
+            return Err(Status::unavailable(
+                "model backend streamed an embeddings answer",
+            ));
+        };
+        let bytes = response.bytes().await;
+        drop(dispatched.hold);
+        let bytes = bytes.map_err(|e| {
+            self.metrics.request(API, "error");
+            Status::unavailable(format!("model backend response broke: {e}"))
+        })?;
+        accounting.tap.feed_json(&bytes);
+        let answer = wire::embed_response(&bytes, req.input.len()).map_err(|e| {
+            self.metrics.request(API, "error");
+            Status::unavailable(format!("model backend sent bad embeddings: {e}"))
+        })?;
+        self.metrics.request(API, "ok");
+        Ok(Response::new(answer))
     }
-}
-
-/// A stream fed by a producer task through a small channel; the task ends
-/// when the consumer drops the stream.
-fn async_stream_of<F, Fut>(producer: F) -> ChunkStream
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<ChatChunk, Status>>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(producer(tx));
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunk_parsing_reads_delta_finish_and_usage() {
-        let v: serde_json::Value = serde_json::from_str(
-            r#"{"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#,
-        )
-        .unwrap();
-        let c = chunk_of(&v);
-        assert_eq!(
-            (c.delta.as_str(), c.finish_reason.as_str(), c.model.as_str()),
-            ("hi", "", "m")
-        );
-        assert!(c.usage.is_none());
-        let v: serde_json::Value = serde_json::from_str(
-            r#"{"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#,
-        )
-        .unwrap();
-        let u = chunk_of(&v).usage.unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens), (3, 5));
-    }
-
-    #[test]
-    fn request_body_passes_parameters() {
-        let body = openai_body(&ChatRequest {
-            model: "m".into(),
-            messages: vec![mesh_proto::ChatMessage {
-                role: "user".into(),
-                content: "x".into(),
-                ..Default::default()
-            }],
-            temperature: Some(0.5),
-            max_tokens: Some(7),
-            seed: Some(42),
-            stop: vec!["\n".into()],
-            request_id: "t:1".into(),
-            user: "end-user-7".into(),
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(body["user"], "end-user-7", "user passes through");
-        assert_eq!(body["stream"], true);
-        assert_eq!(body["stream_options"]["include_usage"], true);
-        assert_eq!(body["max_tokens"], 7);
-        assert_eq!(body["seed"], 42);
-        assert_eq!(body["stop"][0], "\n");
-        assert_eq!(body["temperature"], 0.5);
-    }
-
-    fn tool_request() -> ChatRequest {
-        ChatRequest {
-            model: "m".into(),
-            messages: vec![
-                ChatMessage {
-                    role: "user".into(),
-                    content: "weather in Paris?".into(),
-                    ..Default::default()
-                },
-                ChatMessage {
-                    role: "assistant".into(),
-                    tool_calls: vec![mesh_proto::ToolCall {
-                        id: "call_1".into(),
-                        name: "weather".into(),
-                        arguments: r#"{"city":"Paris"}"#.into(),
-                    }],
-                    ..Default::default()
-                },
-                ChatMessage {
-                    role: "tool".into(),
-                    content: "sunny".into(),
-                    tool_call_id: "call_1".into(),
-                    name: "weather".into(),
-                    ..Default::default()
-                },
-            ],
-            tools: vec![
-                ToolDefinition {
-                    name: "weather".into(),
-                    description: "current weather".into(),
-                    parameters_json: r#"{"type":"object","properties":{"city":{"type":"string"}}}"#
-                        .into(),
-                },
-                ToolDefinition {
-                    name: "noop".into(),
-                    ..Default::default()
-                },
-            ],
-            tool_choice_json: r#"{"type":"function","function":{"name":"weather"}}"#.into(),
-            parallel_tool_calls: Some(false),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn tools_and_tool_turns_become_openai_json() {
-        let body = openai_body(&tool_request()).unwrap();
-        assert_eq!(body["tools"][0]["type"], "function");
-        assert_eq!(body["tools"][0]["function"]["name"], "weather");
-        assert_eq!(
-            body["tools"][0]["function"]["description"],
-            "current weather"
-        );
-        assert_eq!(
-            body["tools"][0]["function"]["parameters"]["properties"]["city"]["type"],
-            "string"
-        );
-        assert!(body["tools"][1]["function"].get("parameters").is_none());
-        assert_eq!(body["tool_choice"]["function"]["name"], "weather");
-        assert_eq!(body["parallel_tool_calls"], false);
-        let assistant = &body["messages"][1];
-        assert!(
-            assistant["content"].is_null(),
-            "a pure tool call has no text"
-        );
-        assert_eq!(assistant["tool_calls"][0]["id"], "call_1");
-        assert_eq!(assistant["tool_calls"][0]["type"], "function");
-        assert_eq!(
-            assistant["tool_calls"][0]["function"]["arguments"],
-            r#"{"city":"Paris"}"#
-        );
-        let tool = &body["messages"][2];
-        assert_eq!(
-            (tool["tool_call_id"].as_str(), tool["name"].as_str()),
-            (Some("call_1"), Some("weather"))
-        );
-        assert!(body["messages"][0].get("tool_call_id").is_none());
-        let auto = openai_body(&ChatRequest {
-            tool_choice_json: "\"required\"".into(),
-            ..tool_request()
-        })
-        .unwrap();
-        assert_eq!(auto["tool_choice"], "required");
-    }
-
-    #[test]
-    fn bad_tool_json_is_invalid_argument_naming_the_field() {
-        type Spoil = fn(&mut ChatRequest);
-        let cases: [(Spoil, &str); 6] = [
-            (
-                |r| r.tools[1].parameters_json = "{oops".into(),
-                "tools[1].parameters_json",
-            ),
-            (
-                |r| r.tools[0].parameters_json = "[1]".into(),
-                "tools[0].parameters_json",
-            ),
-            (|r| r.tools[1].name = String::new(), "tools[1].name"),
-            (|r| r.tool_choice_json = "{".into(), "tool_choice_json"),
-            (
-                |r| r.tool_choice_json = "\"sometimes\"".into(),
-                "tool_choice_json",
-            ),
-            (
-                |r| r.messages[2].tool_call_id = String::new(),
-                "messages[2].tool_call_id",
-            ),
-        ];
-        for (spoil, field) in cases {
-            let mut request = tool_request();
-            spoil(&mut request);
-            let status = openai_body(&request).unwrap_err();
-            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{field}");
-            assert!(
-                status.message().starts_with(field),
-                "{field}: {}",
-                status.message()
-            );
-        }
-    }
-
-    #[test]
-    fn streamed_tool_call_pieces_become_deltas() {
-        let v: serde_json::Value = serde_json::from_str(
-            r#"{"model":"m","choices":[{"index":0,"delta":{"tool_calls":[
-                {"index":0,"id":"call_1","type":"function","function":{"name":"weather","arguments":""}},
-                {"index":1,"function":{"arguments":"{\"ci"}}]},"finish_reason":null}]}"#,
-        )
-        .unwrap();
-        let c = chunk_of(&v);
-        assert_eq!(c.delta, "");
-        assert_eq!(c.tool_calls.len(), 2);
-        assert_eq!(
-            (
-                c.tool_calls[0].index,
-                c.tool_calls[0].id.as_str(),
-                c.tool_calls[0].name.as_str()
-            ),
-            (0, "call_1", "weather")
-        );
-        assert_eq!(
-            (c.tool_calls[1].index, c.tool_calls[1].arguments.as_str()),
-            (1, "{\"ci")
-        );
-    }
-
-    #[test]
-    fn tools_count_in_the_token_estimate_and_the_cache_key() {
-        let plain = ChatRequest {
-            tools: Vec::new(),
-            tool_choice_json: String::new(),
-            ..tool_request()
-        };
-        let with = openai_body(&tool_request()).unwrap();
-        let without = openai_body(&plain).unwrap();
-        let len = |v: &serde_json::Value| serde_json::to_vec(v).unwrap().len();
-        assert!(
-            limits::estimate_tokens(&with, len(&with), 16)
-                > limits::estimate_tokens(&without, len(&without), 16)
-        );
-        assert_ne!(
-            crate::cache::key("t", "m", &with),
-            crate::cache::key("t", "m", &without)
-        );
-    }
 
     #[test]
     fn backend_statuses_map_to_retryable_or_not() {

@@ -92,13 +92,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let http_addr = http_listener.local_addr()?;
     let redis =
         redis_link::RedisLink::open(config.shared.redis_url.as_deref(), config.redis_timeout);
-    let limiter = limits::Limiter::new(redis.clone(), metrics.clone());
+    // Reconciliations, cache stores and gRPC stream producers run on the
+    // supervisor's tracker: the servers drain their requests first (each
+    // one's answer spawns its reconciliation as it ends), then the service
+    // reports stopped only once those tasks are done too.
+    let tasks = frame.supervisor().tracker();
+    let limiter = limits::Limiter::new(redis.clone(), metrics.clone(), tasks.clone());
+    let cache = cache::Cache::new(redis, metrics.clone(), tasks.clone());
     let app = openai::router(
         openai::HttpState {
             router: router.clone(),
             metrics: metrics.clone(),
             limiter: limiter.clone(),
-            cache: cache::Cache::new(redis, metrics.clone()),
+            cache: cache.clone(),
         },
         config.max_body_bytes,
     );
@@ -114,6 +120,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 router,
                 metrics,
                 limiter,
+                cache,
+                tasks,
             })),
     );
 

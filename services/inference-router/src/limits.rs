@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
+use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
 use crate::redis_link::RedisLink;
@@ -304,14 +305,18 @@ pub enum Decision {
 pub struct Limiter {
     inner: Option<Arc<RedisLink>>,
     metrics: Metrics,
+    /// Where reconciliations run: the service's tracker, so shutdown waits
+    /// for the refunds of the answers it drained.
+    tasks: TaskTracker,
 }
 
 impl Limiter {
     /// A limiter over `redis`; `None` turns limits off.
-    pub fn new(redis: Option<Arc<RedisLink>>, metrics: Metrics) -> Self {
+    pub fn new(redis: Option<Arc<RedisLink>>, metrics: Metrics, tasks: TaskTracker) -> Self {
         Self {
             inner: redis,
             metrics,
+            tasks,
         }
     }
 
@@ -387,13 +392,17 @@ impl Limiter {
 }
 
 /// Settles a reservation once the answer's usage is known, off the
-/// request's path; a failure is logged and counted by the limiter.
+/// request's path but on the service's tracker; a failure is logged and
+/// counted by the limiter.
 pub fn settle(limiter: &Limiter, reservation: Option<Reservation>, used: u64) {
-    // Called from `Drop`: with no runtime left (shutdown), the reservation
-    // simply expires with its key.
+    // Called from `Drop`: with no runtime left, the reservation simply
+    // expires with its key.
     if let (Some(reservation), Ok(runtime)) = (reservation, tokio::runtime::Handle::try_current()) {
-        let limiter = limiter.clone();
-        runtime.spawn(async move { limiter.reconcile(reservation, used).await });
+        let task = limiter.clone();
+        limiter.tasks.spawn_on(
+            async move { task.reconcile(reservation, used).await },
+            &runtime,
+        );
     }
 }
 

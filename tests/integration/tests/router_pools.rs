@@ -1072,3 +1072,71 @@ routes:
         "round robin sent every other request to the hung one: {metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_embeddings_match_the_http_face() {
+    let stop = CancellationToken::new();
+    let url = sim(sim_config(0, FailureMode::None), &stop).await;
+    let yaml = format!(
+        "pools:\n  p:\n    backends: [{}]\nroutes:\n  \"*\": {{pool: p}}\n",
+        backends_yaml(std::slice::from_ref(&url))
+    );
+    let h = start(&yaml, stop).await;
+    let mut client = grpc_client(&h).await;
+    let embed = |input: Vec<String>| {
+        let mut request = tonic::Request::new(mesh_proto::EmbedRequest {
+            model: "sim-model".into(),
+            input,
+            dimensions: Some(8),
+            ..Default::default()
+        });
+        request
+            .metadata_mut()
+            .insert("agentmesh-tenant", "acme".parse().unwrap());
+        request
+    };
+    let answer = client
+        .embed(embed(vec!["alpha beta".into(), "gamma".into()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.model, "sim-model");
+    assert_eq!(answer.data.len(), 2);
+    assert_eq!(
+        answer.data.iter().map(|e| e.index).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    assert!(answer.data.iter().all(|e| e.values.len() == 8));
+    assert_eq!(answer.usage.unwrap().prompt_tokens, 3);
+    let http: Value = h
+        .http
+        .post(format!("http://{}/v1/embeddings", h.router.http_addr))
+        .json(&json!({"model": "sim-model", "input": ["alpha beta", "gamma"], "dimensions": 8}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first: Vec<f32> = http["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(
+        answer.data[0].values, first,
+        "the same vector on both faces"
+    );
+
+    let status = client
+        .embed(embed(vec!["a".into(), String::new()]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert!(status.message().starts_with("input[1]"), "{status}");
+    let mut unknown = embed(vec!["a".into()]);
+    unknown.get_mut().model = "no-such-model".into();
+    let status = client.embed(unknown).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status}");
+}

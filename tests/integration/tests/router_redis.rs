@@ -418,3 +418,84 @@ async fn usage_and_cost_are_counted_per_tenant_and_model() {
     );
     assert!((cost - 21.0).abs() < 1e-6, "cost {cost}");
 }
+
+/// Polls the router's metrics until it has stored `count` cache entries.
+async fn wait_for_stores(router: &inference_router::Running, count: u64) {
+    let series = r#"router_cache_total{result="store"} "#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = metrics(router).await;
+        let stores = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<u64>().ok());
+        if stores == Some(count) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never stored {count}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deterministic_grpc_stream_is_cached_and_replayed_as_a_stream() {
+    use mesh_proto::inference_service_client::InferenceServiceClient;
+    let tenant = fresh_tenant();
+    let r = routers("cache: {ttl_seconds: 60}", 2, &redis_url()).await;
+    let (a, b) = (&r.addrs[0], &r.addrs[1]);
+    let call = |router: &inference_router::Running, temperature: f32| {
+        let url = format!("http://{}", router.grpc_addr);
+        let tenant = tenant.clone();
+        async move {
+            let mut client = InferenceServiceClient::connect(url).await.unwrap();
+            let mut request = tonic::Request::new(mesh_proto::ChatRequest {
+                model: "sim-model".into(),
+                messages: vec![mesh_proto::ChatMessage {
+                    role: "user".into(),
+                    content: "alpha beta".into(),
+                    ..Default::default()
+                }],
+                temperature: Some(temperature),
+                max_tokens: Some(4),
+                ..Default::default()
+            });
+            request
+                .metadata_mut()
+                .insert("agentmesh-tenant", tenant.parse().unwrap());
+            let response = client.chat_stream(request).await.unwrap();
+            let cache = response
+                .metadata()
+                .get("x-agentmesh-cache")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let mut stream = response.into_inner();
+            let mut chunks = Vec::new();
+            while let Some(chunk) = stream.message().await.unwrap() {
+                chunks.push(chunk);
+            }
+            (cache, chunks)
+        }
+    };
+    let (cache, original) = call(a, 0.0).await;
+    assert_eq!(cache.as_deref(), Some("miss"));
+    let text: String = original.iter().map(|c| c.delta.as_str()).collect();
+    assert!(!text.is_empty());
+    assert!(original.iter().any(|c| c.usage.is_some()));
+    wait_for_stores(a, 1).await;
+    let (cache, replayed) = call(b, 0.0).await;
+    assert_eq!(cache.as_deref(), Some("hit"), "the other router finds it");
+    assert_eq!(replayed, original, "the same chunks, usage included");
+    // The same request over HTTP (the same OpenAI body) shares the entry.
+    let streamed = chat(json!({
+        "temperature": 0.0,
+        "max_tokens": 4,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    }));
+    let http = post(b, &tenant, &streamed).await;
+    assert_eq!(cache_header(&http).as_deref(), Some("hit"));
+    // Sampling requests are never cached.
+    let (cache, _) = call(a, 0.7).await;
+    assert_eq!(cache, None);
+}
