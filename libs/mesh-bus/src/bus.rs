@@ -312,4 +312,62 @@ impl Bus {
             }),
         }
     }
+
+    /// Every message stored on `subject` of `stream` up to and including
+    /// stream sequence `until` (what [`Bus::last_message_on`] returned), as
+    /// `(sequence, payload)` in order. Reads through an ordered consumer, so
+    /// nothing is left behind on the server.
+    pub async fn history(
+        &self,
+        stream: StreamKind,
+        subject: &str,
+        until: u64,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<(u64, bytes::Bytes)>, BusError> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        use futures::StreamExt as _;
+        let failed = |e: &dyn std::fmt::Display| BusError::Stream {
+            stream: stream.name().to_owned(),
+            message: e.to_string(),
+        };
+        let handle = self
+            .js
+            .get_stream_no_info(stream.name())
+            .await
+            .map_err(|e| failed(&e))?;
+        let consumer = handle
+            .create_consumer(OrderedConfig {
+                filter_subject: subject.to_owned(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+        let mut messages = consumer.messages().await.map_err(|e| failed(&e))?;
+        let mut out = Vec::new();
+        let read = async {
+            while let Some(message) = messages.next().await {
+                let message = message.map_err(|e| failed(&e))?;
+                let seq = message
+                    .info()
+                    .map(|i| i.stream_sequence)
+                    .unwrap_or(u64::MAX);
+                let done = seq >= until;
+                if seq <= until {
+                    out.push((seq, message.payload.clone()));
+                }
+                if done {
+                    break;
+                }
+            }
+            Ok::<_, BusError>(())
+        };
+        tokio::time::timeout(timeout, read).await.map_err(|_| {
+            failed(&format!(
+                "reading {subject} took over {} ms",
+                timeout.as_millis()
+            ))
+        })??;
+        Ok(out)
+    }
 }

@@ -37,6 +37,34 @@ pub struct Config {
     pub discovery_interval: Duration,
     /// Worker identity in `started` events.
     pub worker_id: String,
+    /// The tool loop: bounds and defaults for specs that set none.
+    pub tools: ToolLimits,
+    /// Upper bound of one delivery of a task (all its steps); past it the
+    /// delivery is retried and resumes from its journal.
+    pub task_timeout: Duration,
+    /// Reading a task's journal back on a redelivery.
+    pub journal_read_timeout: Duration,
+    /// Where tool secrets are looked up (`authentication.bearerToken.env`):
+    /// the worker's environment, as a map so tests pass their own.
+    pub secrets_env: std::sync::Arc<Env>,
+}
+
+/// Limits of the tool loop; every one is an `AGENTMESH_WORKER_*` variable.
+#[derive(Debug, Clone)]
+pub struct ToolLimits {
+    /// Model calls per task when the agent sets no `maxSteps`.
+    pub default_max_steps: u32,
+    /// Per attempt, when the tool sets no `timeout`.
+    pub default_timeout: Duration,
+    /// Response bodies above this are a tool error (unless the tool sets
+    /// a lower `maxResponseBytes`; a higher one is capped here).
+    pub max_response_bytes: u64,
+    /// Tool calls of one step run at once.
+    pub max_parallel_calls: usize,
+    /// Output longer than this is cut before the model sees it.
+    pub max_output_chars: usize,
+    /// First wait between tool retries (exponential, jittered).
+    pub retry_base: Duration,
 }
 
 const PREFIX: &str = "AGENTMESH_WORKER_";
@@ -96,6 +124,33 @@ impl Config {
             worker_id: env::optional(env, &var("ID"))
                 .or_else(|| env::optional(env, "HOSTNAME"))
                 .unwrap_or_else(|| format!("worker-{}", uuid::Uuid::new_v4().simple())),
+            tools: ToolLimits {
+                default_max_steps: env::parse_or(env, &var("DEFAULT_MAX_STEPS"), 10)?,
+                default_timeout: env::millis_or(
+                    env,
+                    &var("TOOL_TIMEOUT_MS"),
+                    Duration::from_secs(30),
+                )?,
+                max_response_bytes: env::parse_or(
+                    env,
+                    &var("TOOL_MAX_RESPONSE_BYTES"),
+                    1024 * 1024,
+                )?,
+                max_parallel_calls: env::parse_or(env, &var("TOOL_MAX_PARALLEL"), 8)?,
+                max_output_chars: env::parse_or(env, &var("TOOL_MAX_OUTPUT_CHARS"), 64 * 1024)?,
+                retry_base: env::millis_or(
+                    env,
+                    &var("TOOL_RETRY_BASE_MS"),
+                    Duration::from_millis(200),
+                )?,
+            },
+            task_timeout: env::millis_or(env, &var("TASK_TIMEOUT_MS"), Duration::from_secs(900))?,
+            journal_read_timeout: env::millis_or(
+                env,
+                &var("JOURNAL_READ_TIMEOUT_MS"),
+                Duration::from_secs(10),
+            )?,
+            secrets_env: std::sync::Arc::new(env.clone()),
         })
     }
 

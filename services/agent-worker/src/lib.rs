@@ -1,17 +1,23 @@
 //! The agent-worker pulls tasks from an agent's durable consumer on TASKS
-//! (`agent-<agent>`), runs them through the inference-router's gRPC
-//! streaming API, and publishes the task's events (started, deltas, one
-//! terminal event) to EVENTS. It keeps nothing durable: a task whose worker
-//! dies is redelivered by JetStream and resumes from the start.
+//! (`agent-<agent>`), runs the tool-calling loop ([`agent_loop`]) through
+//! the inference-router's gRPC streaming API and the agent's tools, and
+//! publishes the task's events (started, deltas, model steps, tool calls and
+//! results, one terminal event) to EVENTS. It keeps nothing durable of its
+//! own: the task's events are its journal, so a task whose worker dies is
+//! redelivered by JetStream and resumes after its last journaled step.
 //!
 //! Shutdown phases: stop pulling, let in-flight tasks finish (their acks or
 //! naks go out), then close. Tasks fetched but not started are redelivered
 //! after ack-wait.
 
+mod agent_loop;
 mod config;
 mod events;
+mod journal;
+mod memory;
 mod metrics;
 mod runner;
+mod tools;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

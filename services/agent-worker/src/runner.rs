@@ -15,8 +15,8 @@ use futures::{FutureExt as _, StreamExt as _};
 use mesh_bus::{Bus, BusError, Delivery, StreamKind};
 use mesh_proto::inference_service_client::InferenceServiceClient;
 use mesh_proto::{
-    ChatMessage, ChatRequest, TaskCancelled, TaskCompleted, TaskDelta, TaskEnvelope, TaskEvent,
-    TaskFailed, TaskRetrying, TaskStarted, TokenUsage, task_event::Kind,
+    TaskCancelled, TaskCompleted, TaskEnvelope, TaskEvent, TaskFailed, TaskRetrying, TaskStarted,
+    task_event::Kind,
 };
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
@@ -25,24 +25,32 @@ use tracing::Instrument as _;
 
 use crate::config::Config;
 use crate::events::{TaskEvents, Terminal};
+use crate::journal::Journal;
+use crate::memory::Memory;
 use crate::metrics::{AgentLabels, Metrics, OutcomeLabels};
 
 pub struct TaskRunner {
-    bus: Bus,
-    router: InferenceServiceClient<Channel>,
-    config: Config,
-    metrics: Metrics,
+    pub(crate) bus: Bus,
+    pub(crate) router: InferenceServiceClient<Channel>,
+    pub(crate) config: Config,
+    pub(crate) metrics: Metrics,
+    /// Calls `api` tools (one pool for every task).
+    pub(crate) http: reqwest::Client,
+    pub(crate) memory: Memory,
 }
 
 /// Why a model call did not complete.
 #[derive(Debug, thiserror::Error)]
-enum RunError {
+pub(crate) enum RunError {
     /// Worth another delivery: the backend was down, slow or overloaded.
     #[error("{0}")]
     Retryable(String),
     /// No delivery will fix it: the request itself is wrong.
     #[error("{0}")]
     Fatal(String),
+    /// The tool loop used up the agent's `maxSteps`.
+    #[error("{0}")]
+    StepLimit(String),
     /// The bus failed us; the task goes back to the queue untouched.
     #[error("bus: {0}")]
     Bus(#[from] BusError),
@@ -55,7 +63,7 @@ enum Outcome {
     AlreadyFinished,
 }
 
-fn classify(status: &tonic::Status) -> RunError {
+pub(crate) fn classify(status: &tonic::Status) -> RunError {
     use tonic::Code;
     let message = format!("inference-router: {}", status.message());
     match status.code() {
@@ -77,11 +85,22 @@ impl TaskRunner {
         config: Config,
         metrics: Metrics,
     ) -> Self {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()
+            .unwrap_or_default();
+        let memory = Memory::new(
+            config.shared.redis_url.clone(),
+            std::time::Duration::from_secs(5),
+        );
         Self {
             bus,
             router,
             config,
             metrics,
+            http,
+            memory,
         }
     }
 
@@ -260,6 +279,10 @@ impl TaskRunner {
                     .await;
                 Some("invalid_request")
             }
+            Err(RunError::StepLimit(error)) => {
+                self.fail(delivery, &events, &error, "max_steps").await;
+                Some("max_steps")
+            }
             Err(RunError::Retryable(error)) => self.retry_later(delivery, &events, &error).await,
             Err(RunError::Bus(error)) => {
                 tracing::warn!(%error, "bus error while running task; it will be redelivered");
@@ -359,12 +382,15 @@ impl TaskRunner {
                     message: e.to_string(),
                 })
             })?;
-        if let Some(last) = self
+        let last = self
             .bus
             .last_message_on(StreamKind::Events, events.subject())
-            .await?
-        {
-            match TaskEvent::decode(last.payload).ok().and_then(|e| e.kind) {
+            .await?;
+        if let Some(last) = &last {
+            match TaskEvent::decode(last.payload.clone())
+                .ok()
+                .and_then(|e| e.kind)
+            {
                 Some(kind) if kind.is_terminal() => {
                     tracing::info!(
                         last = kind.name(),
@@ -386,12 +412,36 @@ impl TaskRunner {
             )
             .await?;
 
-        let inference = self.infer(delivery, events);
+        // A redelivery resumes from the task's journal (its own events).
+        let journal = match (&last, delivery.delivered > 1) {
+            (Some(last), true) => {
+                let history = self
+                    .bus
+                    .history(
+                        StreamKind::Events,
+                        events.subject(),
+                        last.sequence,
+                        self.config.journal_read_timeout,
+                    )
+                    .await?;
+                let journal = Journal::from_events(history.into_iter().map(|(_, payload)| payload));
+                if !journal.is_empty() {
+                    tracing::info!(
+                        steps = journal.model_steps.len(),
+                        tool_results = journal.results.len(),
+                        "resuming from the journal"
+                    );
+                }
+                journal
+            }
+            _ => Journal::default(),
+        };
+        let inference = self.agent_loop(delivery, events, journal);
         tokio::pin!(inference);
         // In-progress acks keep the delivery ours during long model calls.
         let mut progress = tokio::time::interval(self.config.shared.bus.task_ack_wait / 3);
         progress.tick().await;
-        let deadline = tokio::time::sleep(self.config.inference_timeout);
+        let deadline = tokio::time::sleep(self.config.task_timeout);
         tokio::pin!(deadline);
         loop {
             tokio::select! {
@@ -410,121 +460,10 @@ impl TaskRunner {
                 }
                 _ = &mut deadline => {
                     return Err(RunError::Retryable(format!(
-                        "model call exceeded {} ms", self.config.inference_timeout.as_millis()
+                        "the task's delivery exceeded {} ms", self.config.task_timeout.as_millis()
                     )));
                 }
             }
         }
-    }
-
-    async fn infer(
-        &self,
-        delivery: &Delivery<TaskEnvelope>,
-        events: &TaskEvents,
-    ) -> Result<TaskCompleted, RunError> {
-        let task = &delivery.payload;
-        let spec = task.spec.clone().unwrap_or_default();
-        let mut messages = Vec::with_capacity(2);
-        if !spec.system_prompt.is_empty() {
-            messages.push(ChatMessage {
-                role: "system".to_owned(),
-                content: spec.system_prompt.clone(),
-                ..Default::default()
-            });
-        }
-        messages.push(ChatMessage {
-            role: "user".to_owned(),
-            content: task.input.clone(),
-            ..Default::default()
-        });
-        let request = ChatRequest {
-            model: spec.model.clone(),
-            messages,
-            temperature: spec.temperature,
-            max_tokens: spec.max_tokens,
-            seed: None,
-            stop: Vec::new(),
-            request_id: format!("{}:{}", task.task_id, delivery.delivered),
-            ..Default::default()
-        };
-        let span = tracing::info_span!(
-            "chat",
-            otel.name = format!("chat {}", spec.model),
-            otel.kind = "client",
-            gen_ai.operation.name = "chat",
-            gen_ai.request.model = %spec.model,
-            gen_ai.response.model = tracing::field::Empty,
-            gen_ai.usage.input_tokens = tracing::field::Empty,
-            gen_ai.usage.output_tokens = tracing::field::Empty,
-            gen_ai.response.finish_reasons = tracing::field::Empty,
-        );
-        let call = async {
-            let request = mesh_runtime::grpc::outgoing(&task.tenant, request)
-                .map_err(|s| RunError::Fatal(s.message().to_owned()))?;
-            let mut stream = self
-                .router
-                .clone()
-                .chat_stream(request)
-                .await
-                .map_err(|s| classify(&s))?
-                .into_inner();
-            let mut output = String::new();
-            let mut usage = TokenUsage::default();
-            let mut finish_reason = String::new();
-            let mut model = spec.model.clone();
-            let mut index = 0u32;
-            loop {
-                let next =
-                    tokio::time::timeout(self.config.inference_idle_timeout, stream.message())
-                        .await
-                        .map_err(|_| {
-                            RunError::Retryable(format!(
-                                "no output from the model for {} ms",
-                                self.config.inference_idle_timeout.as_millis()
-                            ))
-                        })?;
-                let Some(chunk) = next.map_err(|s| classify(&s))? else {
-                    break;
-                };
-                if !chunk.delta.is_empty() {
-                    events
-                        .publish(
-                            &format!("delta:{}:{index}", delivery.delivered),
-                            Kind::Delta(TaskDelta {
-                                attempt: delivery.delivered,
-                                index,
-                                content: chunk.delta.clone(),
-                            }),
-                        )
-                        .await?;
-                    output.push_str(&chunk.delta);
-                    index += 1;
-                }
-                if !chunk.finish_reason.is_empty() {
-                    finish_reason = chunk.finish_reason;
-                }
-                if !chunk.model.is_empty() {
-                    model = chunk.model;
-                }
-                if let Some(u) = chunk.usage {
-                    usage = TokenUsage {
-                        input_tokens: u.prompt_tokens,
-                        output_tokens: u.completion_tokens,
-                    };
-                }
-            }
-            let span = tracing::Span::current();
-            span.record("gen_ai.response.model", model.as_str());
-            span.record("gen_ai.usage.input_tokens", usage.input_tokens);
-            span.record("gen_ai.usage.output_tokens", usage.output_tokens);
-            span.record("gen_ai.response.finish_reasons", finish_reason.as_str());
-            Ok(TaskCompleted {
-                output,
-                usage: Some(usage),
-                finish_reason,
-                model,
-            })
-        };
-        call.instrument(span).await
     }
 }

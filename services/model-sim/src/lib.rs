@@ -21,6 +21,7 @@ mod embed;
 mod generate;
 mod metrics;
 mod openai;
+mod script;
 mod server;
 
 use anyhow::Context as _;

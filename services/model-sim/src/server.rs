@@ -288,45 +288,89 @@ struct Job {
     /// paced.
     completion: Completion,
     arrived: Instant,
-    /// `(call id, function name)` of a scripted tool call; its arguments
-    /// are `completion`'s text.
-    tool_call: Option<(String, String)>,
+    /// `(call id, function name, arguments)` of the tool calls answered
+    /// instead of text (a forced `tool_choice`, or a script's turn).
+    tool_calls: Vec<(String, String, String)>,
 }
 
 impl Job {
     fn new(state: &AppState, chat: ValidChat, arrived: Instant) -> Self {
+        let call_id = || format!("call_{}", uuid::Uuid::new_v4().simple());
+        let script = crate::script::reply(&chat.messages);
+        let (completion, tool_calls) = match (&chat.forced_tool, script) {
+            (Some(name), _) => {
+                let arguments = scripted_arguments(&chat.messages);
+                let text = arguments.text();
+                (arguments, vec![(call_id(), name.clone(), text)])
+            }
+            (None, Some(reply)) if !reply.tool_calls.is_empty() => (
+                Completion {
+                    pieces: vec![String::new()],
+                    generated: 1,
+                    finish_reason: "tool_calls",
+                },
+                reply
+                    .tool_calls
+                    .into_iter()
+                    .map(|(name, arguments)| (call_id(), name, arguments))
+                    .collect(),
+            ),
+            (None, Some(reply)) => (scripted_text(&reply.content), Vec::new()),
+            (None, None) => (
+                Tokens::new(&chat.messages, chat.seed).complete(
+                    chat.max_tokens.unwrap_or(state.config.default_max_tokens),
+                    &chat.stop,
+                ),
+                Vec::new(),
+            ),
+        };
         Self {
             id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
             created: unix_now(),
             stream: chat.stream,
             include_usage: chat.include_usage,
             prompt_tokens: prompt_tokens(&chat.messages),
-            completion: match &chat.forced_tool {
-                Some(_) => scripted_arguments(&chat.messages),
-                None => Tokens::new(&chat.messages, chat.seed).complete(
-                    chat.max_tokens.unwrap_or(state.config.default_max_tokens),
-                    &chat.stop,
-                ),
-            },
+            completion,
             arrived,
-            tool_call: chat
-                .forced_tool
-                .map(|name| (format!("call_{}", uuid::Uuid::new_v4().simple()), name)),
+            tool_calls,
         }
     }
 
     /// The `tool_calls` of a message (`index` is set for stream deltas).
     fn tool_calls(&self, index: bool) -> Option<serde_json::Value> {
-        let (id, name) = self.tool_call.as_ref()?;
-        let mut call = serde_json::json!({
-            "id": id,
-            "type": "function",
-            "function": {"name": name, "arguments": self.completion.text()},
-        });
-        if index {
-            call["index"] = 0.into();
+        if self.tool_calls.is_empty() {
+            return None;
         }
-        Some(serde_json::json!([call]))
+        let calls = self
+            .tool_calls
+            .iter()
+            .enumerate()
+            .map(|(i, (id, name, arguments))| {
+                let mut call = serde_json::json!({
+                    "id": id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                });
+                if index {
+                    call["index"] = i.into();
+                }
+                call
+            })
+            .collect();
+        Some(serde_json::Value::Array(calls))
+    }
+}
+
+/// A script's text answer, streamed a word at a time.
+fn scripted_text(content: &str) -> Completion {
+    let mut pieces: Vec<String> = content.split_inclusive(' ').map(str::to_owned).collect();
+    if pieces.is_empty() {
+        pieces.push(String::new());
+    }
+    Completion {
+        generated: u32::try_from(pieces.len()).unwrap_or(u32::MAX),
+        pieces,
+        finish_reason: "stop",
     }
 }
 
@@ -374,7 +418,7 @@ async fn complete(state: &AppState, job: Job, permit: OwnedSemaphorePermit) -> R
             index: 0,
             message: AssistantMessage {
                 role: "assistant",
-                content: job.tool_call.is_none().then_some(content.as_str()),
+                content: job.tool_calls.is_empty().then_some(content.as_str()),
                 tool_calls: job.tool_calls(false),
             },
             logprobs: None,

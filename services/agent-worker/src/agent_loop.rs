@@ -1,0 +1,383 @@
+//! The tool-calling loop of one task delivery: model -> tool calls (in
+//! parallel where the model asks for several) -> results -> model, up to
+//! the agent's `maxSteps`.
+//!
+//! Every completed model call and every tool result is journaled on the
+//! task's event subject, acknowledged by JetStream before the loop moves on.
+//! A redelivered task replays what its journal holds and continues after
+//! it: a tool is never called twice for a (task, step, call id) whose result
+//! was stored, and each call carries that triple as its idempotency key for
+//! the rare call that ran but whose result was lost with the worker.
+
+use std::time::Instant;
+
+use futures::StreamExt as _;
+use mesh_bus::Delivery;
+use mesh_proto::{
+    ChatMessage, ChatRequest, ModelStep, TaskCompleted, TaskDelta, TaskEnvelope, TokenUsage,
+    ToolCall, ToolCallResult, ToolCallStarted, task_event::Kind,
+};
+use tracing::Instrument as _;
+
+use crate::events::TaskEvents;
+use crate::journal::Journal;
+use crate::memory::MemoryError;
+use crate::runner::{RunError, TaskRunner, classify};
+use crate::tools::{CallContext, Toolbox};
+
+/// Where a delivery is in the stream of its deltas.
+struct Cursor {
+    attempt: u32,
+    next_delta: u32,
+}
+
+impl TaskRunner {
+    pub(crate) async fn agent_loop(
+        &self,
+        delivery: &Delivery<TaskEnvelope>,
+        events: &TaskEvents,
+        journal: Journal,
+    ) -> Result<TaskCompleted, RunError> {
+        let task = &delivery.payload;
+        let spec = task.spec.clone().unwrap_or_default();
+        let toolbox = Toolbox::new(
+            &task.tools,
+            self.http.clone(),
+            self.config.tools.clone(),
+            self.config.secrets_env.clone(),
+        )
+        .map_err(|e| RunError::Fatal(e.to_string()))?;
+        let memory = spec
+            .memory
+            .clone()
+            .filter(|m| m.r#type == "redis" && !task.session_id.is_empty());
+
+        let mut messages = Vec::new();
+        if !spec.system_prompt.is_empty() {
+            messages.push(ChatMessage {
+                role: "system".to_owned(),
+                content: spec.system_prompt.clone(),
+                ..Default::default()
+            });
+        }
+        if let Some(memory) = &memory {
+            let earlier = self
+                .memory
+                .history(memory, &task.tenant, &task.agent, &task.session_id)
+                .await
+                .map_err(memory_error)?;
+            tracing::debug!(messages = earlier.len(), "session memory loaded");
+            messages.extend(earlier);
+        }
+        messages.push(ChatMessage {
+            role: "user".to_owned(),
+            content: task.input.clone(),
+            ..Default::default()
+        });
+
+        let max_steps = if spec.max_steps > 0 {
+            spec.max_steps
+        } else {
+            self.config.tools.default_max_steps
+        };
+        let mut cursor = Cursor {
+            attempt: delivery.delivered,
+            next_delta: 0,
+        };
+        let mut total = TokenUsage::default();
+        for step in 1..=max_steps {
+            let model_step = match journal.model_steps.get(&step) {
+                Some(journaled) => journaled.clone(),
+                None => {
+                    let done = self
+                        .model_call(
+                            delivery,
+                            events,
+                            &spec,
+                            &messages,
+                            &toolbox,
+                            step,
+                            &mut cursor,
+                        )
+                        .await?;
+                    events
+                        .publish(&format!("step:{step}:model"), Kind::ModelStep(done.clone()))
+                        .await?;
+                    events.flush().await?;
+                    done
+                }
+            };
+            let usage = model_step.usage.unwrap_or_default();
+            total.input_tokens += usage.input_tokens;
+            total.output_tokens += usage.output_tokens;
+            messages.push(ChatMessage {
+                role: "assistant".to_owned(),
+                content: model_step.content.clone(),
+                tool_calls: model_step.tool_calls.clone(),
+                ..Default::default()
+            });
+            if model_step.tool_calls.is_empty() {
+                if let Some(memory) = &memory {
+                    self.memory
+                        .append(
+                            memory,
+                            &task.tenant,
+                            &task.agent,
+                            &task.session_id,
+                            &task.task_id,
+                            &task.input,
+                            &model_step.content,
+                        )
+                        .await
+                        .map_err(memory_error)?;
+                }
+                return Ok(TaskCompleted {
+                    output: model_step.content,
+                    usage: Some(total),
+                    finish_reason: model_step.finish_reason,
+                    model: model_step.model,
+                });
+            }
+            let results: Vec<Result<ToolCallResult, RunError>> =
+                futures::stream::iter(model_step.tool_calls.iter().cloned())
+                    .map(|call| self.tool_call(delivery, events, &toolbox, &journal, step, call))
+                    .buffered(self.config.tools.max_parallel_calls.max(1))
+                    .collect()
+                    .await;
+            events.flush().await?;
+            for result in results {
+                let result = result?;
+                messages.push(ChatMessage {
+                    role: "tool".to_owned(),
+                    content: result.output,
+                    tool_call_id: result.call_id,
+                    name: result.name,
+                    ..Default::default()
+                });
+            }
+        }
+        Err(RunError::StepLimit(format!(
+            "the agent made {max_steps} model calls (its maxSteps) without a final answer"
+        )))
+    }
+
+    /// One model call, streamed: content deltas go out as task events as
+    /// they arrive; tool-call fragments are assembled by index.
+    #[allow(clippy::too_many_arguments)]
+    async fn model_call(
+        &self,
+        delivery: &Delivery<TaskEnvelope>,
+        events: &TaskEvents,
+        spec: &mesh_proto::AgentSpec,
+        messages: &[ChatMessage],
+        toolbox: &Toolbox,
+        step: u32,
+        cursor: &mut Cursor,
+    ) -> Result<ModelStep, RunError> {
+        let task = &delivery.payload;
+        let request = ChatRequest {
+            model: spec.model.clone(),
+            messages: messages.to_vec(),
+            temperature: spec.temperature,
+            max_tokens: spec.max_tokens,
+            request_id: format!("{}:{}:{step}", task.task_id, delivery.delivered),
+            tools: toolbox.definitions(),
+            session_id: task.session_id.clone(),
+            ..Default::default()
+        };
+        let span = tracing::info_span!(
+            "chat",
+            otel.name = format!("chat {}", spec.model),
+            otel.kind = "client",
+            gen_ai.operation.name = "chat",
+            gen_ai.request.model = %spec.model,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+            agentmesh.step = step,
+        );
+        let call = async {
+            let request = mesh_runtime::grpc::outgoing(&task.tenant, request)
+                .map_err(|s| RunError::Fatal(s.message().to_owned()))?;
+            let mut stream = self
+                .router
+                .clone()
+                .chat_stream(request)
+                .await
+                .map_err(|s| classify(&s))?
+                .into_inner();
+            let mut content = String::new();
+            let mut calls: Vec<ToolCall> = Vec::new();
+            let mut usage = TokenUsage::default();
+            let mut finish_reason = String::new();
+            let mut model = spec.model.clone();
+            loop {
+                let next =
+                    tokio::time::timeout(self.config.inference_idle_timeout, stream.message())
+                        .await
+                        .map_err(|_| {
+                            RunError::Retryable(format!(
+                                "no output from the model for {} ms",
+                                self.config.inference_idle_timeout.as_millis()
+                            ))
+                        })?;
+                let Some(chunk) = next.map_err(|s| classify(&s))? else {
+                    break;
+                };
+                if !chunk.delta.is_empty() {
+                    events
+                        .publish(
+                            &format!("delta:{}:{}", cursor.attempt, cursor.next_delta),
+                            Kind::Delta(TaskDelta {
+                                attempt: cursor.attempt,
+                                index: cursor.next_delta,
+                                content: chunk.delta.clone(),
+                            }),
+                        )
+                        .await?;
+                    content.push_str(&chunk.delta);
+                    cursor.next_delta += 1;
+                }
+                for piece in chunk.tool_calls {
+                    let index = piece.index as usize;
+                    if index >= 128 {
+                        return Err(RunError::Retryable(format!(
+                            "the model sent tool call index {index}"
+                        )));
+                    }
+                    if calls.len() <= index {
+                        calls.resize_with(index + 1, ToolCall::default);
+                    }
+                    let call = &mut calls[index];
+                    if !piece.id.is_empty() {
+                        call.id = piece.id;
+                    }
+                    if !piece.name.is_empty() {
+                        call.name = piece.name;
+                    }
+                    call.arguments.push_str(&piece.arguments);
+                }
+                if !chunk.finish_reason.is_empty() {
+                    finish_reason = chunk.finish_reason;
+                }
+                if !chunk.model.is_empty() {
+                    model = chunk.model;
+                }
+                if let Some(u) = chunk.usage {
+                    usage = TokenUsage {
+                        input_tokens: u.prompt_tokens,
+                        output_tokens: u.completion_tokens,
+                    };
+                }
+            }
+            // Ids are the journal's keys: give id-less calls stable ones.
+            calls.retain(|c| !c.name.is_empty());
+            for (i, call) in calls.iter_mut().enumerate() {
+                if call.id.is_empty() {
+                    call.id = format!("call_{step}_{i}");
+                }
+            }
+            let span = tracing::Span::current();
+            span.record("gen_ai.response.model", model.as_str());
+            span.record("gen_ai.usage.input_tokens", usage.input_tokens);
+            span.record("gen_ai.usage.output_tokens", usage.output_tokens);
+            span.record("gen_ai.response.finish_reasons", finish_reason.as_str());
+            Ok(ModelStep {
+                attempt: cursor.attempt,
+                step,
+                content,
+                tool_calls: calls,
+                usage: Some(usage),
+                model,
+                finish_reason,
+            })
+        };
+        match tokio::time::timeout(self.config.inference_timeout, call.instrument(span)).await {
+            Ok(result) => result,
+            Err(_) => Err(RunError::Retryable(format!(
+                "model call exceeded {} ms",
+                self.config.inference_timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// One tool call, or its journaled result.
+    async fn tool_call(
+        &self,
+        delivery: &Delivery<TaskEnvelope>,
+        events: &TaskEvents,
+        toolbox: &Toolbox,
+        journal: &Journal,
+        step: u32,
+        call: ToolCall,
+    ) -> Result<ToolCallResult, RunError> {
+        if let Some(stored) = journal.results.get(&(step, call.id.clone())) {
+            return Ok(stored.clone());
+        }
+        let task = &delivery.payload;
+        let idempotency_key = format!("{}:{step}:{}", task.task_id, call.id);
+        events
+            .publish(
+                &format!("step:{step}:call:{}:{}", call.id, delivery.delivered),
+                Kind::ToolCall(ToolCallStarted {
+                    attempt: delivery.delivered,
+                    step,
+                    call: Some(call.clone()),
+                    idempotency_key: idempotency_key.clone(),
+                }),
+            )
+            .await?;
+        let span = tracing::info_span!(
+            "execute_tool",
+            otel.name = format!("execute_tool {}", call.name),
+            otel.kind = "internal",
+            otel.status_code = tracing::field::Empty,
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = %call.name,
+            gen_ai.tool.call.id = %call.id,
+            error.r#type = tracing::field::Empty,
+            agentmesh.step = step,
+        );
+        let started = Instant::now();
+        let output = toolbox
+            .call(
+                &call.name,
+                &call.arguments,
+                CallContext {
+                    idempotency_key: &idempotency_key,
+                    tenant: &task.tenant,
+                    task_id: &task.task_id,
+                },
+            )
+            .instrument(span.clone())
+            .await;
+        if output.is_error {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", "tool_error");
+        }
+        let result = ToolCallResult {
+            attempt: delivery.delivered,
+            step,
+            call_id: call.id.clone(),
+            name: call.name,
+            output: output.output,
+            is_error: output.is_error,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        events
+            .publish(
+                &format!("step:{step}:result:{}", call.id),
+                Kind::ToolResult(result.clone()),
+            )
+            .await?;
+        Ok(result)
+    }
+}
+
+fn memory_error(error: MemoryError) -> RunError {
+    match error {
+        MemoryError::NotConfigured => RunError::Fatal(error.to_string()),
+        MemoryError::Redis(_) => RunError::Retryable(error.to_string()),
+    }
+}

@@ -1,0 +1,227 @@
+//! The tools of one task: each resolved tool's spec compiled once (typed
+//! config, arguments validator) and called by name with the arguments the
+//! model wrote. A tool failure is not a task failure: the model is told
+//! what went wrong (as the tool message) and decides what to do next.
+
+mod api;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use mesh_proto::{ResolvedTool, ToolDefinition};
+use mesh_spec::{ArgumentsValidator, ToolConfig};
+
+use crate::config::ToolLimits;
+
+/// What a tool call produced, as the model will see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolOutput {
+    pub output: String,
+    pub is_error: bool,
+}
+
+impl ToolOutput {
+    pub fn ok(output: impl Into<String>) -> Self {
+        Self {
+            output: output.into(),
+            is_error: false,
+        }
+    }
+
+    pub fn error(output: impl Into<String>) -> Self {
+        Self {
+            output: output.into(),
+            is_error: true,
+        }
+    }
+}
+
+/// Identifies one call to the tool; sent as `Idempotency-Key`.
+#[derive(Debug, Clone)]
+pub struct CallContext<'a> {
+    pub idempotency_key: &'a str,
+    pub tenant: &'a str,
+    pub task_id: &'a str,
+}
+
+struct Tool {
+    definition: ToolDefinition,
+    kind: ToolKind,
+    validator: ArgumentsValidator,
+    timeout: Duration,
+    retries: u32,
+    bearer: Option<Secret>,
+}
+
+enum ToolKind {
+    Api(api::ApiTool),
+}
+
+/// Where the bearer token is read from at call time (never stored).
+#[derive(Debug, Clone)]
+enum Secret {
+    Env(String),
+    File(String),
+}
+
+pub struct Toolbox {
+    tools: HashMap<String, Tool>,
+    http: reqwest::Client,
+    limits: ToolLimits,
+    secrets_env: std::sync::Arc<mesh_runtime::Env>,
+}
+
+/// The spec of a pinned tool no longer parses (a worker older than the
+/// orchestrator, or a type this worker cannot run): no delivery fixes it.
+#[derive(Debug, thiserror::Error)]
+#[error("tool {name:?}: {reason}")]
+pub struct ToolboxError {
+    pub name: String,
+    pub reason: String,
+}
+
+impl Toolbox {
+    pub fn new(
+        resolved: &[ResolvedTool],
+        http: reqwest::Client,
+        limits: ToolLimits,
+        secrets_env: std::sync::Arc<mesh_runtime::Env>,
+    ) -> Result<Self, ToolboxError> {
+        let mut tools = HashMap::with_capacity(resolved.len());
+        for tool in resolved {
+            let spec = tool.spec.clone().unwrap_or_default();
+            let failed = |reason: String| ToolboxError {
+                name: tool.name.clone(),
+                reason,
+            };
+            let validator = ArgumentsValidator::new(&spec.parameters_json)
+                .map_err(|e| failed(e.to_string()))?;
+            let kind = match ToolConfig::parse(&spec.r#type, &spec.config_json)
+                .map_err(|e| failed(e.to_string()))?
+            {
+                ToolConfig::Api(config) => ToolKind::Api(api::ApiTool::new(config, &limits)),
+                _ => {
+                    return Err(failed(format!(
+                        "type {:?} is not supported by this worker",
+                        spec.r#type
+                    )));
+                }
+            };
+            let bearer = spec.authentication.as_ref().and_then(|a| {
+                if !a.bearer_env.is_empty() {
+                    Some(Secret::Env(a.bearer_env.clone()))
+                } else if !a.bearer_file.is_empty() {
+                    Some(Secret::File(a.bearer_file.clone()))
+                } else {
+                    None
+                }
+            });
+            let parameters_json = if spec.parameters_json.trim().is_empty() {
+                r#"{"type":"object","properties":{}}"#.to_owned()
+            } else {
+                spec.parameters_json.clone()
+            };
+            tools.insert(
+                tool.name.clone(),
+                Tool {
+                    definition: ToolDefinition {
+                        name: tool.name.clone(),
+                        description: spec.description.clone(),
+                        parameters_json,
+                    },
+                    kind,
+                    validator,
+                    timeout: if spec.timeout_ms > 0 {
+                        Duration::from_millis(spec.timeout_ms)
+                    } else {
+                        limits.default_timeout
+                    },
+                    retries: spec.retries,
+                    bearer,
+                },
+            );
+        }
+        Ok(Self {
+            tools,
+            http,
+            limits,
+            secrets_env,
+        })
+    }
+
+    /// What the model is offered, in a stable order.
+    pub fn definitions(&self) -> Vec<ToolDefinition> {
+        let mut defs: Vec<ToolDefinition> =
+            self.tools.values().map(|t| t.definition.clone()).collect();
+        defs.sort_by(|a, b| a.name.cmp(&b.name));
+        defs
+    }
+
+    /// Validates the arguments and calls the tool (with its retries).
+    pub async fn call(&self, name: &str, arguments: &str, ctx: CallContext<'_>) -> ToolOutput {
+        let Some(tool) = self.tools.get(name) else {
+            let mut known: Vec<&str> = self.tools.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            return ToolOutput::error(format!(
+                "there is no tool named {name:?}; the tools are: {}",
+                known.join(", ")
+            ));
+        };
+        let arguments = match tool.validator.check(arguments) {
+            Ok(arguments) => arguments,
+            Err(why) => return ToolOutput::error(why),
+        };
+        let bearer = match &tool.bearer {
+            None => None,
+            Some(secret) => match self.read_secret(secret).await {
+                Ok(token) => Some(token),
+                Err(why) => return ToolOutput::error(why),
+            },
+        };
+        let mut output = match &tool.kind {
+            ToolKind::Api(api) => {
+                api.call(
+                    &self.http,
+                    &arguments,
+                    api::CallOptions {
+                        ctx,
+                        bearer: bearer.as_deref(),
+                        timeout: tool.timeout,
+                        retries: tool.retries,
+                        retry_base: self.limits.retry_base,
+                    },
+                )
+                .await
+            }
+        };
+        if output.output.chars().count() > self.limits.max_output_chars {
+            let cut: String = output
+                .output
+                .chars()
+                .take(self.limits.max_output_chars)
+                .collect();
+            output.output = format!(
+                "{cut}\n[output cut at {} characters]",
+                self.limits.max_output_chars
+            );
+        }
+        output
+    }
+
+    /// The error names the reference, never a value.
+    async fn read_secret(&self, secret: &Secret) -> Result<String, String> {
+        let token = match secret {
+            Secret::Env(var) => self.secrets_env.get(var).cloned().ok_or_else(|| {
+                format!("the tool's token (environment variable {var}) is not set on this worker")
+            })?,
+            Secret::File(path) => tokio::fs::read_to_string(path).await.map_err(|e| {
+                format!("the tool's token file {path} cannot be read: {}", e.kind())
+            })?,
+        };
+        let token = token.trim().to_owned();
+        if token.is_empty() {
+            return Err("the tool's token is empty".to_owned());
+        }
+        Ok(token)
+    }
+}
