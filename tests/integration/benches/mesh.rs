@@ -27,8 +27,11 @@ use mesh_integration::{Mesh, MeshOptions, RestClient, fresh_postgres};
 use mesh_proto::TaskEvent;
 use mesh_proto::task_event::Kind;
 use prost::Message as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::oneshot;
+
+#[path = "mesh/router.rs"]
+mod router;
 
 // === scenarios ===
 
@@ -47,7 +50,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "router",
-        about: "router's OpenAI-compatible proxy vs the simulator called directly",
+        about: "router's added latency (p50/p99) over the simulator called directly at several concurrencies, the highest rate with added p99 under 1 ms, and LiteLLM's proxy as the peer",
         pending: None,
     },
     Scenario {
@@ -162,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
         }
         match scenario.name {
             "tasks" => tasks(args.n.unwrap_or(2000), args.concurrency.unwrap_or(64)).await?,
-            "router" => router(args.n.unwrap_or(2000), args.concurrency.unwrap_or(32)).await?,
+            "router" => router::run(args.n.unwrap_or(2000), args.concurrency).await?,
             "auth" => auth(args.n.unwrap_or(100_000))?,
             "scale" => scale(args.n.unwrap_or(500), args.concurrency.unwrap_or(4)).await?,
             "traces" => traces(args.n.unwrap_or(20_000), args.concurrency.unwrap_or(8)).await?,
@@ -697,97 +700,6 @@ async fn raw_jetstream(
         round_trip: Stats::of(samples.iter().map(|s| s.1).collect()),
         rate: m as f64 / elapsed.as_secs_f64(),
     })
-}
-
-// === router ===
-
-async fn router(n: usize, concurrency: usize) -> anyhow::Result<()> {
-    // No task path here: SQLite and no worker keep the machine quiet.
-    let mesh = Mesh::start(MeshOptions {
-        start_worker: false,
-        ..Default::default()
-    })
-    .await?;
-    let http = reqwest::Client::new();
-    let direct = format!("{}/v1/chat/completions", mesh.sim_url);
-    let proxied = format!("http://{}/v1/chat/completions", mesh.router.http_addr);
-    let run = |url: String, count: usize, stream: bool| {
-        let http = http.clone();
-        let body = json!({
-            "model": "sim-model",
-            "messages": [{"role": "user", "content": "hello there"}],
-            "max_tokens": MAX_TOKENS,
-            "stream": stream,
-        });
-        closed_loop(count, concurrency, move |_| {
-            let request = http.post(&url).json(&body);
-            async move {
-                let started = Instant::now();
-                let response = request.send().await?;
-                let status = response.status();
-                // Streamed: until the whole body, `[DONE]` included, is in.
-                let text = response.text().await?;
-                let took = started.elapsed();
-                let complete = if stream {
-                    text.trim_end().ends_with("data: [DONE]")
-                } else {
-                    serde_json::from_str::<Value>(&text)
-                        .is_ok_and(|answer| answer["choices"][0]["message"]["content"].is_string())
-                };
-                if !status.is_success() || !complete {
-                    bail!("chat completion: {status} {text}");
-                }
-                anyhow::Ok(took)
-            }
-        })
-    };
-    println!(
-        "{WARMUP} warm-up requests per target and mode (not measured), then {n} chat completions each, {concurrency} in flight, max_tokens {MAX_TOKENS}, simulator at zero latency"
-    );
-    let mut rows = Vec::new();
-    for stream in [false, true] {
-        let mode = if stream {
-            "streamed, to [DONE]"
-        } else {
-            "non-streaming"
-        };
-        run(direct.clone(), WARMUP, stream).await?;
-        run(proxied.clone(), WARMUP, stream).await?;
-        let (direct_samples, direct_elapsed) = run(direct.clone(), n, stream).await?;
-        let (proxied_samples, proxied_elapsed) = run(proxied.clone(), n, stream).await?;
-        let direct_stats = Stats::of(direct_samples);
-        let proxied_stats = Stats::of(proxied_samples);
-        let direct_rate = n as f64 / direct_elapsed.as_secs_f64();
-        let proxied_rate = n as f64 / proxied_elapsed.as_secs_f64();
-        print_table(&[
-            Row {
-                label: format!("simulator direct, {mode} (baseline)"),
-                stats: direct_stats,
-                rate: Some((direct_rate, "req/s")),
-            },
-            Row {
-                label: format!("through inference-router, {mode}"),
-                stats: proxied_stats,
-                rate: Some((proxied_rate, "req/s")),
-            },
-        ]);
-        rows.push((
-            mode,
-            direct_stats,
-            proxied_stats,
-            proxied_rate / direct_rate,
-        ));
-    }
-    for (mode, direct, proxied, throughput) in rows {
-        println!(
-            "  router / direct, {mode}: p50 {:.2}x (+{}), p99 {:.2}x (+{}), throughput {throughput:.2}x",
-            ratio(proxied.p50, direct.p50),
-            fmt_duration(proxied.p50.saturating_sub(direct.p50)),
-            ratio(proxied.p99, direct.p99),
-            fmt_duration(proxied.p99.saturating_sub(direct.p99)),
-        );
-    }
-    Ok(())
 }
 
 // === auth ===
