@@ -200,6 +200,19 @@ impl ToolConfig {
         })
     }
 
+    /// The config with its defaults filled in, as stored and shown.
+    pub fn to_json(&self) -> String {
+        let value = match self {
+            Self::Api(c) => serde_json::to_string(c),
+            Self::Code(c) => serde_json::to_string(c),
+            Self::Human(c) => serde_json::to_string(c),
+            Self::Mcp(c) => serde_json::to_string(c),
+            Self::Agent(c) => serde_json::to_string(c),
+            Self::Retrieval(c) => serde_json::to_string(c),
+        };
+        value.unwrap_or_default()
+    }
+
     /// The JSON Schema of each type's config, for the published schema.
     pub fn schemas() -> Vec<(&'static str, Value)> {
         fn of<T: JsonSchema>() -> Value {

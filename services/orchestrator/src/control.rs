@@ -340,8 +340,11 @@ impl ControlPlane for ControlService {
         let req = request.into_inner();
         async {
             mesh_spec::validate_tool_name("name", &req.name).map_err(field_error)?;
-            let spec = req.spec.ok_or_else(|| invalid("spec", "is required"))?;
-            mesh_spec::validate_tool_spec("spec", &spec, &self.limits.spec).map_err(field_error)?;
+            let mut spec = req.spec.ok_or_else(|| invalid("spec", "is required"))?;
+            let config = mesh_spec::validate_tool_spec("spec", &spec, &self.limits.spec)
+                .map_err(field_error)?;
+            // Stored with its defaults, so a read shows what runs.
+            spec.config_json = config.to_json();
             let spec_json = tool_spec_to_json(&spec);
             let now = now_ms();
             let txn = self.db.begin().await.map_err(db_error)?;

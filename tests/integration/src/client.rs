@@ -88,6 +88,26 @@ impl RestClient {
         body["id"].as_str().map(str::to_owned).context("no task id")
     }
 
+    /// Submits a task that continues `session`.
+    pub async fn submit_in_session(
+        &self,
+        agent: &str,
+        input: &str,
+        session: &str,
+    ) -> anyhow::Result<String> {
+        let response = self
+            .post(&format!("/v1/agents/{agent}/tasks"))
+            .json(&json!({ "input": input, "sessionId": session }))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if status != reqwest::StatusCode::ACCEPTED {
+            bail!("submit to {agent} in {session}: {status} {body}");
+        }
+        body["id"].as_str().map(str::to_owned).context("no task id")
+    }
+
     pub async fn task(&self, id: &str) -> anyhow::Result<Value> {
         let response = self.get(&format!("/v1/tasks/{id}")).send().await?;
         let status = response.status();

@@ -8,6 +8,7 @@ pub mod client;
 pub mod infra;
 pub mod mesh;
 pub mod retrieval;
+pub mod tool_server;
 
 pub use client::RestClient;
 pub use infra::{Nats, fresh_postgres};

@@ -33,6 +33,9 @@ pub struct MeshOptions {
     pub retrieval: bool,
     /// Changes to the retrieval service's test configuration (limits).
     pub retrieval_config: Option<fn(&mut retrieval::Config)>,
+    /// Changes to the in-process worker's configuration (tool limits,
+    /// secrets).
+    pub worker_config: Option<fn(&mut agent_worker::Config)>,
 }
 
 impl Default for MeshOptions {
@@ -55,6 +58,7 @@ impl Default for MeshOptions {
             submit_rate_per_minute: 0,
             retrieval: false,
             retrieval_config: None,
+            worker_config: None,
         }
     }
 }
@@ -140,6 +144,9 @@ impl Mesh {
             )?;
             config.agents = options.worker_agents.clone();
             config.discovery_interval = Duration::from_millis(100);
+            if let Some(tweak) = options.worker_config {
+                tweak(&mut config);
+            }
             worker = Some(
                 agent_worker::start(config, worker_stop.clone())
                     .await

@@ -207,8 +207,15 @@ impl MigrationTrait for CreateTables {
 }
 
 /// The tool registry, and the session and step count of a task.
-#[derive(DeriveMigrationName)]
 struct ToolsAndSessions;
+
+// Named by hand: the derive names a migration after its file, and this
+// file holds more than one.
+impl MigrationName for ToolsAndSessions {
+    fn name(&self) -> &str {
+        "m0002_tools_and_sessions"
+    }
+}
 
 #[derive(DeriveIden)]
 enum OrchTools {
