@@ -30,6 +30,9 @@ use prost::Message as _;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+#[path = "mesh/retrieval.rs"]
+mod retrieval;
+
 #[path = "mesh/router.rs"]
 mod router;
 
@@ -65,8 +68,8 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "retrieval",
-        about: "ingest and search",
-        pending: Some("the retrieval issue"),
+        about: "recall@10 and queries/s on 100k x 384 clustered vectors: HNSW in-process and through gRPC vs exact search; ingest rates",
+        pending: None,
     },
     Scenario {
         name: "traces",
@@ -169,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
             "auth" => auth(args.n.unwrap_or(100_000))?,
             "scale" => scale(args.n.unwrap_or(500), args.concurrency.unwrap_or(4)).await?,
             "traces" => traces(args.n.unwrap_or(20_000), args.concurrency.unwrap_or(8)).await?,
+            "retrieval" => retrieval::run(args.n.unwrap_or(100_000), 1000).await?,
             other => bail!("scenario {other} has no runner"),
         }
     }

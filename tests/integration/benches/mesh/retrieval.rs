@@ -1,0 +1,334 @@
+//! Scenario `retrieval`: vector search on 100k x 384 clustered synthetic
+//! vectors, recall@10 against exact search computed in the same run, and
+//! queries/s at the smallest HNSW ef whose recall@10 is >= 0.95: the index
+//! in-process (usearch, the service's own parameters), the same through the
+//! retrieval service's gRPC API (one client, one call at a time), and exact
+//! search (the baseline). Also: ingest throughput of precomputed vectors
+//! through gRPC, and of text with the local MiniLM embeddings.
+//!
+//! Data: `clusters` centroids drawn uniformly on the unit sphere (normalised
+//! Gaussian vectors); each vector is a centroid plus Gaussian noise (sigma
+//! 0.6 / sqrt(dim) per coordinate, so a point's noise has about 0.6 of the
+//! centroid's norm), normalised. Queries are fresh draws from the same
+//! mixture. A fixed-seed SplitMix64 generator makes runs repeatable.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use mesh_proto as pb;
+use mesh_proto::retrieval_client::RetrievalClient;
+use mesh_runtime::grpc::outgoing;
+use retrieval::index::{self, HnswParams};
+
+const DIM: usize = 384;
+const K: usize = 10;
+const TARGET_RECALL: f64 = 0.95;
+const EFS: [usize; 9] = [16, 24, 32, 48, 64, 96, 128, 192, 256];
+
+/// SplitMix64 with Box-Muller normals.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f32 {
+        let (u, v) = (self.uniform(), self.uniform());
+        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+    }
+}
+
+fn normalized(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+struct Data {
+    base: Vec<Vec<f32>>,
+    queries: Vec<Vec<f32>>,
+}
+
+fn clustered(n: usize, queries: usize, clusters: usize) -> Data {
+    let mut rng = Rng(0x5EED_0005);
+    let centroids: Vec<Vec<f32>> = (0..clusters)
+        .map(|_| normalized((0..DIM).map(|_| rng.normal()).collect()))
+        .collect();
+    let sigma = 0.6 / (DIM as f32).sqrt();
+    let draw = |rng: &mut Rng| {
+        let c = &centroids[(rng.next_u64() % clusters as u64) as usize];
+        normalized(c.iter().map(|x| x + sigma * rng.normal()).collect())
+    };
+    let base = (0..n).map(|_| draw(&mut rng)).collect();
+    let queries = (0..queries).map(|_| draw(&mut rng)).collect();
+    Data { base, queries }
+}
+
+fn recall(found: &[u64], truth: &[u64]) -> f64 {
+    let truth: HashSet<u64> = truth.iter().copied().collect();
+    found.iter().filter(|k| truth.contains(k)).count() as f64 / truth.len().max(1) as f64
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    sum / n.max(1) as f64
+}
+
+fn qps(n: usize, elapsed: Duration) -> f64 {
+    n as f64 / elapsed.as_secs_f64()
+}
+
+pub async fn run(n: usize, queries: usize) -> anyhow::Result<()> {
+    let clusters = 100;
+    println!(
+        "  data: {n} x {DIM} vectors in {clusters} Gaussian clusters (sigma {:.4} per coordinate), {queries} queries from the same mixture, seed fixed",
+        0.6 / (DIM as f32).sqrt()
+    );
+    let started = Instant::now();
+    let data = tokio::task::spawn_blocking(move || clustered(n, queries, clusters)).await?;
+    println!("  generated in {:.1} s", started.elapsed().as_secs_f64());
+
+    // Exact search: the ground truth and the baseline (one thread).
+    let (truth, exact_elapsed, data) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let truth: Vec<Vec<u64>> = data
+            .queries
+            .iter()
+            .map(|q| {
+                index::exact_top_k(
+                    data.base
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (i as u64, v.as_slice())),
+                    q,
+                    K,
+                )
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+            })
+            .collect();
+        (truth, started.elapsed(), data)
+    })
+    .await?;
+    let exact_qps = qps(queries, exact_elapsed);
+    println!("  exact search (brute force, 1 thread): {exact_qps:.1} queries/s");
+
+    // The service's HNSW parameters (its config defaults).
+    let defaults = retrieval::Config::from_env(&Default::default())?;
+    let params = HnswParams {
+        connectivity: defaults.hnsw_connectivity,
+        ef_construction: defaults.hnsw_ef_construction,
+        ef_search: defaults.hnsw_ef_search,
+        exact_max_chunks: defaults.exact_max_chunks,
+    };
+    let (sweep, build, data) = tokio::task::spawn_blocking(move || {
+        let hnsw = index::new_hnsw(DIM, &params)?;
+        let items: Vec<(u64, &[f32])> = data
+            .base
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u64, v.as_slice()))
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let started = Instant::now();
+        index::bulk_add(&hnsw, &items, threads)?;
+        let build = started.elapsed();
+        let mut sweep = Vec::new();
+        for ef in EFS {
+            hnsw.change_expansion_search(ef);
+            let started = Instant::now();
+            let mut found = Vec::with_capacity(data.queries.len());
+            for q in &data.queries {
+                found.push(hnsw.search(q, K)?.keys);
+            }
+            let elapsed = started.elapsed();
+            let r = mean(found.iter().zip(&truth).map(|(f, t)| recall(f, t)));
+            sweep.push((ef, r, qps(data.queries.len(), elapsed)));
+        }
+        anyhow::Ok((sweep, build, (data, truth)))
+    })
+    .await??;
+    let (data, truth) = data;
+    println!(
+        "  in-process HNSW (usearch, M={}, ef_construction={}, f32 cosine): built in {:.1} s on {} threads ({:.0} vectors/s)",
+        params.connectivity,
+        params.ef_construction,
+        build.as_secs_f64(),
+        std::thread::available_parallelism().map_or(1, usize::from),
+        qps(n, build)
+    );
+    println!(
+        "  {:>5} {:>10} {:>14}",
+        "ef", "recall@10", "queries/s (1 thread)"
+    );
+    for (ef, r, q) in &sweep {
+        println!("  {ef:>5} {r:>10.4} {q:>14.0}");
+    }
+    let chosen = sweep.iter().find(|(_, r, _)| *r >= TARGET_RECALL).copied();
+    let Some((ef, in_recall, in_qps)) = chosen else {
+        println!("  no ef reached recall@10 >= {TARGET_RECALL}: MISS");
+        return Ok(());
+    };
+    println!(
+        "  chosen ef={ef}: recall@10 {in_recall:.4}, {in_qps:.0} queries/s in-process ({:.0}x exact) -- target >= 2000/s single thread: {}",
+        in_qps / exact_qps,
+        super::verdict(in_qps >= 2000.0)
+    );
+
+    // The same data through the retrieval service's gRPC API.
+    let nats = mesh_integration::Nats::start()?;
+    let dir = tempfile::tempdir()?;
+    let mut shared = mesh_runtime::SharedConfig::from_env(&Default::default())?;
+    shared.nats_url = nats.url.clone();
+    let mut config = retrieval::Config::ephemeral(shared, dir.path().to_owned())?;
+    config.minilm_dir = mesh_integration::retrieval::minilm_dir();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let service = retrieval::start(config, stop.clone()).await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", service.grpc_addr))?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let mut client = RetrievalClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let tenant = "bench";
+    client
+        .create_collection(outgoing(
+            tenant,
+            pb::CreateCollectionRequest {
+                name: "vectors".to_owned(),
+                embedding_model: "none".to_owned(),
+                dimension: DIM as u32,
+                chunking: None,
+            },
+        )?)
+        .await?;
+    let started = Instant::now();
+    for (b, batch) in data.base.chunks(1000).enumerate() {
+        let documents = batch
+            .iter()
+            .enumerate()
+            .map(|(i, v)| pb::Document {
+                id: (b * 1000 + i).to_string(),
+                text: String::new(),
+                vector: v.clone(),
+                ..Default::default()
+            })
+            .collect();
+        client
+            .upsert_documents(outgoing(
+                tenant,
+                pb::UpsertDocumentsRequest {
+                    collection: "vectors".to_owned(),
+                    documents,
+                },
+            )?)
+            .await
+            .context("upsert")?;
+    }
+    let upsert = started.elapsed();
+    println!(
+        "  gRPC upsert of {n} precomputed vectors (batches of 1000, SQLite): {:.1} s ({:.0} documents/s)",
+        upsert.as_secs_f64(),
+        qps(n, upsert)
+    );
+    let search = |q: &[f32]| pb::SearchRequest {
+        collection: "vectors".to_owned(),
+        vector: q.to_vec(),
+        top_k: K as u32,
+        mode: pb::SearchMode::Vector.into(),
+        ef: ef as u32,
+        ..Default::default()
+    };
+    // The first search loads the rows and builds (and saves) the graph.
+    let started = Instant::now();
+    client
+        .search(outgoing(tenant, search(&data.queries[0]))?)
+        .await?;
+    println!(
+        "  first search (load {n} rows, build and save the graph): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let mut grpc_recall = Vec::with_capacity(queries);
+    for (q, t) in data.queries.iter().zip(&truth) {
+        let hits = client
+            .search(outgoing(tenant, search(q))?)
+            .await?
+            .into_inner()
+            .hits;
+        let found: Vec<u64> = hits
+            .iter()
+            .filter_map(|h| h.document_id.parse().ok())
+            .collect();
+        grpc_recall.push(recall(&found, t));
+    }
+    let grpc_elapsed = started.elapsed();
+    let grpc_qps = qps(queries, grpc_elapsed);
+    let grpc_recall = mean(grpc_recall.into_iter());
+    println!(
+        "  through gRPC at ef={ef}: recall@10 {grpc_recall:.4}, {grpc_qps:.0} queries/s (one client, sequential) = {:.0}% of in-process -- target >= 50%: {}",
+        100.0 * grpc_qps / in_qps,
+        super::verdict(grpc_qps >= 0.5 * in_qps)
+    );
+
+    // Ingest with local embeddings (text through MiniLM), when available.
+    if mesh_integration::retrieval::minilm_dir().is_some() {
+        client
+            .create_collection(outgoing(
+                tenant,
+                pb::CreateCollectionRequest {
+                    name: "text".to_owned(),
+                    ..Default::default()
+                },
+            )?)
+            .await?;
+        let docs = 256;
+        let started = Instant::now();
+        for b in 0..docs / 32 {
+            let documents = (0..32)
+                .map(|i| pb::Document {
+                    id: format!("{b}-{i}"),
+                    text: format!(
+                        "Support ticket {b}-{i}: the nightly export of workspace {i} failed with a timeout after the storage migration; the customer asks for a retry and a refund of the failed run."
+                    ),
+                    ..Default::default()
+                })
+                .collect();
+            client
+                .upsert_documents(outgoing(
+                    tenant,
+                    pb::UpsertDocumentsRequest {
+                        collection: "text".to_owned(),
+                        documents,
+                    },
+                )?)
+                .await?;
+        }
+        let elapsed = started.elapsed();
+        println!(
+            "  ingest with local all-MiniLM-L6-v2 (about 40 word pieces a document, batches of 32, one request at a time): {:.1} documents/s",
+            qps(docs, elapsed)
+        );
+    } else {
+        println!(
+            "  ingest with local embeddings: skipped (no MiniLM files; run scripts/ensure-minilm.sh)"
+        );
+    }
+    println!("  milvus-lite: not measured (the Milvus backend is not implemented yet)");
+    stop.cancel();
+    service.stopped.wait().await?;
+    drop(nats);
+    Ok(())
+}
