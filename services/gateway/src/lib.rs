@@ -130,6 +130,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .max_decoding_message_size(max_message),
         )
         .add_service(
+            mesh_proto::retrieval_server::RetrievalServer::new(retrieval::PublicRetrieval {
+                state: state.clone(),
+            })
+            .max_decoding_message_size(max_message),
+        )
+        .add_service(
             TaskServiceServer::new(grpc::PublicGrpc { state })
                 .max_decoding_message_size(max_message),
         );

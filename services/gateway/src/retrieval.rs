@@ -1,8 +1,10 @@
 //! Retrieval (RAG) for API users: collections, documents, search and bulk
-//! ingest over REST, proxied to the retrieval service's internal gRPC API on
-//! behalf of the caller's tenant, which comes from the token and nowhere
-//! else. Bodies are camelCase JSON; errors name the field as the client
-//! wrote it (`topK`, `documents[2].text`, `filter.lang`).
+//! ingest over REST and public gRPC (`agentmesh.v1.Retrieval`, the same
+//! messages as the internal API), proxied to the retrieval service on behalf
+//! of the caller's tenant, which comes from the token and nowhere else. REST
+//! bodies are camelCase JSON; REST errors name the field as the client wrote
+//! it (`topK`, `documents[2].text`, `filter.lang`), gRPC errors as the proto
+//! does.
 
 use std::collections::HashMap;
 
@@ -574,6 +576,155 @@ async fn get_ingest_job(
     )
     .await?;
     Ok(Json(job_view(&job)))
+}
+
+// === public gRPC ===
+
+/// The public gRPC face: each method checks the token and role, then calls
+/// the retrieval service with the token's tenant.
+pub struct PublicRetrieval {
+    pub state: AppState,
+}
+
+impl PublicRetrieval {
+    async fn forward<T, R, F>(
+        &self,
+        request: tonic::Request<T>,
+        op: Operation,
+        call: impl FnOnce(RetrievalClient<Channel>, tonic::Request<T>) -> F,
+    ) -> Result<tonic::Response<R>, tonic::Status>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let principal = self
+            .state
+            .authorize(header, op)
+            .map_err(|e| e.to_status())?;
+        let outgoing = mesh_runtime::grpc::outgoing(&principal.tenant, request.into_inner())?;
+        // Writes embed on the caller's time: the model timeout for them.
+        let timeout = if op == Operation::WriteDocuments {
+            self.state.config.model_timeout
+        } else {
+            self.state.config.upstream_timeout
+        };
+        match tokio::time::timeout(timeout, call(self.state.retrieval.clone(), outgoing)).await {
+            Ok(result) => result,
+            Err(_) => Err(tonic::Status::deadline_exceeded(
+                "the retrieval service did not answer in time",
+            )),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::retrieval_server::Retrieval for PublicRetrieval {
+    async fn create_collection(
+        &self,
+        request: tonic::Request<pb::CreateCollectionRequest>,
+    ) -> Result<tonic::Response<pb::Collection>, tonic::Status> {
+        self.forward(
+            request,
+            Operation::CreateCollection,
+            |mut c, r| async move { c.create_collection(r).await },
+        )
+        .await
+    }
+
+    async fn get_collection(
+        &self,
+        request: tonic::Request<pb::GetCollectionRequest>,
+    ) -> Result<tonic::Response<pb::Collection>, tonic::Status> {
+        self.forward(request, Operation::ReadCollections, |mut c, r| async move {
+            c.get_collection(r).await
+        })
+        .await
+    }
+
+    async fn list_collections(
+        &self,
+        request: tonic::Request<pb::ListCollectionsRequest>,
+    ) -> Result<tonic::Response<pb::ListCollectionsResponse>, tonic::Status> {
+        self.forward(request, Operation::ReadCollections, |mut c, r| async move {
+            c.list_collections(r).await
+        })
+        .await
+    }
+
+    async fn delete_collection(
+        &self,
+        request: tonic::Request<pb::DeleteCollectionRequest>,
+    ) -> Result<tonic::Response<pb::DeleteCollectionResponse>, tonic::Status> {
+        self.forward(
+            request,
+            Operation::DeleteCollection,
+            |mut c, r| async move { c.delete_collection(r).await },
+        )
+        .await
+    }
+
+    async fn upsert_documents(
+        &self,
+        request: tonic::Request<pb::UpsertDocumentsRequest>,
+    ) -> Result<tonic::Response<pb::UpsertDocumentsResponse>, tonic::Status> {
+        self.forward(request, Operation::WriteDocuments, |mut c, r| async move {
+            c.upsert_documents(r).await
+        })
+        .await
+    }
+
+    async fn get_document(
+        &self,
+        request: tonic::Request<pb::GetDocumentRequest>,
+    ) -> Result<tonic::Response<pb::Document>, tonic::Status> {
+        self.forward(request, Operation::ReadCollections, |mut c, r| async move {
+            c.get_document(r).await
+        })
+        .await
+    }
+
+    async fn delete_documents(
+        &self,
+        request: tonic::Request<pb::DeleteDocumentsRequest>,
+    ) -> Result<tonic::Response<pb::DeleteDocumentsResponse>, tonic::Status> {
+        self.forward(request, Operation::WriteDocuments, |mut c, r| async move {
+            c.delete_documents(r).await
+        })
+        .await
+    }
+
+    async fn search(
+        &self,
+        request: tonic::Request<pb::SearchRequest>,
+    ) -> Result<tonic::Response<pb::SearchResponse>, tonic::Status> {
+        self.forward(request, Operation::Search, |mut c, r| async move {
+            c.search(r).await
+        })
+        .await
+    }
+
+    async fn submit_ingest(
+        &self,
+        request: tonic::Request<pb::SubmitIngestRequest>,
+    ) -> Result<tonic::Response<pb::IngestJob>, tonic::Status> {
+        self.forward(request, Operation::WriteDocuments, |mut c, r| async move {
+            c.submit_ingest(r).await
+        })
+        .await
+    }
+
+    async fn get_ingest_job(
+        &self,
+        request: tonic::Request<pb::GetIngestJobRequest>,
+    ) -> Result<tonic::Response<pb::IngestJob>, tonic::Status> {
+        self.forward(request, Operation::ReadCollections, |mut c, r| async move {
+            c.get_ingest_job(r).await
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -559,3 +559,138 @@ async fn bad_input_is_a_4xx_that_names_the_field() {
     let (status, _) = send(reqwest::Client::new().get(acme.url("/v1/collections"))).await;
     assert_eq!(status, 401);
 }
+
+/// The OpenAI-compatible embedder against the real inference-router, which
+/// routes `/v1/embeddings` to the simulator (deterministic vectors from a
+/// hash of the text: the same text is the nearest neighbour of itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embeddings_through_the_inference_router() {
+    let mesh = mesh(None).await;
+    let acme = client(&mesh, "acme", Role::Operator);
+    let created = ok(acme.post("/v1/collections").json(&json!({
+        "name": "remote", "embeddingModel": "openai:sim-model", "dimension": 64
+    })))
+    .await;
+    assert_eq!(created["dimension"], 64);
+    let docs = json!({"documents": [
+        {"id": "a", "text": "alpha centauri is the closest star system"},
+        {"id": "b", "text": "bread needs flour, water, salt and yeast"},
+        {"id": "c", "text": "the cat sleeps on the warm windowsill"}
+    ]});
+    let done = ok(acme.post("/v1/collections/remote/documents").json(&docs)).await;
+    assert_eq!(done["upserted"], 3);
+    let hits = search(
+        &acme,
+        "remote",
+        json!({"query": "bread needs flour, water, salt and yeast", "mode": "vector", "topK": 3}),
+    )
+    .await;
+    assert_eq!(top_doc(&hits), "b", "{hits:?}");
+    assert!((hits[0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-4);
+
+    // A model whose vectors do not fit the collection is the caller's error.
+    ok(acme.post("/v1/collections").json(&json!({
+        "name": "narrow", "embeddingModel": "openai:sim-model", "dimension": 32
+    })))
+    .await;
+    let (status, body) = send(
+        acme.post("/v1/collections/narrow/documents")
+            .json(&json!({"documents": [{"id": "x", "text": "some text"}]})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "embeddingModel");
+}
+
+fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// The gateway's public gRPC face: the token's tenant and role decide, the
+/// same operations and errors as REST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_public_grpc_face_uses_the_tokens_tenant() {
+    use mesh_proto::retrieval_client::RetrievalClient;
+    let mesh = mesh(None).await;
+    let mut grpc = RetrievalClient::connect(mesh.gateway_grpc_url())
+        .await
+        .unwrap();
+    let a = mesh.token("tenant-a", &[Role::Operator]);
+    let b = mesh.token("tenant-b", &[Role::Operator]);
+    let viewer = mesh.token("tenant-a", &[Role::Viewer]);
+    grpc.create_collection(with_token(
+        &a,
+        mesh_proto::CreateCollectionRequest {
+            name: "g".to_owned(),
+            embedding_model: "none".to_owned(),
+            dimension: 2,
+            chunking: None,
+        },
+    ))
+    .await
+    .unwrap();
+    let document = |id: &str, v: [f32; 2]| mesh_proto::Document {
+        id: id.to_owned(),
+        text: format!("document {id}"),
+        vector: v.to_vec(),
+        ..Default::default()
+    };
+    grpc.upsert_documents(with_token(
+        &a,
+        mesh_proto::UpsertDocumentsRequest {
+            collection: "g".to_owned(),
+            documents: vec![document("x", [1.0, 0.0]), document("y", [0.0, 1.0])],
+        },
+    ))
+    .await
+    .unwrap();
+    let query = mesh_proto::SearchRequest {
+        collection: "g".to_owned(),
+        vector: vec![0.1, 0.9],
+        top_k: 1,
+        ..Default::default()
+    };
+    let hits = grpc
+        .search(with_token(&viewer, query.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .hits;
+    assert_eq!(hits[0].document_id, "y");
+    let other = grpc
+        .search(with_token(&b, query.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::NotFound);
+    let denied = grpc
+        .delete_collection(with_token(
+            &viewer,
+            mesh_proto::DeleteCollectionRequest {
+                name: "g".to_owned(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let bad = grpc
+        .search(with_token(
+            &a,
+            mesh_proto::SearchRequest {
+                vector: vec![1.0, 2.0, 3.0],
+                ..query
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().starts_with("vector:"), "{}", bad.message());
+    let anonymous = grpc
+        .list_collections(mesh_proto::ListCollectionsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+}
