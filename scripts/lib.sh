@@ -154,3 +154,12 @@ apt_install() {
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
     fi
 }
+
+# ensure_code_sandbox: what the agent worker's `code` tools run in:
+# bubblewrap (the sandbox), prlimit from util-linux (its rlimits) and the
+# system's python3 (the interpreter the sandbox sees under /usr).
+ensure_code_sandbox() {
+    command -v bwrap >/dev/null 2>&1 || apt_install bubblewrap
+    command -v prlimit >/dev/null 2>&1 || apt_install util-linux
+    [[ -x /usr/bin/python3 ]] || apt_install python3
+}

@@ -19,7 +19,7 @@ pub const TOOL_TYPES: &[&str] = &["api", "retrieval", "code", "human", "mcp", "a
 /// The tool types this release's worker can run. Applying a tool of another
 /// known type is refused with a clear error rather than accepted and failed
 /// later, at the first call.
-pub const IMPLEMENTED_TOOL_TYPES: &[&str] = &["api"];
+pub const IMPLEMENTED_TOOL_TYPES: &[&str] = &["api", "code"];
 
 /// `spec` of a Tool resource, and of an agent's inline tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -99,18 +99,45 @@ fn default_method() -> String {
     "POST".to_owned()
 }
 
-/// `config` of a `code` tool: Python the model writes, run in a sandbox.
+/// `config` of a `code` tool: Python 3 source that the model writes, run
+/// by the worker in a sandbox (bubblewrap: no network, the system's
+/// programs read-only, a private writable `/work`, its own pid namespace;
+/// rlimits on CPU time, memory, processes and file size; the tool's
+/// `timeout` is the wall time). The model calls the tool with
+/// `{"code": "<python source>"}`; what the program prints on stdout (and
+/// stderr, marked) is the result, and a program that fails or hits a limit
+/// is a tool error that says which. Leave `parameters` out: the worker
+/// offers the `code` argument itself (`CODE_PARAMETERS`); a `parameters`
+/// schema, when given, must declare `code` as a string. Every limit below
+/// is capped by the worker's maximum (`AGENTMESH_WORKER_CODE_MAX_*`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CodeConfig {
+    /// `python` (the only language).
     #[serde(default = "default_language")]
     pub language: String,
+    /// CPU seconds of each process of the program (default 5); past it the
+    /// process is stopped (SIGXCPU, then SIGKILL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_seconds: Option<u32>,
+    /// Address space of each process, in MiB (default 256, at least 32): a
+    /// larger allocation fails inside the program (`MemoryError`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mb: Option<u32>,
+    /// Processes (and threads) the program may run at once, itself
+    /// included (default 16): `fork` fails past it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_processes: Option<u32>,
+}
+
+/// The arguments of every `code` tool, as the model is offered them.
+pub const CODE_PARAMETERS: &str = r#"{"type":"object","properties":{"code":{"type":"string","description":"Python 3 source to run. Print the result to stdout. No network; only /work and /tmp are writable; CPU, memory, process and output limits apply."}},"required":["code"],"additionalProperties":false}"#;
+
+/// Whether a `parameters` schema is what the spec gets when it sets none.
+pub fn is_default_parameters(parameters_json: &str) -> bool {
+    let text = parameters_json.trim();
+    text.is_empty()
+        || serde_json::from_str::<Value>(text).is_ok_and(|v| v == empty_object_schema())
 }
 
 fn default_language() -> String {
@@ -129,12 +156,19 @@ pub struct HumanConfig {
     pub on_timeout: Option<String>,
 }
 
-/// `config` of an `mcp` tool: a tool of an MCP server over Streamable HTTP.
+/// `config` of an `mcp` tool: one tool of an MCP server, reached over
+/// Streamable HTTP. The worker opens one MCP session per task (initialize,
+/// `tools/list`) and calls the tool by name (`tools/call`, with the call's
+/// idempotency key in `_meta`). The model sees this Tool's `description`
+/// and `parameters`; leave `parameters` out to pass the arguments through
+/// for the server to check against its own input schema.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct McpConfig {
+    /// The server's MCP endpoint, `http://` or `https://` (e.g.
+    /// `http://tools:8000/mcp`).
     pub url: String,
-    /// The tool's name on the server (default: the tool's own name).
+    /// The tool's name on the server (default: this Tool's own name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
 }
@@ -354,6 +388,15 @@ fn validate_tool_spec_inner(
     ArgumentsValidator::new(&spec.parameters_json)?;
     let config = ToolConfig::parse(&spec.r#type, &spec.config_json)?;
     validate_config(&config)?;
+    if matches!(config, ToolConfig::Code(_)) && !is_default_parameters(&spec.parameters_json) {
+        let parameters: Value = serde_json::from_str(&spec.parameters_json).unwrap_or_default();
+        if parameters["properties"]["code"]["type"] != "string" {
+            return Err(FieldError::new(
+                "parameters.properties.code",
+                "a code tool takes its source as the string argument `code` (leave parameters out to get it)",
+            ));
+        }
+    }
     if !IMPLEMENTED_TOOL_TYPES.contains(&spec.r#type.as_str()) {
         return Err(FieldError::new(
             "type",
@@ -485,11 +528,32 @@ fn validate_config(config: &ToolConfig) -> Result<(), FieldError> {
                     "only python is supported",
                 ));
             }
+            for (field, value, least) in [
+                ("config.cpuSeconds", code.cpu_seconds, 1),
+                ("config.memoryMb", code.memory_mb, 32),
+                ("config.maxProcesses", code.max_processes, 1),
+            ] {
+                if value.is_some_and(|v| v < least) {
+                    return Err(FieldError::new(field, format!("must be at least {least}")));
+                }
+            }
         }
         ToolConfig::Mcp(mcp) => {
-            url::Url::parse(&mcp.url).map_err(|e| {
+            let url = url::Url::parse(&mcp.url).map_err(|e| {
                 FieldError::new("config.url", format!("{:?} is not a URL: {e}", mcp.url))
             })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(FieldError::new(
+                    "config.url",
+                    "must be an http:// or https:// URL with a host",
+                ));
+            }
+            if mcp.tool.as_deref().is_some_and(str::is_empty) {
+                return Err(FieldError::new(
+                    "config.tool",
+                    "must name a tool of the server (or be left out)",
+                ));
+            }
         }
         ToolConfig::Agent(agent) => {
             if agent.agent.is_empty() {
@@ -655,6 +719,20 @@ mod tests {
                 "spec.retries",
             ),
             ("type: shell\n", "spec.type"),
+            (
+                "type: code\nconfig: {language: ruby}\n",
+                "spec.config.language",
+            ),
+            ("type: code\nconfig: {memoryMb: 8}\n", "spec.config.memoryMb"),
+            (
+                "type: code\nparameters: {type: object, properties: {src: {type: string}}}\n",
+                "spec.parameters.properties.code",
+            ),
+            ("type: mcp\nconfig: {url: 'ftp://x/mcp'}\n", "spec.config.url"),
+            (
+                "type: mcp\nconfig: {url: 'http://x/mcp', tool: ''}\n",
+                "spec.config.tool",
+            ),
             ("type: mcp\nconfig: {url: 'http://x/mcp'}\n", "spec.type"),
         ];
         for (yaml, path) in cases {
@@ -666,6 +744,24 @@ mod tests {
             .to_proto()
             .unwrap_err();
         assert_eq!(err.path, "timeout");
+    }
+
+    #[test]
+    fn a_code_tool_takes_its_source_as_code() {
+        let limits = SpecLimits::default();
+        let config = validate_tool_spec("spec", &spec("type: code\n"), &limits).unwrap();
+        assert!(matches!(config, ToolConfig::Code(ref c) if c.language == "python"));
+        let custom = spec(
+            "type: code\nparameters: {type: object, properties: {code: {type: string, description: maths}}, required: [code]}\nconfig: {cpuSeconds: 2, memoryMb: 64, maxProcesses: 4}\n",
+        );
+        validate_tool_spec("spec", &custom, &limits).unwrap();
+        assert!(is_default_parameters(&spec("type: code\n").parameters_json));
+        assert!(!is_default_parameters(&custom.parameters_json));
+        let v = ArgumentsValidator::new(CODE_PARAMETERS).unwrap();
+        assert!(v.check(r#"{"code": "print(1)"}"#).is_ok());
+        assert!(v.check("{}").unwrap_err().contains("code"));
+        assert!(v.check(r#"{"code": 1}"#).is_err());
+        assert!(v.check(r#"{"code": "1", "shell": "sh"}"#).is_err());
     }
 
     #[test]

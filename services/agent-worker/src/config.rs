@@ -65,6 +65,38 @@ pub struct ToolLimits {
     pub max_output_chars: usize,
     /// First wait between tool retries (exponential, jittered).
     pub retry_base: Duration,
+    /// The sandbox of `code` tools and the maxima of their limits.
+    pub code: CodeLimits,
+}
+
+/// How `code` tools run (`AGENTMESH_WORKER_CODE_*`): the programs of the
+/// sandbox and the worker-wide maxima that cap each tool's own limits.
+#[derive(Debug, Clone)]
+pub struct CodeLimits {
+    /// bubblewrap (`bwrap`), looked up on `PATH` unless absolute.
+    pub bwrap: String,
+    /// util-linux `prlimit`, which sets the rlimits and execs bwrap.
+    pub prlimit: String,
+    /// The interpreter, as the sandbox sees it (it must live under one of
+    /// `readonly_paths`).
+    pub python: String,
+    /// Host paths the sandbox sees read-only (a symlink stays a symlink);
+    /// nothing else of the host is visible.
+    pub readonly_paths: Vec<String>,
+    /// Each run gets its own user id, `uid_base + slot`, so that the
+    /// process limit counts that run's processes only.
+    pub uid_base: u32,
+    /// Sandboxes running at once on this worker; more calls wait.
+    pub max_concurrent: u32,
+    pub max_cpu_seconds: u32,
+    pub max_memory_mb: u32,
+    pub max_processes: u32,
+    /// Wall time of one run (the tool's `timeout`, capped here).
+    pub max_wall: Duration,
+    /// stdout and stderr together; past it the run is stopped.
+    pub max_output_bytes: usize,
+    /// Size of each private tmpfs (`/work`, `/tmp`), and the largest file.
+    pub work_dir_mb: u32,
 }
 
 const PREFIX: &str = "AGENTMESH_WORKER_";
@@ -143,6 +175,7 @@ impl Config {
                     &var("TOOL_RETRY_BASE_MS"),
                     Duration::from_millis(200),
                 )?,
+                code: CodeLimits::from_env(env)?,
             },
             task_timeout: env::millis_or(env, &var("TASK_TIMEOUT_MS"), Duration::from_secs(900))?,
             journal_read_timeout: env::millis_or(
@@ -161,6 +194,58 @@ impl Config {
         config.admin_listen = mesh_runtime::env::EPHEMERAL;
         config.grpc_listen = mesh_runtime::env::EPHEMERAL;
         Ok(config)
+    }
+}
+
+impl CodeLimits {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let at_least_one = |name: &str, value: u32| {
+            if value == 0 {
+                Err(ConfigError::Invalid {
+                    var: var(name),
+                    reason: "must be at least 1".to_owned(),
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        Ok(Self {
+            bwrap: env::string_or(env, &var("CODE_BWRAP"), "bwrap"),
+            prlimit: env::string_or(env, &var("CODE_PRLIMIT"), "prlimit"),
+            python: env::string_or(env, &var("CODE_PYTHON"), "/usr/bin/python3"),
+            readonly_paths: env::string_or(
+                env,
+                &var("CODE_READONLY_PATHS"),
+                "/usr,/bin,/lib,/lib64,/sbin,/etc",
+            )
+            .split(',')
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect(),
+            uid_base: env::parse_or(env, &var("CODE_UID_BASE"), 200_000)?,
+            max_concurrent: at_least_one(
+                "CODE_MAX_CONCURRENT",
+                env::parse_or(env, &var("CODE_MAX_CONCURRENT"), 4)?,
+            )?,
+            max_cpu_seconds: at_least_one(
+                "CODE_MAX_CPU_SECONDS",
+                env::parse_or(env, &var("CODE_MAX_CPU_SECONDS"), 30)?,
+            )?,
+            max_memory_mb: at_least_one(
+                "CODE_MAX_MEMORY_MB",
+                env::parse_or(env, &var("CODE_MAX_MEMORY_MB"), 1024)?,
+            )?,
+            max_processes: at_least_one(
+                "CODE_MAX_PROCESSES",
+                env::parse_or(env, &var("CODE_MAX_PROCESSES"), 64)?,
+            )?,
+            max_wall: env::millis_or(env, &var("CODE_MAX_WALL_MS"), Duration::from_secs(120))?,
+            max_output_bytes: env::parse_or(env, &var("CODE_MAX_OUTPUT_BYTES"), 64 * 1024)?,
+            work_dir_mb: at_least_one(
+                "CODE_WORK_DIR_MB",
+                env::parse_or(env, &var("CODE_WORK_DIR_MB"), 16)?,
+            )?,
+        })
     }
 }
 

@@ -4,12 +4,13 @@
 //! what went wrong (as the tool message) and decides what to do next.
 
 mod api;
+mod code;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use mesh_proto::{ResolvedTool, ToolDefinition};
-use mesh_spec::{ArgumentsValidator, ToolConfig};
+use mesh_spec::{ArgumentsValidator, CODE_PARAMETERS, ToolConfig, is_default_parameters};
 
 use crate::config::ToolLimits;
 
@@ -55,6 +56,7 @@ struct Tool {
 
 enum ToolKind {
     Api(api::ApiTool),
+    Code(code::CodeTool),
 }
 
 /// Where the bearer token is read from at call time (never stored).
@@ -94,12 +96,22 @@ impl Toolbox {
                 name: tool.name.clone(),
                 reason,
             };
-            let validator = ArgumentsValidator::new(&spec.parameters_json)
-                .map_err(|e| failed(e.to_string()))?;
+            // A code tool left without parameters takes `{"code": ...}`.
+            let parameters_json =
+                if spec.r#type == "code" && is_default_parameters(&spec.parameters_json) {
+                    CODE_PARAMETERS.to_owned()
+                } else {
+                    spec.parameters_json.clone()
+                };
+            let validator =
+                ArgumentsValidator::new(&parameters_json).map_err(|e| failed(e.to_string()))?;
             let kind = match ToolConfig::parse(&spec.r#type, &spec.config_json)
                 .map_err(|e| failed(e.to_string()))?
             {
                 ToolConfig::Api(config) => ToolKind::Api(api::ApiTool::new(config, &limits)),
+                ToolConfig::Code(config) => {
+                    ToolKind::Code(code::CodeTool::new(config, &limits.code))
+                }
                 _ => {
                     return Err(failed(format!(
                         "type {:?} is not supported by this worker",
@@ -116,10 +128,10 @@ impl Toolbox {
                     None
                 }
             });
-            let parameters_json = if spec.parameters_json.trim().is_empty() {
+            let parameters_json = if parameters_json.trim().is_empty() {
                 r#"{"type":"object","properties":{}}"#.to_owned()
             } else {
-                spec.parameters_json.clone()
+                parameters_json
             };
             tools.insert(
                 tool.name.clone(),
@@ -193,6 +205,7 @@ impl Toolbox {
                 )
                 .await
             }
+            ToolKind::Code(code) => code.call(&arguments, tool.timeout).await,
         };
         if output.output.chars().count() > self.limits.max_output_chars {
             let cut: String = output
