@@ -9,6 +9,12 @@ pub mod v1 {
 
 pub use v1::*;
 
+/// The Milvus API subset (`milvus.proto.milvus.MilvusService`) that the
+/// retrieval service's Milvus backend calls.
+pub mod milvus {
+    tonic::include_proto!("milvus.proto.milvus");
+}
+
 impl v1::TaskStatus {
     /// A terminal task never changes state again.
     pub fn is_terminal(self) -> bool {

@@ -55,6 +55,9 @@ pub struct Config {
     pub ingest_part_documents: usize,
     /// INGEST messages handled at once by this replica.
     pub ingest_concurrency: usize,
+    /// Milvus gRPC address (`http://host:19530`): when set, vector search
+    /// goes to Milvus instead of the in-process index.
+    pub milvus_url: Option<String>,
 }
 
 const PREFIX: &str = "AGENTMESH_RETRIEVAL_";
@@ -98,6 +101,7 @@ impl Config {
             rrf_k: env::parse_or(env, &var("RRF_K"), 60.0)?,
             ingest_part_documents: env::parse_or(env, &var("INGEST_PART_DOCUMENTS"), 32)?,
             ingest_concurrency: env::parse_or(env, &var("INGEST_CONCURRENCY"), 2)?,
+            milvus_url: env::optional(env, &var("MILVUS_URL")),
         };
         if config.default_overlap_tokens >= config.default_chunk_tokens {
             return Err(ConfigError::Invalid {

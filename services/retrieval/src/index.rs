@@ -310,6 +310,18 @@ impl CollectionIndex {
         }
     }
 
+    /// Every chunk's key, vector and metadata (to rebuild another index).
+    pub fn rows(&self) -> Vec<(u64, &[f32], &BTreeMap<String, String>)> {
+        self.vectors
+            .iter()
+            .filter_map(|(key, vector)| {
+                self.entries
+                    .get(key)
+                    .map(|e| (*key, vector.as_slice(), e.metadata.as_ref()))
+            })
+            .collect()
+    }
+
     pub fn entry(&self, key: u64) -> Option<&ChunkEntry> {
         self.entries.get(&key)
     }

@@ -20,6 +20,7 @@ pub mod error;
 mod grpc;
 pub mod index;
 mod ingest;
+pub mod milvus;
 pub mod service;
 pub mod store;
 

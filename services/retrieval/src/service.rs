@@ -23,7 +23,8 @@ use crate::chunk::{self, ChunkSpec, Tokens};
 use crate::config::Config;
 use crate::embed::{self, Embedder, LocalEmbedder, MiniLm, RemoteEmbedder};
 use crate::error::RetrievalError;
-use crate::index::{CollectionIndex, Filter, HnswParams, Mode};
+use crate::index::{self as vector_index, CollectionIndex, Filter, HnswParams, Mode};
+use crate::milvus::Milvus;
 use crate::store::{self, Applied, PreparedDocument};
 
 /// The `embedding_model` of collections whose callers send vectors.
@@ -55,6 +56,8 @@ pub struct Service {
     tokens: Tokens,
     http: reqwest::Client,
     indexes: std::sync::Mutex<HashMap<i64, Slot>>,
+    /// Vector search backend when `AGENTMESH_RETRIEVAL_MILVUS_URL` is set.
+    milvus: Option<Milvus>,
 }
 
 fn invalid(field: impl Into<String>, why: impl std::fmt::Display) -> RetrievalError {
@@ -66,6 +69,15 @@ fn validate_name(field: &str, name: &str) -> Result<(), RetrievalError> {
         mesh_bus::BusError::InvalidName { reason, .. } => invalid(field, reason),
         other => invalid(field, other),
     })
+}
+
+fn params_of(config: &Config) -> HnswParams {
+    HnswParams {
+        connectivity: config.hnsw_connectivity,
+        ef_construction: config.hnsw_ef_construction,
+        ef_search: config.hnsw_ef_search,
+        exact_max_chunks: config.exact_max_chunks,
+    }
 }
 
 fn not_found(name: &str) -> RetrievalError {
@@ -143,12 +155,18 @@ impl Service {
         local: Option<Arc<MiniLm>>,
         chunk_tokenizer: Option<Arc<tokenizers::Tokenizer>>,
         metrics: Metrics,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, RetrievalError> {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(std::time::Duration::from_secs(5))
-            .build()?;
+            .build()
+            .map_err(|e| RetrievalError::Internal(format!("http client: {e}")))?;
+        let milvus = match &config.milvus_url {
+            Some(url) => Some(Milvus::new(url, params_of(&config))?),
+            None => None,
+        };
         Ok(Self {
+            milvus,
             db,
             config,
             bus,
@@ -161,12 +179,12 @@ impl Service {
     }
 
     fn params(&self) -> HnswParams {
-        HnswParams {
-            connectivity: self.config.hnsw_connectivity,
-            ef_construction: self.config.hnsw_ef_construction,
-            ef_search: self.config.hnsw_ef_search,
-            exact_max_chunks: self.config.exact_max_chunks,
+        let mut params = params_of(&self.config);
+        if self.milvus.is_some() {
+            // Milvus holds the graph; the process keeps only the vectors.
+            params.exact_max_chunks = usize::MAX;
         }
+        params
     }
 
     fn slot(&self, collection_id: i64) -> Slot {
@@ -377,6 +395,11 @@ impl Service {
         match store::delete_collection(&self.db, tenant, name).await? {
             Some(id) => {
                 self.forget(id);
+                if let Some(milvus) = &self.milvus
+                    && let Err(error) = milvus.drop(id).await
+                {
+                    tracing::warn!(%error, "cannot drop the collection's milvus copy");
+                }
                 Ok(true)
             }
             None => Err(not_found(name)),
@@ -547,19 +570,31 @@ impl Service {
 
     /// Applies a committed change to the cached index of the collection,
     /// or drops the cache when another write came in between.
-    async fn apply(&self, collection_id: i64, applied: Applied) {
+    async fn apply(&self, collection: &collection::Model, applied: Applied) {
         if applied.generation == 0 {
             return;
         }
-        let slot = self.slot(collection_id);
+        let slot = self.slot(collection.id);
         let mut guard = slot.write().await;
         let stale = match guard.as_mut() {
             Some(index) if index.generation + 1 == applied.generation => {
+                let mut failed = false;
+                if let Some(milvus) = &self.milvus {
+                    let dimension = usize::try_from(collection.dimension).unwrap_or(0);
+                    if let Err(error) = milvus
+                        .apply(collection.id, dimension, &applied.removed, &applied.added)
+                        .await
+                    {
+                        // The next search reloads the rows and rebuilds the copy.
+                        tracing::warn!(%error, "milvus write failed; the collection will be rebuilt");
+                        failed = true;
+                    }
+                }
                 let result = index
                     .remove(&applied.removed)
                     .and_then(|()| index.add(applied.added));
                 index.generation = applied.generation;
-                result.is_err()
+                failed || result.is_err()
             }
             Some(_) => true,
             None => false,
@@ -592,7 +627,7 @@ impl Service {
         self.metrics
             .chunks_indexed
             .inc_by(applied.added.len() as u64);
-        self.apply(collection.id, applied).await;
+        self.apply(&collection, applied).await;
         Ok(response)
     }
 
@@ -642,7 +677,7 @@ impl Service {
         let applied =
             store::delete_documents(&self.db, collection.id, &request.ids, &filter).await?;
         let deleted = applied.deleted;
-        self.apply(collection.id, applied).await;
+        self.apply(&collection, applied).await;
         Ok(deleted)
     }
 
@@ -736,17 +771,35 @@ impl Service {
             ));
         };
         let ef = usize::try_from(request.ef).unwrap_or(0);
-        let hits = index
-            .search(
-                mode,
-                text,
-                vector.as_deref(),
-                top_k,
-                &filter,
-                ef,
-                self.config.rrf_k,
-            )
-            .map_err(|e| RetrievalError::Internal(e.to_string()))?;
+        let hits = match (&self.milvus, mode, vector.as_deref()) {
+            (Some(milvus), Mode::Vector | Mode::Hybrid, Some(v)) => {
+                let candidates = if mode == Mode::Hybrid {
+                    (top_k * 4).max(50)
+                } else {
+                    top_k
+                };
+                let by_vector = milvus
+                    .search(collection.id, v, candidates, &filter, ef)
+                    .await?;
+                if mode == Mode::Vector {
+                    by_vector
+                } else {
+                    let by_keyword = index.keyword_search(text, candidates, &filter);
+                    vector_index::rrf(&[by_vector, by_keyword], self.config.rrf_k, top_k)
+                }
+            }
+            _ => index
+                .search(
+                    mode,
+                    text,
+                    vector.as_deref(),
+                    top_k,
+                    &filter,
+                    ef,
+                    self.config.rrf_k,
+                )
+                .map_err(|e| RetrievalError::Internal(e.to_string()))?,
+        };
         Ok(pb::SearchResponse {
             hits: hits
                 .into_iter()
@@ -812,6 +865,12 @@ impl Service {
         .map_err(|e| RetrievalError::Internal(e.to_string()))?;
         if index.has_hnsw() {
             self.remove_graph_files(collection.id, Some(collection.generation));
+        }
+        if let Some(milvus) = &self.milvus {
+            let dimension = usize::try_from(collection.dimension).unwrap_or(0);
+            milvus
+                .rebuild(collection.id, dimension, &index.rows())
+                .await?;
         }
         tracing::info!(
             collection = %collection.name,
@@ -1017,7 +1076,7 @@ impl Service {
         self.metrics
             .chunks_indexed
             .inc_by(applied.added.len() as u64);
-        self.apply(collection.id, applied).await;
+        self.apply(&collection, applied).await;
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod infra;
 pub mod mesh;
+pub mod milvus;
 pub mod retrieval;
 pub mod tool_server;
 
