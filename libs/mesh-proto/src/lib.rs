@@ -30,6 +30,7 @@ impl v1::TaskStatus {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::AwaitingApproval => "awaiting_approval",
         }
     }
 
@@ -40,6 +41,7 @@ impl v1::TaskStatus {
             "succeeded" => Self::Succeeded,
             "failed" => Self::Failed,
             "cancelled" => Self::Cancelled,
+            "awaiting_approval" => Self::AwaitingApproval,
             _ => return None,
         })
     }
@@ -67,6 +69,8 @@ impl v1::task_event::Kind {
             Self::ModelStep(_) => "model_step",
             Self::ToolCall(_) => "tool_call",
             Self::ToolResult(_) => "tool_result",
+            Self::ApprovalRequested(_) => "approval_requested",
+            Self::ApprovalResolved(_) => "approval_resolved",
         }
     }
 }

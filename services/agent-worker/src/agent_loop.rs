@@ -14,15 +14,16 @@ use std::time::Instant;
 use futures::StreamExt as _;
 use mesh_bus::Delivery;
 use mesh_proto::{
-    ChatMessage, ChatRequest, ModelStep, TaskCompleted, TaskDelta, TaskEnvelope, TokenUsage,
-    ToolCall, ToolCallResult, ToolCallStarted, task_event::Kind,
+    ApprovalRequested, ChatMessage, ChatRequest, ModelStep, PendingApproval, TaskCompleted,
+    TaskDelta, TaskEnvelope, TokenUsage, ToolCall, ToolCallResult, ToolCallStarted,
+    task_event::Kind,
 };
 use tracing::Instrument as _;
 
 use crate::events::TaskEvents;
 use crate::journal::Journal;
 use crate::memory::MemoryError;
-use crate::runner::{RunError, TaskRunner, classify};
+use crate::runner::{RunError, TaskRunner, attempt_of, classify};
 use crate::tools::{CallContext, Toolbox};
 
 /// Where a delivery is in the stream of its deltas.
@@ -81,7 +82,7 @@ impl TaskRunner {
             self.config.tools.default_max_steps
         };
         let mut cursor = Cursor {
-            attempt: delivery.delivered,
+            attempt: attempt_of(delivery),
             next_delta: 0,
         };
         let mut total = TokenUsage::default();
@@ -138,15 +139,40 @@ impl TaskRunner {
                     model: model_step.model,
                 });
             }
-            let results: Vec<Result<ToolCallResult, RunError>> =
-                futures::stream::iter(model_step.tool_calls.iter().cloned())
+            // Tools run in parallel; `human` calls are then put to a person
+            // one at a time (the task pauses at the first undecided one).
+            let calls = &model_step.tool_calls;
+            let human: Vec<bool> = calls
+                .iter()
+                .map(|c| toolbox.human_gate(&c.name).is_some())
+                .collect();
+            let machine_calls: Vec<ToolCall> = calls
+                .iter()
+                .zip(&human)
+                .filter(|(_, human)| !**human)
+                .map(|(call, _)| call.clone())
+                .collect();
+            let machine: Vec<Result<ToolCallResult, RunError>> =
+                futures::stream::iter(machine_calls)
                     .map(|call| self.tool_call(delivery, events, &toolbox, &journal, step, call))
                     .buffered(self.config.tools.max_parallel_calls.max(1))
                     .collect()
                     .await;
             events.flush().await?;
+            let mut machine = machine.into_iter();
+            let mut results = Vec::with_capacity(calls.len());
+            for (call, human) in calls.iter().zip(human) {
+                if human {
+                    let decided = self
+                        .human_call(delivery, events, &toolbox, &journal, step, call.clone())
+                        .await;
+                    events.flush().await?;
+                    results.push(decided?);
+                } else if let Some(result) = machine.next() {
+                    results.push(result?);
+                }
+            }
             for result in results {
-                let result = result?;
                 messages.push(ChatMessage {
                     role: "tool".to_owned(),
                     content: result.output,
@@ -180,7 +206,7 @@ impl TaskRunner {
             messages: messages.to_vec(),
             temperature: spec.temperature,
             max_tokens: spec.max_tokens,
-            request_id: format!("{}:{}:{step}", task.task_id, delivery.delivered),
+            request_id: format!("{}:{}:{step}", task.task_id, attempt_of(delivery)),
             tools: toolbox.definitions(),
             session_id: task.session_id.clone(),
             ..Default::default()
@@ -302,6 +328,89 @@ impl TaskRunner {
         }
     }
 
+    /// A `human` call: its journaled result, or the decision (journaled, or
+    /// carried by this dispatch) as its result, or else an approval request
+    /// and the task pauses.
+    async fn human_call(
+        &self,
+        delivery: &Delivery<TaskEnvelope>,
+        events: &TaskEvents,
+        toolbox: &Toolbox,
+        journal: &Journal,
+        step: u32,
+        call: ToolCall,
+    ) -> Result<ToolCallResult, RunError> {
+        if let Some(stored) = journal.results.get(&(step, call.id.clone())) {
+            return Ok(stored.clone());
+        }
+        let task = &delivery.payload;
+        let decision = journal.approvals.get(&call.id).cloned().or_else(|| {
+            task.resolution
+                .clone()
+                .filter(|decision| decision.call_id == call.id)
+        });
+        let result = |output: String, is_error: bool| ToolCallResult {
+            attempt: attempt_of(delivery),
+            step,
+            call_id: call.id.clone(),
+            name: call.name.clone(),
+            output,
+            is_error,
+            duration_ms: 0,
+        };
+        let result = match (
+            decision,
+            toolbox.check_arguments(&call.name, &call.arguments),
+        ) {
+            (Some(decision), _) => result(
+                serde_json::json!({
+                    "approved": decision.approved,
+                    "comment": decision.comment,
+                    "decidedBy": decision.by,
+                    "timedOut": decision.timed_out,
+                })
+                .to_string(),
+                false,
+            ),
+            // Nothing to put to a person: the model is told, as for any tool.
+            (None, Err(why)) => result(why, true),
+            (None, Ok(())) => {
+                let gate = toolbox
+                    .human_gate(&call.name)
+                    .ok_or_else(|| RunError::Fatal(format!("{} is not a human tool", call.name)))?;
+                let timeout_ms = i64::try_from(gate.timeout.as_millis()).unwrap_or(i64::MAX);
+                let approval = PendingApproval {
+                    call_id: call.id.clone(),
+                    tool: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                    prompt: gate.prompt,
+                    expires_at_ms: now_ms().saturating_add(timeout_ms),
+                    on_timeout: gate.on_timeout,
+                    step,
+                };
+                events
+                    .publish(
+                        &format!("step:{step}:approval:{}", call.id),
+                        Kind::ApprovalRequested(ApprovalRequested {
+                            attempt: attempt_of(delivery),
+                            approval: Some(approval),
+                        }),
+                    )
+                    .await?;
+                events.flush().await?;
+                tracing::info!(call_id = %call.id, tool = %call.name, "awaiting approval");
+                return Err(RunError::AwaitingApproval);
+            }
+        };
+        events
+            .publish(
+                &format!("step:{step}:result:{}", call.id),
+                Kind::ToolResult(result.clone()),
+            )
+            .await?;
+        Ok(result)
+    }
+
     /// One tool call, or its journaled result.
     async fn tool_call(
         &self,
@@ -319,9 +428,9 @@ impl TaskRunner {
         let idempotency_key = format!("{}:{step}:{}", task.task_id, call.id);
         events
             .publish(
-                &format!("step:{step}:call:{}:{}", call.id, delivery.delivered),
+                &format!("step:{step}:call:{}:{}", call.id, attempt_of(delivery)),
                 Kind::ToolCall(ToolCallStarted {
-                    attempt: delivery.delivered,
+                    attempt: attempt_of(delivery),
                     step,
                     call: Some(call.clone()),
                     idempotency_key: idempotency_key.clone(),
@@ -357,7 +466,7 @@ impl TaskRunner {
             span.record("error.type", "tool_error");
         }
         let result = ToolCallResult {
-            attempt: delivery.delivered,
+            attempt: attempt_of(delivery),
             step,
             call_id: call.id.clone(),
             name: call.name,
@@ -380,4 +489,11 @@ fn memory_error(error: MemoryError) -> RunError {
         MemoryError::NotConfigured => RunError::Fatal(error.to_string()),
         MemoryError::Redis(_) => RunError::Retryable(error.to_string()),
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
 }

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use mesh_proto::{ModelStep, TaskEvent, ToolCallResult, task_event::Kind};
+use mesh_proto::{ApprovalResolved, ModelStep, TaskEvent, ToolCallResult, task_event::Kind};
 use prost::Message as _;
 
 #[derive(Debug, Default)]
@@ -18,6 +18,8 @@ pub struct Journal {
     pub model_steps: BTreeMap<u32, ModelStep>,
     /// The first stored result of each (step, call id).
     pub results: HashMap<(u32, String), ToolCallResult>,
+    /// Decisions on `human` tool calls, by call id.
+    pub approvals: HashMap<String, ApprovalResolved>,
 }
 
 impl Journal {
@@ -33,6 +35,12 @@ impl Journal {
             match event.kind {
                 Some(Kind::ModelStep(step)) => {
                     journal.model_steps.entry(step.step).or_insert(step);
+                }
+                Some(Kind::ApprovalResolved(decision)) => {
+                    journal
+                        .approvals
+                        .entry(decision.call_id.clone())
+                        .or_insert(decision);
                 }
                 Some(Kind::ToolResult(result)) => {
                     journal

@@ -51,6 +51,10 @@ pub(crate) enum RunError {
     /// The tool loop used up the agent's `maxSteps`.
     #[error("{0}")]
     StepLimit(String),
+    /// Not a failure: the task paused on a `human` tool call (its request
+    /// is journaled); the delivery is acked and the task ends for now.
+    #[error("awaiting approval")]
+    AwaitingApproval,
     /// The bus failed us; the task goes back to the queue untouched.
     #[error("bus: {0}")]
     Bus(#[from] BusError),
@@ -61,6 +65,18 @@ enum Outcome {
     Cancelled,
     /// A redelivery of a task whose terminal event is already stored.
     AlreadyFinished,
+    /// Paused on a `human` tool call until the orchestrator dispatches it
+    /// again with the decision.
+    AwaitingApproval,
+}
+
+/// The attempt number of a delivery across the task's dispatches (a task
+/// resumed after an approval is a new message whose deliveries restart).
+pub(crate) fn attempt_of(delivery: &Delivery<TaskEnvelope>) -> u32 {
+    delivery
+        .payload
+        .attempt_offset
+        .saturating_add(delivery.delivered)
 }
 
 pub(crate) fn classify(status: &tonic::Status) -> RunError {
@@ -191,7 +207,7 @@ impl TaskRunner {
             gen_ai.agent.name = %agent,
             task.id = %task.task_id,
             tenant = %delivery.tenant,
-            attempt = delivery.delivered,
+            attempt = attempt_of(&delivery),
         );
         mesh_telemetry::set_parent(&span, delivery.parent.clone());
         let labels = AgentLabels {
@@ -258,6 +274,11 @@ impl TaskRunner {
                 self.ack(delivery).await;
                 None
             }
+            Ok(Outcome::AwaitingApproval) => {
+                tracing::info!("task paused for an approval");
+                self.ack(delivery).await;
+                Some("awaiting_approval")
+            }
             Ok(Outcome::Cancelled) => {
                 let cancelled = Kind::Cancelled(TaskCancelled {
                     reason: "cancelled by request".to_owned(),
@@ -278,6 +299,11 @@ impl TaskRunner {
                 self.fail(delivery, &events, &error, "invalid_request")
                     .await;
                 Some("invalid_request")
+            }
+            Err(RunError::AwaitingApproval) => {
+                // `execute` turns this into an outcome; kept for totality.
+                self.ack(delivery).await;
+                Some("awaiting_approval")
             }
             Err(RunError::StepLimit(error)) => {
                 self.fail(delivery, &events, &error, "max_steps").await;
@@ -322,11 +348,11 @@ impl TaskRunner {
         let backoff = policy.backoff(delivery.delivered);
         tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "retryable failure; nak with backoff");
         let retrying = Kind::Retrying(TaskRetrying {
-            attempt: delivery.delivered,
+            attempt: attempt_of(delivery),
             error: error.to_owned(),
             backoff_ms: u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
         });
-        let key = format!("retrying:{}", delivery.delivered);
+        let key = format!("retrying:{}", attempt_of(delivery));
         if let Err(e) = events.publish(&key, retrying).await {
             tracing::warn!(error = %e, "could not publish retrying event");
         }
@@ -350,7 +376,7 @@ impl TaskRunner {
         let failed = Kind::Failed(TaskFailed {
             error: error.to_owned(),
             reason: reason.to_owned(),
-            attempts: delivery.delivered,
+            attempts: attempt_of(delivery),
         });
         if let Err(e) = events.finish(failed).await {
             tracing::warn!(error = %e, "could not publish failed event; task will be redelivered");
@@ -404,16 +430,17 @@ impl TaskRunner {
         }
         events
             .publish(
-                &format!("started:{}", delivery.delivered),
+                &format!("started:{}", attempt_of(delivery)),
                 Kind::Started(TaskStarted {
-                    attempt: delivery.delivered,
+                    attempt: attempt_of(delivery),
                     worker: self.config.worker_id.clone(),
                 }),
             )
             .await?;
 
         // A redelivery resumes from the task's journal (its own events).
-        let journal = match (&last, delivery.delivered > 1) {
+        let resumed = delivery.delivered > 1 || delivery.payload.attempt_offset > 0;
+        let journal = match (&last, resumed) {
             (Some(last), true) => {
                 let history = self
                     .bus
@@ -445,7 +472,11 @@ impl TaskRunner {
         tokio::pin!(deadline);
         loop {
             tokio::select! {
-                result = &mut inference => return result.map(Outcome::Completed),
+                result = &mut inference => return match result {
+                    Ok(completed) => Ok(Outcome::Completed(completed)),
+                    Err(RunError::AwaitingApproval) => Ok(Outcome::AwaitingApproval),
+                    Err(error) => Err(error),
+                },
                 _ = progress.tick() => {
                     if let Err(error) = delivery.in_progress().await {
                         tracing::warn!(%error, "in-progress ack failed");

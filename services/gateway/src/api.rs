@@ -7,7 +7,8 @@ use mesh_proto::control_plane_client::ControlPlaneClient;
 use mesh_proto::{
     Agent, AgentSpec, ApplyAgentRequest, ApplyAgentResponse, ApplyToolRequest, ApplyToolResponse,
     CancelTaskRequest, GetAgentRequest, GetTaskRequest, GetToolRequest, ListTasksRequest,
-    ListTasksResponse, ListToolsRequest, SubmitTaskRequest, Task, Tool, ToolSpec,
+    ListTasksResponse, ListToolsRequest, ResolveApprovalRequest, SubmitTaskRequest, Task, Tool,
+    ToolSpec,
 };
 use tonic::transport::Channel;
 
@@ -169,6 +170,19 @@ impl AppState {
         validate_task_id("id", &id)?;
         let request = self.request(principal, CancelTaskRequest { id })?;
         Ok(self.client().cancel_task(request).await?.into_inner())
+    }
+
+    /// Approves or rejects the tool call a task awaits; the decision is
+    /// recorded with the caller's subject.
+    pub async fn resolve_approval(
+        &self,
+        principal: &Principal,
+        mut request: ResolveApprovalRequest,
+    ) -> Result<Task, ApiError> {
+        validate_task_id("id", &request.id)?;
+        request.decided_by = principal.subject.clone();
+        let request = self.request(principal, request)?;
+        Ok(self.client().resolve_approval(request).await?.into_inner())
     }
 }
 

@@ -25,6 +25,8 @@ pub enum Operation {
     GetTask,
     ListTasks,
     CancelTask,
+    /// Approve or reject the tool call a task awaits.
+    ResolveApproval,
     WatchTask,
     /// OpenAI-compatible chat completions through the inference-router.
     ChatCompletion,
@@ -50,7 +52,10 @@ pub fn required_role(op: Operation) -> Role {
         Operation::WriteDocuments => Role::User,
         Operation::ReadCollections | Operation::Search => Role::Viewer,
         Operation::ApplyAgent | Operation::ApplyTool => Role::Operator,
-        Operation::SubmitTask | Operation::CancelTask | Operation::ChatCompletion => Role::User,
+        Operation::SubmitTask
+        | Operation::CancelTask
+        | Operation::ResolveApproval
+        | Operation::ChatCompletion => Role::User,
         Operation::GetAgent
         | Operation::GetTool
         | Operation::ListTools

@@ -11,8 +11,8 @@ use mesh_proto::tool_service_server::ToolService;
 use mesh_proto::{
     Agent, ApplyAgentRequest, ApplyAgentResponse, ApplyToolRequest, ApplyToolResponse,
     CancelTaskRequest, GetAgentRequest, GetTaskRequest, GetToolRequest, ListTasksRequest,
-    ListTasksResponse, ListToolsRequest, ListToolsResponse, SubmitTaskRequest, SubmitTaskResponse,
-    Task, TaskEventEnvelope, Tool, WatchTaskRequest,
+    ListTasksResponse, ListToolsRequest, ListToolsResponse, ResolveApprovalRequest,
+    SubmitTaskRequest, SubmitTaskResponse, Task, TaskEventEnvelope, Tool, WatchTaskRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -165,6 +165,19 @@ impl TaskService for PublicGrpc {
         let task = self
             .state
             .cancel_task(&principal, request.into_inner().id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(task))
+    }
+
+    async fn resolve_approval(
+        &self,
+        request: Request<ResolveApprovalRequest>,
+    ) -> Result<Response<Task>, Status> {
+        let principal = authorize(&self.state, &request, Operation::ResolveApproval)?;
+        let task = self
+            .state
+            .resolve_approval(&principal, request.into_inner())
             .await
             .map_err(status)?;
         Ok(Response::new(task))

@@ -38,6 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks", get(list_tasks))
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/tasks/{id}/cancel", post(cancel_task))
+        .route("/v1/tasks/{id}/approve", post(approve_task))
+        .route("/v1/tasks/{id}/reject", post(reject_task))
         .route("/v1/tasks/{id}/events", get(task_events))
         .route(
             "/v1/chat/completions",
@@ -314,6 +316,64 @@ async fn cancel_task(
 ) -> Result<Response, ApiError> {
     let principal = state.authorize(bearer(&headers), Operation::CancelTask)?;
     let task = state.cancel_task(&principal, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(views::task(&task))).into_response())
+}
+
+/// `POST /v1/tasks/{id}/approve` and `/reject`: the decision on the tool
+/// call the task awaits. The body is optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DecisionBody {
+    #[serde(default)]
+    comment: String,
+    /// The call being decided (default: the one pending).
+    #[serde(default)]
+    call_id: String,
+}
+
+async fn approve_task(
+    state: State<AppState>,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    decide(state, headers, id, body, true).await
+}
+
+async fn reject_task(
+    state: State<AppState>,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    decide(state, headers, id, body, false).await
+}
+
+async fn decide(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+    approve: bool,
+) -> Result<Response, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::ResolveApproval)?;
+    let body: DecisionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DecisionBody::default()
+    } else {
+        crate::json::parse(&body)?
+    };
+    let task = state
+        .resolve_approval(
+            &principal,
+            mesh_proto::ResolveApprovalRequest {
+                id,
+                approve,
+                comment: body.comment,
+                call_id: body.call_id,
+                decided_by: String::new(),
+            },
+        )
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(views::task(&task))).into_response())
 }
 

@@ -58,6 +58,7 @@ pub fn task(task: &Task) -> Value {
         "usage": {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens},
         "attempts": task.attempts,
         "sessionId": (!task.session_id.is_empty()).then_some(&task.session_id),
+        "approval": task.approval.as_ref().map(approval),
         "steps": task.steps,
         "cancelRequested": task.cancel_requested,
         "createdAt": time(task.created_at_ms),
@@ -120,6 +121,18 @@ pub fn event(seq: u64, event: &TaskEvent) -> Value {
                 "idempotencyKey": t.idempotency_key,
             })
         }
+        Kind::ApprovalRequested(r) => {
+            let mut details = r.approval.as_ref().map(approval).unwrap_or_default();
+            details["attempt"] = json!(r.attempt);
+            details
+        }
+        Kind::ApprovalResolved(r) => json!({
+            "callId": r.call_id,
+            "approved": r.approved,
+            "comment": r.comment,
+            "by": r.by,
+            "timedOut": r.timed_out,
+        }),
         Kind::ToolResult(r) => json!({
             "attempt": r.attempt,
             "step": r.step,
@@ -138,4 +151,16 @@ pub fn event(seq: u64, event: &TaskEvent) -> Value {
 
 fn usage(usage: TokenUsage) -> Value {
     json!({"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens})
+}
+
+fn approval(approval: &mesh_proto::PendingApproval) -> Value {
+    json!({
+        "callId": approval.call_id,
+        "step": approval.step,
+        "tool": approval.tool,
+        "arguments": approval.arguments,
+        "prompt": approval.prompt,
+        "expiresAt": time(approval.expires_at_ms),
+        "onTimeout": approval.on_timeout,
+    })
 }

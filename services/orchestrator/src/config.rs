@@ -18,6 +18,8 @@ pub struct Config {
     pub limits: Limits,
     pub outbox: OutboxConfig,
     pub projection: ProjectionConfig,
+    /// How often expired approvals are resolved with their `onTimeout`.
+    pub approval_sweep_interval: Duration,
 }
 
 /// Input limits; each violation is INVALID_ARGUMENT naming the field.
@@ -46,8 +48,11 @@ pub struct OutboxConfig {
 
 #[derive(Debug, Clone)]
 pub struct ProjectionConfig {
-    /// Events handled at once.
+    /// Events handled at once (lanes: one task's events share a lane).
     pub concurrency: usize,
+    /// Deliveries of an event that cannot be applied before it goes to the
+    /// DLQ (at 500 ms apart, the default is about a minute).
+    pub max_attempts: u32,
 }
 
 const PREFIX: &str = "AGENTMESH_ORCHESTRATOR_";
@@ -122,8 +127,14 @@ impl Config {
                 )?,
                 batch_size: env::parse_or(env, &var("OUTBOX_BATCH"), 256)?,
             },
+            approval_sweep_interval: env::millis_or(
+                env,
+                &var("APPROVAL_SWEEP_MS"),
+                Duration::from_secs(1),
+            )?,
             projection: ProjectionConfig {
                 concurrency: env::parse_or(env, &var("PROJECTION_CONCURRENCY"), 64)?,
+                max_attempts: env::parse_or(env, &var("PROJECTION_MAX_ATTEMPTS"), 120)?,
             },
         })
     }

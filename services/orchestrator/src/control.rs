@@ -7,12 +7,13 @@ use mesh_proto::control_plane_server::ControlPlane;
 use mesh_proto::{
     Agent, AgentSpec, ApplyAgentRequest, ApplyAgentResponse, ApplyToolRequest, ApplyToolResponse,
     CancelTaskRequest, ConcurrencyPolicy, GetAgentRequest, GetTaskRequest, GetToolRequest,
-    ListTasksRequest, ListTasksResponse, ListToolsRequest, ListToolsResponse, ResolvedTool,
-    SubmitTaskRequest, SubmitTaskResponse, Task, TaskEnvelope, TaskEvent, TaskStatus, Tool,
-    task_event,
+    ListTasksRequest, ListTasksResponse, ListToolsRequest, ListToolsResponse,
+    ResolveApprovalRequest, ResolvedTool, SubmitTaskRequest, SubmitTaskResponse, Task,
+    TaskEnvelope, TaskEvent, TaskStatus, Tool, task_event,
 };
 use mesh_runtime::grpc::{server_span, tenant_of};
 use mesh_store::orchestrator::{agent, agent_version, task, tool, tool_version};
+use prost::Message as _;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _,
     QueryFilter as _, QueryOrder as _, QuerySelect as _, Set, TransactionTrait as _,
@@ -200,10 +201,13 @@ impl ControlService {
             .await
             .map_err(db_error)?,
         ];
-        if status == TaskStatus::Queued {
+        // Nobody runs a queued task, nor one paused for an approval.
+        if matches!(status, TaskStatus::Queued | TaskStatus::AwaitingApproval) {
             active.status = Set(TaskStatus::Cancelled.rest_name().to_owned());
             active.finished_at_ms = Set(Some(now));
             active.pending_envelope = Set(None);
+            active.approval = Set(None);
+            active.approval_expires_at_ms = Set(None);
             queued.push(
                 outbox::enqueue(
                     txn,
@@ -224,6 +228,136 @@ impl ControlService {
         }
         active.update(txn).await.map_err(db_error)?;
         Ok(queued)
+    }
+
+    /// Decides the tool call a paused task waits on: the decision is
+    /// journaled on the task's events and the task is dispatched again
+    /// (from its stored envelope, carrying the decision), in one commit.
+    pub async fn resolve_approval(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        call_id: &str,
+        decision: mesh_proto::ApprovalResolved,
+    ) -> Result<task::Model, Status> {
+        let txn = self.db.begin().await.map_err(db_error)?;
+        let row = task::Entity::find_by_id(id)
+            .filter(task::Column::Tenant.eq(tenant))
+            .one(&txn)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Status::not_found(format!("task {id} not found")))?;
+        let status = crate::convert::status_from_row(&row.status);
+        let pending = row
+            .approval
+            .as_ref()
+            .map(crate::convert::approval_from_json)
+            .filter(|_| status == TaskStatus::AwaitingApproval)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "task {id} is {} and awaits no approval",
+                    status.rest_name()
+                ))
+            })?;
+        if !call_id.is_empty() && call_id != pending.call_id {
+            return Err(invalid(
+                "call_id",
+                format!(
+                    "the task awaits call {:?}, not {call_id:?}",
+                    pending.call_id
+                ),
+            ));
+        }
+        let mut envelope = row
+            .envelope
+            .as_deref()
+            .map(TaskEnvelope::decode)
+            .transpose()
+            .map_err(|e| Status::internal(format!("stored envelope of {id}: {e}")))?
+            .ok_or_else(|| Status::internal(format!("task {id} has no stored envelope")))?;
+        let decision = mesh_proto::ApprovalResolved {
+            call_id: pending.call_id.clone(),
+            ..decision
+        };
+        envelope.attempt_offset = u32::try_from(row.attempts).unwrap_or_default();
+        envelope.resolution = Some(decision.clone());
+        let task_id = id.to_string();
+        let events_subject =
+            names::event_subject(tenant, &task_id).map_err(|e| invalid("id", e))?;
+        let task_subject =
+            names::task_subject(tenant, &row.agent).map_err(|e| invalid("agent", e))?;
+        let key = format!("{task_id}:approval:{}", pending.call_id);
+        let queued = vec![
+            outbox::enqueue(
+                &txn,
+                tenant,
+                events_subject,
+                key.clone(),
+                &event(
+                    tenant,
+                    &task_id,
+                    task_event::Kind::ApprovalResolved(decision),
+                ),
+            )
+            .await
+            .map_err(db_error)?,
+            outbox::enqueue(
+                &txn,
+                tenant,
+                task_subject,
+                format!("{key}:resume"),
+                &envelope,
+            )
+            .await
+            .map_err(db_error)?,
+        ];
+        let mut active: task::ActiveModel = row.into();
+        active.status = Set(TaskStatus::Queued.rest_name().to_owned());
+        active.approval = Set(None);
+        active.approval_expires_at_ms = Set(None);
+        active.updated_at_ms = Set(now_ms());
+        let row = active.update(&txn).await.map_err(db_error)?;
+        txn.commit().await.map_err(db_error)?;
+        self.relay.committed(queued);
+        tracing::info!(task_id = %id, call_id = %pending.call_id, "approval resolved; task dispatched again");
+        Ok(row)
+    }
+
+    /// Resolves every approval whose deadline has passed with its
+    /// `on_timeout` outcome. Returns how many it resolved.
+    pub async fn expire_approvals(&self, limit: u64) -> Result<usize, Status> {
+        let expired = task::Entity::find()
+            .filter(task::Column::ApprovalExpiresAtMs.lte(now_ms()))
+            .filter(task::Column::Status.eq(TaskStatus::AwaitingApproval.rest_name()))
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        let mut resolved = 0;
+        for row in expired {
+            let pending = row
+                .approval
+                .as_ref()
+                .map(crate::convert::approval_from_json)
+                .unwrap_or_default();
+            let decision = mesh_proto::ApprovalResolved {
+                approved: pending.on_timeout == "approve",
+                comment: format!("no decision before the deadline; {}d", pending.on_timeout),
+                by: "timeout".to_owned(),
+                timed_out: true,
+                ..Default::default()
+            };
+            match self
+                .resolve_approval(&row.tenant, row.id, "", decision)
+                .await
+            {
+                Ok(_) => resolved += 1,
+                // Decided by a person meanwhile, or cancelled.
+                Err(status) if status.code() == tonic::Code::FailedPrecondition => {}
+                Err(status) => return Err(status),
+            }
+        }
+        Ok(resolved)
     }
 
     async fn find_task(&self, tenant: &str, id: Uuid) -> Result<task::Model, Status> {
@@ -499,6 +633,8 @@ impl ControlPlane for ControlService {
                 submitted_at_ms: now,
                 tools,
                 session_id: req.session_id.clone(),
+                attempt_offset: 0,
+                resolution: None,
             };
             // The session's policy decides what happens while another of
             // its tasks is queued or running.
@@ -550,6 +686,9 @@ impl ControlPlane for ControlService {
                 finished_at_ms: Set(None),
                 session_id: Set(req.session_id.clone()),
                 steps: Set(0),
+                envelope: Set(Some(prost::Message::encode_to_vec(&envelope))),
+                approval: Set(None),
+                approval_expires_at_ms: Set(None),
                 // Held back: the projection releases it when the session's
                 // running task ends.
                 pending_envelope: Set(hold.then(|| prost::Message::encode_to_vec(&envelope))),
@@ -574,6 +713,32 @@ impl ControlPlane for ControlService {
         }
         .instrument(span)
         .await
+    }
+
+    async fn resolve_approval(
+        &self,
+        request: Request<ResolveApprovalRequest>,
+    ) -> Result<Response<Task>, Status> {
+        let tenant = tenant_of(&request)?;
+        let span = server_span(&request, "ResolveApproval");
+        let req = request.into_inner();
+        let id = parse_task_id("id", &req.id)?;
+        if req.comment.len() > self.limits.max_input_bytes {
+            return Err(invalid(
+                "comment",
+                format!("at most {} bytes", self.limits.max_input_bytes),
+            ));
+        }
+        let decision = mesh_proto::ApprovalResolved {
+            approved: req.approve,
+            comment: req.comment,
+            by: req.decided_by,
+            ..Default::default()
+        };
+        let row = ControlService::resolve_approval(self, &tenant, id, &req.call_id, decision)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(task_from_row(&row)))
     }
 
     async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<Task>, Status> {

@@ -1,6 +1,6 @@
 //! Rows to protobuf resources and back.
 
-use mesh_proto::{Agent, AgentSpec, Task, TaskStatus, TokenUsage, Tool, ToolSpec};
+use mesh_proto::{Agent, AgentSpec, PendingApproval, Task, TaskStatus, TokenUsage, Tool, ToolSpec};
 use mesh_store::orchestrator::{agent, task, tool};
 
 /// Stored as the Agent document's JSON (`mesh_spec::AgentSpecDoc`).
@@ -105,6 +105,35 @@ pub fn task_from_row(row: &task::Model) -> Task {
         finished_at_ms: row.finished_at_ms,
         session_id: row.session_id.clone(),
         steps: u32::try_from(row.steps).unwrap_or_default(),
+        approval: row.approval.as_ref().map(approval_from_json),
+    }
+}
+
+pub fn approval_to_json(approval: &PendingApproval) -> serde_json::Value {
+    serde_json::json!({
+        "callId": approval.call_id,
+        "tool": approval.tool,
+        "arguments": approval.arguments,
+        "prompt": approval.prompt,
+        "expiresAtMs": approval.expires_at_ms,
+        "onTimeout": approval.on_timeout,
+        "step": approval.step,
+    })
+}
+
+pub fn approval_from_json(value: &serde_json::Value) -> PendingApproval {
+    let text = |k: &str| value[k].as_str().unwrap_or_default().to_owned();
+    PendingApproval {
+        call_id: text("callId"),
+        tool: text("tool"),
+        arguments: text("arguments"),
+        prompt: text("prompt"),
+        expires_at_ms: value["expiresAtMs"].as_i64().unwrap_or_default(),
+        on_timeout: text("onTimeout"),
+        step: value["step"]
+            .as_u64()
+            .and_then(|s| u32::try_from(s).ok())
+            .unwrap_or_default(),
     }
 }
 

@@ -98,13 +98,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config.outbox.enabled.then_some(relay_handle),
     );
     supervisor.spawn("event projection", projector.run(stop.clone()));
+    let service = std::sync::Arc::new(service);
+    supervisor.spawn(
+        "approval deadlines",
+        expire_approvals(
+            service.clone(),
+            config.approval_sweep_interval,
+            stop.clone(),
+        ),
+    );
 
     let listener = bind(config.grpc_listen, "grpc").await?;
     let grpc_addr = listener.local_addr()?;
     frame.spawn_grpc(
         listener,
         frame.grpc().add_service(
-            ControlPlaneServer::new(service)
+            ControlPlaneServer::from_arc(service)
                 .max_decoding_message_size(config.limits.max_message_bytes),
         ),
     );
@@ -115,4 +124,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         admin_addr,
         stopped: frame.ready().await,
     })
+}
+
+/// Resolves expired approvals with their `onTimeout` outcome, every
+/// `interval`, until `stop`.
+async fn expire_approvals(
+    service: std::sync::Arc<control::ControlService>,
+    interval: std::time::Duration,
+    stop: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match service.expire_approvals(100).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(resolved = n, "approvals timed out"),
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "approval deadline sweep failed")
+            }
+        }
+    }
 }

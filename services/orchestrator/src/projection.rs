@@ -44,7 +44,7 @@ pub enum ProjectionError {
     Pull(String),
 }
 
-const ACTIVE: [&str; 2] = ["queued", "running"];
+const ACTIVE: [&str; 3] = ["queued", "running", "awaiting_approval"];
 
 impl Projector {
     pub fn new(
@@ -85,16 +85,35 @@ impl Projector {
             .messages()
             .await
             .map_err(|e| ProjectionError::Pull(e.to_string()))?;
+        // Lanes: events of one task go to one lane (by subject) and are
+        // applied in stream order; tasks in different lanes apply at once.
+        // So a reader that sees a task finished also sees its start.
+        let lanes = self.config.concurrency.max(1);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes)
+            .map(|_| tokio::sync::mpsc::channel::<async_nats::jetstream::Message>(64))
+            .unzip();
         let this = &self;
-        messages
-            .take_until(stop.cancelled())
-            .for_each_concurrent(self.config.concurrency.max(1), |message| async move {
+        let workers = futures::future::join_all(receivers.into_iter().map(|mut lane| async move {
+            while let Some(message) = lane.recv().await {
+                this.handle(message).await;
+            }
+        }));
+        let dispatch = async move {
+            let mut messages = std::pin::pin!(messages.take_until(stop.cancelled()));
+            while let Some(message) = messages.next().await {
                 match message {
-                    Ok(message) => this.handle(message).await,
+                    Ok(message) => {
+                        let lane = lane_of(&message.subject, lanes);
+                        if senders[lane].send(message).await.is_err() {
+                            break;
+                        }
+                    }
                     Err(error) => tracing::warn!(%error, "events pull error"),
                 }
-            })
-            .await;
+            }
+            // Dropping the senders lets every lane drain and end.
+        };
+        futures::future::join(dispatch, workers).await;
         Ok(())
     }
 
@@ -117,6 +136,15 @@ impl Projector {
                 self.metrics.events_projected.inc();
                 if let Err(error) = delivery.ack().await {
                     tracing::warn!(%error, "ack failed; event will be redelivered");
+                }
+            }
+            // A lane applies its events in order, so an event that keeps
+            // failing (not a store outage: that ends) would hold its lane;
+            // after `max_attempts` it goes to the DLQ with the error.
+            Err(error) if delivery.delivered >= self.config.max_attempts => {
+                tracing::error!(%error, attempts = delivery.delivered, "event cannot be projected; dead-lettering it");
+                if let Err(e) = delivery.dead_letter(&self.bus, &error.to_string()).await {
+                    tracing::warn!(error = %e, "dead-letter failed; event will be redelivered");
                 }
             }
             Err(error) => {
@@ -150,8 +178,34 @@ impl Projector {
             .filter(task::Column::Tenant.eq(&delivery.tenant))
             .col_expr(task::Column::UpdatedAtMs, Expr::value(now));
         let (update, finished) = match kind {
-            Kind::Delta(_) | Kind::Retrying(_) | Kind::ToolCall(_) | Kind::ToolResult(_) => {
+            Kind::Delta(_)
+            | Kind::Retrying(_)
+            | Kind::ToolCall(_)
+            | Kind::ToolResult(_)
+            | Kind::ApprovalResolved(_) => {
                 return Ok(());
+            }
+            Kind::ApprovalRequested(requested) => {
+                let approval = requested.approval.clone().unwrap_or_default();
+                // From queued too: this task's `started` may be projected
+                // after this event (events of a task apply concurrently).
+                (
+                    update
+                        .filter(task::Column::Status.is_in(["queued", "running"]))
+                        .col_expr(
+                            task::Column::Status,
+                            Expr::value(TaskStatus::AwaitingApproval.rest_name()),
+                        )
+                        .col_expr(
+                            task::Column::Approval,
+                            Expr::value(Some(crate::convert::approval_to_json(&approval))),
+                        )
+                        .col_expr(
+                            task::Column::ApprovalExpiresAtMs,
+                            Expr::value(Some(approval.expires_at_ms)),
+                        ),
+                    None,
+                )
             }
             Kind::ModelStep(step) => {
                 let step = i32::try_from(step.step).unwrap_or(i32::MAX);
@@ -222,6 +276,14 @@ impl Projector {
                 .filter(task::Column::Status.is_in(ACTIVE))
                 .col_expr(task::Column::Status, Expr::value(status.rest_name()))
                 .col_expr(task::Column::FinishedAtMs, Expr::value(Some(now)))
+                .col_expr(
+                    task::Column::Approval,
+                    Expr::value(Option::<serde_json::Value>::None),
+                )
+                .col_expr(
+                    task::Column::ApprovalExpiresAtMs,
+                    Expr::value(Option::<i64>::None),
+                )
                 .col_expr(task::Column::LastEventSeq, Expr::value(seq)),
             None => update,
         };
@@ -307,4 +369,12 @@ impl Projector {
         tracing::info!(task_id = %next.id, session_id = %done.session_id, "released the next task of the session");
         Ok(())
     }
+}
+
+/// The lane of a subject: a stable hash, so a task's events share one.
+fn lane_of(subject: &str, lanes: usize) -> usize {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    subject.hash(&mut hasher);
+    (hasher.finish() % lanes as u64) as usize
 }

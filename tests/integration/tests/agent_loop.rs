@@ -154,13 +154,15 @@ async fn the_tool_loop_runs_parallel_calls_and_journals_every_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tool_failures_are_told_to_the_model_and_limits_hold() {
-    let mut options = MeshOptions::default();
-    options.worker_config = Some(|config| {
-        let mut env = (*config.secrets_env).clone();
-        env.insert("WHOAMI_TOKEN".to_owned(), "planted-secret-7f3a".to_owned());
-        config.secrets_env = std::sync::Arc::new(env);
-        config.tools.retry_base = Duration::from_millis(20);
-    });
+    let options = MeshOptions {
+        worker_config: Some(|config| {
+            let mut env = (*config.secrets_env).clone();
+            env.insert("WHOAMI_TOKEN".to_owned(), "planted-secret-7f3a".to_owned());
+            config.secrets_env = std::sync::Arc::new(env);
+            config.tools.retry_base = Duration::from_millis(20);
+        }),
+        ..Default::default()
+    };
     let mesh = Mesh::start(options).await.unwrap();
     let tools = ToolServer::start(ToolServerOptions {
         slow: Duration::from_secs(2),
@@ -550,10 +552,24 @@ async fn concurrency_policies_per_session() {
         .wait_for(&first_enqueue, &["succeeded"], WAIT)
         .await
         .unwrap();
-    let second = client
+    client
         .wait_for(&second_enqueue, &["succeeded"], WAIT)
         .await
         .unwrap();
+    // Events of one task are projected concurrently: the start time may
+    // land just after the terminal status.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let second = loop {
+        let task = client.task(&second_enqueue).await.unwrap();
+        if task["startedAt"].is_string() {
+            break task;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no start time: {task}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         second["startedAt"].as_str().unwrap() >= first["finishedAt"].as_str().unwrap(),
         "the session's tasks ran one after the other: {first} {second}"
@@ -689,4 +705,166 @@ async fn invalid_specs_are_refused_with_the_field_path() {
         .await
         .unwrap();
     assert_eq!(listed["tools"], json!([]));
+}
+
+/// A `human` tool pauses the task without holding a worker: the delivery is
+/// acked, another task runs on the only slot, and the decision (approve,
+/// reject, or the deadline's `onTimeout`) dispatches the task again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn approvals_pause_tasks_without_holding_a_worker() {
+    let options = MeshOptions {
+        worker_config: Some(|config| config.concurrency = 1),
+        ..Default::default()
+    };
+    let mesh = postgres_mesh(options).await;
+    let client = mesh.client("acme");
+    let user = RestClient::new(
+        format!("http://{}", mesh.gateway.http_addr),
+        mesh.token("acme", &[mesh_auth::Role::User]),
+    );
+    let turns = json!([
+        {"tool_calls": [{"name": "ask_human", "arguments": {"action": "drop the table"}}]},
+        {"content": "decision: {{tool_results}}"}
+    ]);
+    let human = |config: Value| {
+        json!({"name": "ask_human", "spec": {"type": "human", "description": "may I run this action?",
+            "parameters": {"type": "object", "properties": {"action": {"type": "string"}}, "required": ["action"]},
+            "config": config}})
+    };
+    for (agent, config) in [
+        ("gated", json!({"timeout": "1h"})),
+        ("hasty", json!({"timeout": "1s", "onTimeout": "approve"})),
+    ] {
+        let (status, body) = put_agent(
+            &client,
+            agent,
+            json!({"model": "sim-model", "systemPrompt": script(turns.clone()), "tools": [human(config)]}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    client.apply_sim_agent("plain", 4).await.unwrap();
+
+    // Approved.
+    let approved = user.submit("gated", "clean up").await.unwrap();
+    let paused = user
+        .wait_for(&approved, &["awaiting_approval"], WAIT)
+        .await
+        .unwrap();
+    assert_eq!(paused["approval"]["tool"], "ask_human");
+    assert_eq!(
+        paused["approval"]["arguments"],
+        r#"{"action":"drop the table"}"#
+    );
+    assert_eq!(paused["approval"]["prompt"], "may I run this action?");
+    // The only worker slot is free: another task completes meanwhile.
+    let other = user.submit("plain", "hello").await.unwrap();
+    user.wait_for(&other, &["succeeded"], WAIT).await.unwrap();
+    assert_eq!(
+        user.task(&approved).await.unwrap()["status"],
+        "awaiting_approval"
+    );
+    let response = user
+        .post(&format!("/v1/tasks/{approved}/approve"))
+        .json(&json!({"comment": "go ahead"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let done = user
+        .wait_for(&approved, &["succeeded"], WAIT)
+        .await
+        .unwrap();
+    let output = done["output"].as_str().unwrap();
+    assert!(
+        output.contains(r#""approved":true"#) && output.contains(r#""comment":"go ahead""#),
+        "{output}"
+    );
+    assert!(output.contains(r#""decidedBy":"test""#), "{output}");
+    let events = user.events(&approved, None, WAIT).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert!(
+        kinds.contains(&"approval_requested") && kinds.contains(&"approval_resolved"),
+        "{kinds:?}"
+    );
+    let attempts: Vec<u64> = events
+        .iter()
+        .filter(|e| e.event == "started")
+        .map(|e| e.data["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, vec![1, 2], "the resumed dispatch is attempt 2");
+    // Deciding again is a conflict, not a second resumption.
+    let again = user
+        .post(&format!("/v1/tasks/{approved}/approve"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+
+    // Rejected, with the wrong call id first.
+    let rejected = user.submit("gated", "clean up again").await.unwrap();
+    user.wait_for(&rejected, &["awaiting_approval"], WAIT)
+        .await
+        .unwrap();
+    let wrong = user
+        .post(&format!("/v1/tasks/{rejected}/reject"))
+        .json(&json!({"callId": "call_nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 400);
+    let response = user
+        .post(&format!("/v1/tasks/{rejected}/reject"))
+        .json(&json!({"comment": "not today"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let done = user
+        .wait_for(&rejected, &["succeeded"], WAIT)
+        .await
+        .unwrap();
+    assert!(
+        done["output"]
+            .as_str()
+            .unwrap()
+            .contains(r#""approved":false"#),
+        "{done}"
+    );
+
+    // Timed out to the configured outcome.
+    let timed = user.submit("hasty", "quick").await.unwrap();
+    let done = user.wait_for(&timed, &["succeeded"], WAIT).await.unwrap();
+    let output = done["output"].as_str().unwrap();
+    assert!(
+        output.contains(r#""approved":true"#) && output.contains(r#""timedOut":true"#),
+        "{output}"
+    );
+
+    // Cancelled while it waits.
+    let cancelled = user.submit("gated", "never mind").await.unwrap();
+    user.wait_for(&cancelled, &["awaiting_approval"], WAIT)
+        .await
+        .unwrap();
+    let response = user
+        .post(&format!("/v1/tasks/{cancelled}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    user.wait_for(&cancelled, &["cancelled"], WAIT)
+        .await
+        .unwrap();
+
+    // A viewer may not decide.
+    let viewer = RestClient::new(
+        format!("http://{}", mesh.gateway.http_addr),
+        mesh.token("acme", &[mesh_auth::Role::Viewer]),
+    );
+    let forbidden = viewer
+        .post(&format!("/v1/tasks/{approved}/approve"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403);
 }

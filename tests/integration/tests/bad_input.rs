@@ -105,10 +105,10 @@ async fn bad_rest_input_is_a_4xx_naming_the_field_and_changes_nothing() {
             raw(
                 reqwest::Method::PUT,
                 "/v1/agents/support",
-                r#"{"model": "m", "tools": []}"#,
+                r#"{"model": "m", "toolz": []}"#,
             ),
             400,
-            "tools",
+            "toolz",
         ),
         (
             raw(

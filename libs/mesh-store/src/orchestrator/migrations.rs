@@ -247,6 +247,9 @@ enum OrchTaskSessions {
     SessionId,
     Steps,
     PendingEnvelope,
+    Envelope,
+    Approval,
+    ApprovalExpiresAtMs,
     Tenant,
     Agent,
     Status,
@@ -316,6 +319,9 @@ impl MigrationTrait for ToolsAndSessions {
                 .to_owned(),
             integer(OrchTaskSessions::Steps).default(0).to_owned(),
             blob_null(OrchTaskSessions::PendingEnvelope).to_owned(),
+            blob_null(OrchTaskSessions::Envelope).to_owned(),
+            json_null(OrchTaskSessions::Approval).to_owned(),
+            big_integer_null(OrchTaskSessions::ApprovalExpiresAtMs).to_owned(),
         ] {
             manager
                 .alter_table(
@@ -326,6 +332,29 @@ impl MigrationTrait for ToolsAndSessions {
                 )
                 .await?;
         }
+        // `awaiting_approval` is 17 characters. SQLite does not enforce
+        // VARCHAR lengths (and cannot alter a column); PostgreSQL does.
+        if manager.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(OrchTaskSessions::Table)
+                        .modify_column(string_len(OrchTaskSessions::Status, 32))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        // The approval sweeper asks "which waits have expired?".
+        manager
+            .create_index(
+                Index::create()
+                    .name("orch_tasks_approval_expiry")
+                    .table(OrchTaskSessions::Table)
+                    .col(OrchTaskSessions::ApprovalExpiresAtMs)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
         // The concurrency policy asks "is a task of this session running?".
         manager
             .create_index(
@@ -344,18 +373,23 @@ impl MigrationTrait for ToolsAndSessions {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_index(
-                Index::drop()
-                    .name("orch_tasks_session")
-                    .table(OrchTaskSessions::Table)
-                    .to_owned(),
-            )
-            .await?;
+        for index in ["orch_tasks_session", "orch_tasks_approval_expiry"] {
+            manager
+                .drop_index(
+                    Index::drop()
+                        .name(index)
+                        .table(OrchTaskSessions::Table)
+                        .to_owned(),
+                )
+                .await?;
+        }
         for column in [
             OrchTaskSessions::SessionId,
             OrchTaskSessions::Steps,
             OrchTaskSessions::PendingEnvelope,
+            OrchTaskSessions::Envelope,
+            OrchTaskSessions::Approval,
+            OrchTaskSessions::ApprovalExpiresAtMs,
         ] {
             manager
                 .alter_table(

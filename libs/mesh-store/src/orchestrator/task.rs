@@ -38,6 +38,13 @@ pub struct Model {
     /// `enqueue` policy; it goes to the outbox (and this turns NULL) when
     /// the session's running task ends.
     pub pending_envelope: Option<Vec<u8>>,
+    /// The encoded TaskEnvelope as submitted: a task resumed after an
+    /// approval is dispatched again from it.
+    pub envelope: Option<Vec<u8>>,
+    /// The pending approval (`mesh_proto::PendingApproval` as JSON) while
+    /// the task is `awaiting_approval`.
+    pub approval: Option<Json>,
+    pub approval_expires_at_ms: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
