@@ -19,7 +19,7 @@ pub const TOOL_TYPES: &[&str] = &["api", "retrieval", "code", "human", "mcp", "a
 /// The tool types this release's worker can run. Applying a tool of another
 /// known type is refused with a clear error rather than accepted and failed
 /// later, at the first call.
-pub const IMPLEMENTED_TOOL_TYPES: &[&str] = &["api", "code"];
+pub const IMPLEMENTED_TOOL_TYPES: &[&str] = &["api", "code", "mcp"];
 
 /// `spec` of a Tool resource, and of an agent's inline tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -136,8 +136,7 @@ pub const CODE_PARAMETERS: &str = r#"{"type":"object","properties":{"code":{"typ
 /// Whether a `parameters` schema is what the spec gets when it sets none.
 pub fn is_default_parameters(parameters_json: &str) -> bool {
     let text = parameters_json.trim();
-    text.is_empty()
-        || serde_json::from_str::<Value>(text).is_ok_and(|v| v == empty_object_schema())
+    text.is_empty() || serde_json::from_str::<Value>(text).is_ok_and(|v| v == empty_object_schema())
 }
 
 fn default_language() -> String {
@@ -723,17 +722,23 @@ mod tests {
                 "type: code\nconfig: {language: ruby}\n",
                 "spec.config.language",
             ),
-            ("type: code\nconfig: {memoryMb: 8}\n", "spec.config.memoryMb"),
+            (
+                "type: code\nconfig: {memoryMb: 8}\n",
+                "spec.config.memoryMb",
+            ),
             (
                 "type: code\nparameters: {type: object, properties: {src: {type: string}}}\n",
                 "spec.parameters.properties.code",
             ),
-            ("type: mcp\nconfig: {url: 'ftp://x/mcp'}\n", "spec.config.url"),
+            (
+                "type: mcp\nconfig: {url: 'ftp://x/mcp'}\n",
+                "spec.config.url",
+            ),
             (
                 "type: mcp\nconfig: {url: 'http://x/mcp', tool: ''}\n",
                 "spec.config.tool",
             ),
-            ("type: mcp\nconfig: {url: 'http://x/mcp'}\n", "spec.type"),
+            ("type: agent\nconfig: {agent: helper}\n", "spec.type"),
         ];
         for (yaml, path) in cases {
             let err = validate_tool_spec("spec", &spec(yaml), &limits).unwrap_err();

@@ -65,12 +65,15 @@ fn sandbox_processes(uid_base: u32, slots: u32) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn code_runs_sandboxed_and_every_escape_is_stopped() {
-    let mut options = MeshOptions::default();
-    options.worker_config = Some(|config| {
-        config.tools.code.max_output_bytes = 16 * 1024;
-        config.tools.max_output_chars = 64 * 1024;
-    });
-    let mesh = Mesh::start(options).await.unwrap();
+    let mesh = Mesh::start(MeshOptions {
+        worker_config: Some(|config| {
+            config.tools.code.max_output_bytes = 16 * 1024;
+            config.tools.max_output_chars = 64 * 1024;
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let code_limits = mesh.worker_config().unwrap().tools.code;
     // A live service on the host's loopback, for the socket attempt.
     let host_service = ToolServer::start(ToolServerOptions::default())

@@ -5,6 +5,7 @@
 
 mod api;
 mod code;
+mod mcp;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -57,6 +58,7 @@ struct Tool {
 enum ToolKind {
     Api(api::ApiTool),
     Code(code::CodeTool),
+    Mcp(mcp::McpTool),
 }
 
 /// Where the bearer token is read from at call time (never stored).
@@ -112,6 +114,7 @@ impl Toolbox {
                 ToolConfig::Code(config) => {
                     ToolKind::Code(code::CodeTool::new(config, &limits.code))
                 }
+                ToolConfig::Mcp(config) => ToolKind::Mcp(mcp::McpTool::new(config, &tool.name)),
                 _ => {
                     return Err(failed(format!(
                         "type {:?} is not supported by this worker",
@@ -206,6 +209,20 @@ impl Toolbox {
                 .await
             }
             ToolKind::Code(code) => code.call(&arguments, tool.timeout).await,
+            ToolKind::Mcp(mcp) => {
+                mcp.call(
+                    &self.http,
+                    &arguments,
+                    api::CallOptions {
+                        ctx,
+                        bearer: bearer.as_deref(),
+                        timeout: tool.timeout,
+                        retries: tool.retries,
+                        retry_base: self.limits.retry_base,
+                    },
+                )
+                .await
+            }
         };
         if output.output.chars().count() > self.limits.max_output_chars {
             let cut: String = output
