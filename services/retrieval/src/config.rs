@@ -55,6 +55,11 @@ pub struct Config {
     pub ingest_part_documents: usize,
     /// INGEST messages handled at once by this replica.
     pub ingest_concurrency: usize,
+    /// How long a search may reuse a collection's row instead of reading it
+    /// again (0: always read). Writes always read it. Another replica's
+    /// changes (a new generation, a deleted collection) reach this replica's
+    /// searches within this time.
+    pub collection_cache: Duration,
     /// Milvus gRPC address (`http://host:19530`): when set, vector search
     /// goes to Milvus instead of the in-process index.
     pub milvus_url: Option<String>,
@@ -101,6 +106,11 @@ impl Config {
             rrf_k: env::parse_or(env, &var("RRF_K"), 60.0)?,
             ingest_part_documents: env::parse_or(env, &var("INGEST_PART_DOCUMENTS"), 32)?,
             ingest_concurrency: env::parse_or(env, &var("INGEST_CONCURRENCY"), 2)?,
+            collection_cache: env::millis_or(
+                env,
+                &var("COLLECTION_CACHE_MS"),
+                Duration::from_millis(1000),
+            )?,
             milvus_url: env::optional(env, &var("MILVUS_URL")),
         };
         if config.default_overlap_tokens >= config.default_chunk_tokens {

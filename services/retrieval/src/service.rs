@@ -58,6 +58,8 @@ pub struct Service {
     indexes: std::sync::Mutex<HashMap<i64, Slot>>,
     /// Vector search backend when `AGENTMESH_RETRIEVAL_MILVUS_URL` is set.
     milvus: Option<Milvus>,
+    /// Collection rows recently read by searches, by (tenant, name).
+    rows: std::sync::Mutex<HashMap<(String, String), (collection::Model, std::time::Instant)>>,
 }
 
 fn invalid(field: impl Into<String>, why: impl std::fmt::Display) -> RetrievalError {
@@ -167,6 +169,7 @@ impl Service {
         };
         Ok(Self {
             milvus,
+            rows: std::sync::Mutex::new(HashMap::new()),
             db,
             config,
             bus,
@@ -287,6 +290,47 @@ impl Service {
             .ok_or_else(|| not_found(name))
     }
 
+    /// The collection row for a search: reused for up to
+    /// `collection_cache` (searches only; writes always read the row).
+    async fn collection_for_search(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<collection::Model, RetrievalError> {
+        let ttl = self.config.collection_cache;
+        let key = (tenant.to_owned(), name.to_owned());
+        if !ttl.is_zero() {
+            let rows = self
+                .rows
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((row, at)) = rows.get(&key)
+                && at.elapsed() < ttl
+            {
+                return Ok(row.clone());
+            }
+        }
+        let row = self.collection(tenant, name).await?;
+        if !ttl.is_zero() {
+            let mut rows = self
+                .rows
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if rows.len() > 10_000 {
+                rows.retain(|_, (_, at)| at.elapsed() < ttl);
+            }
+            rows.insert(key, (row.clone(), std::time::Instant::now()));
+        }
+        Ok(row)
+    }
+
+    fn forget_row(&self, tenant: &str, name: &str) {
+        self.rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(tenant.to_owned(), name.to_owned()));
+    }
+
     // === collections ===
 
     pub async fn create_collection(
@@ -395,6 +439,7 @@ impl Service {
         match store::delete_collection(&self.db, tenant, name).await? {
             Some(id) => {
                 self.forget(id);
+                self.forget_row(tenant, name);
                 if let Some(milvus) = &self.milvus
                     && let Err(error) = milvus.drop(id).await
                 {
@@ -688,7 +733,9 @@ impl Service {
         tenant: &str,
         request: pb::SearchRequest,
     ) -> Result<pb::SearchResponse, RetrievalError> {
-        let collection = self.collection(tenant, &request.collection).await?;
+        let collection = self
+            .collection_for_search(tenant, &request.collection)
+            .await?;
         let filter = filter_of(request.filter.as_ref())?;
         let top_k = match request.top_k {
             0 => DEFAULT_TOP_K,
