@@ -68,6 +68,12 @@ pub enum FailureMode {
     /// The first `n` requests hang like [`FailureMode::Timeout`], the rest
     /// are served normally.
     TimeoutFirstN(u32),
+    /// A failure rate: every `n`th request (the `n`th, `2n`th, ...) is
+    /// answered with the status, the others are served. Deterministic, so
+    /// a test knows which requests fail.
+    Every(u32, u16),
+    /// Every `n`th request hangs like [`FailureMode::Timeout`].
+    TimeoutEvery(u32),
 }
 
 /// Everything the simulator needs to run.
@@ -206,7 +212,8 @@ impl SimConfig {
 }
 
 /// Parses `none`, `always:<status>`, `first:<n>:<status>`,
-/// `break-after:<tokens>`, `timeout` or `first:<n>:timeout`.
+/// `break-after:<tokens>`, `timeout`, `first:<n>:timeout`,
+/// `every:<n>:<status>` or `every:<n>:timeout`.
 fn parse_failure(value: &str) -> Result<FailureMode, String> {
     let parts: Vec<&str> = value.trim().split(':').collect();
     match parts.as_slice() {
@@ -215,6 +222,17 @@ fn parse_failure(value: &str) -> Result<FailureMode, String> {
         ["first", n, "timeout"] => {
             let n = n.parse().map_err(|e| format!("request count {n:?}: {e}"))?;
             Ok(FailureMode::TimeoutFirstN(n))
+        }
+        ["every", n, kind] => {
+            let n: u32 = n.parse().map_err(|e| format!("request count {n:?}: {e}"))?;
+            if n == 0 {
+                return Err("every:<n>: n must be at least 1".to_owned());
+            }
+            if *kind == "timeout" {
+                Ok(FailureMode::TimeoutEvery(n))
+            } else {
+                Ok(FailureMode::Every(n, parse_status(kind)?))
+            }
         }
         ["always", status] => Ok(FailureMode::Always(parse_status(status)?)),
         ["first", n, status] => {
@@ -228,7 +246,7 @@ fn parse_failure(value: &str) -> Result<FailureMode, String> {
             Ok(FailureMode::BreakStreamAfter(tokens))
         }
         _ => Err(
-            "expected none, always:<status>, first:<n>:<status>, break-after:<tokens>, timeout or first:<n>:timeout"
+            "expected none, always:<status>, first:<n>:<status>, break-after:<tokens>, timeout, first:<n>:timeout, every:<n>:<status> or every:<n>:timeout"
                 .to_owned(),
         ),
     }
@@ -333,6 +351,8 @@ mod tests {
             ("timeout", FailureMode::Timeout),
             ("always:timeout", FailureMode::Timeout),
             ("first:2:timeout", FailureMode::TimeoutFirstN(2)),
+            ("every:3:429", FailureMode::Every(3, 429)),
+            ("every:4:timeout", FailureMode::TimeoutEvery(4)),
         ];
         for (text, want) in cases {
             let config = SimConfig::from_env(&env(&[(ENV_FAILURE, text)])).expect(text);
@@ -355,6 +375,8 @@ mod tests {
             (ENV_FAILURE, "first:x:500"),
             (ENV_FAILURE, "break-after:"),
             (ENV_FAILURE, "first:x:timeout"),
+            (ENV_FAILURE, "every:0:500"),
+            (ENV_FAILURE, "every:2:200"),
             (ENV_STARTUP_DELAY_MS, "soon"),
             (ENV_LOAD_LATENCY_PCT, "-1"),
             (ENV_LOAD_LATENCY_PCT, "10001"),

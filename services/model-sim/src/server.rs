@@ -208,6 +208,7 @@ async fn hang_if_injected(state: &AppState) -> Result<(), ApiError> {
         FailureMode::TimeoutFirstN(n) => {
             state.requests_seen.fetch_add(1, Ordering::SeqCst) < u64::from(n)
         }
+        FailureMode::TimeoutEvery(n) => nth(state, n),
         _ => false,
     };
     if hang {
@@ -229,11 +230,25 @@ fn inject_failure(state: &AppState) -> Result<(), ApiError> {
                 Ok(())
             }
         }
+        FailureMode::Every(n, status) => {
+            if nth(state, n) {
+                Err(ApiError::injected(status))
+            } else {
+                Ok(())
+            }
+        }
         FailureMode::None
         | FailureMode::BreakStreamAfter(_)
         | FailureMode::Timeout
-        | FailureMode::TimeoutFirstN(_) => Ok(()),
+        | FailureMode::TimeoutFirstN(_)
+        | FailureMode::TimeoutEvery(_) => Ok(()),
     }
+}
+
+/// Counts a request; whether it is the `n`th, `2n`th, ... one.
+fn nth(state: &AppState, n: u32) -> bool {
+    let seen = state.requests_seen.fetch_add(1, Ordering::SeqCst) + 1;
+    seen.is_multiple_of(u64::from(n.max(1)))
 }
 
 /// Takes a generation slot, queueing for one while fewer than `max_waiting`

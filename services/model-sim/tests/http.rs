@@ -872,3 +872,18 @@ async fn a_request_held_by_an_injected_timeout_is_released_at_shutdown() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_failure_rate_fails_every_nth_request() {
+    let sim = Sim::start(SimConfig {
+        failure: FailureMode::Every(3, 500),
+        ..config()
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(sim.chat(&chat_body("a b", 1)).await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 500, 200, 200, 500]);
+    sim.stop().await;
+}
