@@ -126,4 +126,37 @@ mod tests {
         bad["spec"]["config"]["endpont"] = json!("typo");
         assert!(!tool_schema.is_valid(&bad));
     }
+
+    /// The shipped examples are valid documents: by the schema and by the
+    /// typed validation the API applies.
+    #[test]
+    fn shipped_examples_are_valid() {
+        let agent_schema = jsonschema::validator_for(&agent()).unwrap();
+        let tool_schema = jsonschema::validator_for(&tool()).unwrap();
+        let limits = crate::SpecLimits::default();
+        for text in [
+            include_str!("../../../services/cli/agents/assistant.yaml"),
+            include_str!("../../../services/cli/agents/tools.yaml"),
+        ] {
+            for document in serde_yaml::Deserializer::from_str(text) {
+                let doc: Value = serde::Deserialize::deserialize(document).unwrap();
+                let spec = doc["spec"].clone();
+                if doc["kind"] == "Tool" {
+                    assert!(tool_schema.is_valid(&doc), "{doc}");
+                    let proto = serde_json::from_value::<ToolSpecDoc>(spec)
+                        .unwrap()
+                        .to_proto()
+                        .unwrap();
+                    crate::validate_tool_spec("spec", &proto, &limits).unwrap();
+                } else {
+                    assert!(agent_schema.is_valid(&doc), "{doc}");
+                    let proto = serde_json::from_value::<AgentSpecDoc>(spec)
+                        .unwrap()
+                        .to_proto()
+                        .unwrap();
+                    crate::validate_agent_spec(&proto, &limits).unwrap();
+                }
+            }
+        }
+    }
 }

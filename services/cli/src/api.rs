@@ -58,11 +58,31 @@ impl Api {
         .await
     }
 
-    pub async fn submit(&self, agent: &str, input: &str) -> anyhow::Result<Value> {
+    pub async fn submit(
+        &self,
+        agent: &str,
+        input: &str,
+        session: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        let mut body = json!({ "input": input });
+        if let Some(session) = session {
+            body["sessionId"] = json!(session);
+        }
         self.send(
             self.http
                 .post(format!("{}/v1/agents/{agent}/tasks", self.base))
-                .json(&json!({ "input": input })),
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Approves or rejects the tool call task `id` awaits.
+    pub async fn decide(&self, id: &str, approve: bool, comment: &str) -> anyhow::Result<Value> {
+        let verb = if approve { "approve" } else { "reject" };
+        self.send(
+            self.http
+                .post(format!("{}/v1/tasks/{id}/{verb}", self.base))
+                .json(&json!({ "comment": comment })),
         )
         .await
     }

@@ -59,7 +59,7 @@ enum Command {
     /// SQLite, a local model server; then apply the example agent and run a
     /// sample task.
     Up(up::UpArgs),
-    /// Apply resources (Agent) from a YAML/JSON file or a directory.
+    /// Apply resources (Agent, Tool) from a YAML/JSON file or a directory.
     Apply {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
@@ -90,6 +90,21 @@ enum Command {
         /// Submit and print the task id without waiting.
         #[arg(long)]
         detach: bool,
+        /// Continue this conversation (session memory, concurrency policy).
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// Approve the tool call a task awaits (a `human` tool).
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Reject the tool call a task awaits (a `human` tool).
+    Reject {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
     },
     /// List tasks (newest first).
     Tasks {
@@ -146,12 +161,33 @@ async fn main() -> anyhow::Result<()> {
             unreachable!("handled above")
         }
         Command::Apply { file } => apply(&api, &file, cli.output).await,
+        Command::Approve {
+            ref id,
+            ref comment,
+        }
+        | Command::Reject {
+            ref id,
+            ref comment,
+        } => {
+            let approve = matches!(cli.command, Command::Approve { .. });
+            let (id, comment) = (id.clone(), comment.clone());
+            let task = api.decide(&id, approve, &comment).await?;
+            match cli.output {
+                Format::Json => println!("{task}"),
+                Format::Human => println!(
+                    "task {id} {}; it runs on",
+                    if approve { "approved" } else { "rejected" }
+                ),
+            }
+            Ok(())
+        }
         Command::Run {
             agent,
             input,
             detach,
+            session,
         } => {
-            let task = api.submit(&agent, &input).await?;
+            let task = api.submit(&agent, &input, session.as_deref()).await?;
             let id = task["id"].as_str().unwrap_or_default().to_owned();
             if detach {
                 match cli.output {

@@ -36,6 +36,25 @@ pub fn task_detail(t: &Value) {
     );
     println!("status:    {}", field("status"));
     println!("attempts:  {}", t["attempts"]);
+    println!("steps:     {}", t["steps"]);
+    if let Some(session) = t["sessionId"].as_str() {
+        println!("session:   {session}");
+    }
+    if t["approval"].is_object() {
+        let a = &t["approval"];
+        println!(
+            "awaiting:  {} {} (call {}; {} at {})",
+            a["tool"].as_str().unwrap_or("-"),
+            a["arguments"].as_str().unwrap_or("-"),
+            a["callId"].as_str().unwrap_or("-"),
+            a["onTimeout"].as_str().unwrap_or("-"),
+            a["expiresAt"].as_str().unwrap_or("-"),
+        );
+        println!(
+            "           agentmesh approve {0} | agentmesh reject {0}",
+            field("id")
+        );
+    }
     println!(
         "tokens:    {} in, {} out",
         t["usage"]["inputTokens"], t["usage"]["outputTokens"]

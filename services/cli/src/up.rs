@@ -351,7 +351,7 @@ async fn run_inner(
         ));
         step(&format!("sample task: {:?}", args.prompt));
         let started = Instant::now();
-        let task = api.submit(&agent.metadata.name, &args.prompt).await?;
+        let task = api.submit(&agent.metadata.name, &args.prompt, None).await?;
         let id = task["id"].as_str().unwrap_or_default().to_owned();
         eprintln!();
         let last = api.follow(&id, Format::Human).await?;

@@ -30,11 +30,14 @@ use prost::Message as _;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+#[path = "mesh/router.rs"]
+mod router;
+
 #[path = "mesh/retrieval.rs"]
 mod retrieval;
 
-#[path = "mesh/router.rs"]
-mod router;
+#[path = "mesh/agent_loop.rs"]
+mod agent_loop;
 
 // === scenarios ===
 
@@ -63,8 +66,8 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "agent-loop",
-        about: "multi-step agent loop with tool calls",
-        pending: Some("the agent runtime issue"),
+        about: "tasks of three tool steps (simulator + local HTTP tool): steps/s and the worker's per-step overhead vs the bare tool and model calls",
+        pending: None,
     },
     Scenario {
         name: "retrieval",
@@ -173,6 +176,9 @@ async fn main() -> anyhow::Result<()> {
             "scale" => scale(args.n.unwrap_or(500), args.concurrency.unwrap_or(4)).await?,
             "traces" => traces(args.n.unwrap_or(20_000), args.concurrency.unwrap_or(8)).await?,
             "retrieval" => retrieval::run(args.n.unwrap_or(100_000), 1000).await?,
+            "agent-loop" => {
+                agent_loop::run(args.n.unwrap_or(400), args.concurrency.unwrap_or(32)).await?
+            }
             other => bail!("scenario {other} has no runner"),
         }
     }
