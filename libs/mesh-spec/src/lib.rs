@@ -26,9 +26,9 @@ pub use agent::{
 pub use duration::{format_duration_ms, parse_duration_ms};
 pub use error::FieldError;
 pub use tool::{
-    ApiConfig, ArgumentsValidator, AuthenticationDoc, CODE_PARAMETERS, CodeConfig, HumanConfig,
-    IMPLEMENTED_TOOL_TYPES, McpConfig, SecretRef, TOOL_TYPES, ToolConfig, ToolSpecDoc,
-    is_default_parameters, validate_tool_name, validate_tool_spec,
+    AgentToolConfig, ApiConfig, ArgumentsValidator, AuthenticationDoc, CODE_PARAMETERS, CodeConfig,
+    HumanConfig, IMPLEMENTED_TOOL_TYPES, McpConfig, RetrievalConfig, SecretRef, TOOL_TYPES,
+    ToolConfig, ToolSpecDoc, is_default_parameters, validate_tool_name, validate_tool_spec,
 };
 
 /// The API version of every resource document.

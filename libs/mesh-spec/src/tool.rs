@@ -19,7 +19,7 @@ pub const TOOL_TYPES: &[&str] = &["api", "retrieval", "code", "human", "mcp", "a
 /// The tool types this release's worker can run. Applying a tool of another
 /// known type is refused with a clear error rather than accepted and failed
 /// later, at the first call.
-pub const IMPLEMENTED_TOOL_TYPES: &[&str] = &["api", "code", "mcp"];
+pub const IMPLEMENTED_TOOL_TYPES: &[&str] = &["api", "code", "human", "mcp", "retrieval"];
 
 /// `spec` of a Tool resource, and of an agent's inline tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

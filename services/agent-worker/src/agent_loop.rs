@@ -43,7 +43,7 @@ impl TaskRunner {
         let spec = task.spec.clone().unwrap_or_default();
         let toolbox = Toolbox::new(
             &task.tools,
-            self.http.clone(),
+            self.tool_clients.clone(),
             self.config.tools.clone(),
             self.config.secrets_env.clone(),
         )

@@ -26,6 +26,8 @@ pub struct Config {
     pub agents: AgentSelection,
     /// gRPC address of the inference-router.
     pub router_url: String,
+    /// gRPC address of the retrieval service (`retrieval` tools).
+    pub retrieval_url: String,
     /// Tasks run at once per agent consumer.
     pub concurrency: usize,
     /// A model call that produces nothing for this long is abandoned and
@@ -65,6 +67,8 @@ pub struct ToolLimits {
     pub max_output_chars: usize,
     /// First wait between tool retries (exponential, jittered).
     pub retry_base: Duration,
+    /// How long a `human` tool call waits when its spec sets no timeout.
+    pub default_approval_timeout: Duration,
     /// The sandbox of `code` tools and the maxima of their limits.
     pub code: CodeLimits,
 }
@@ -125,6 +129,13 @@ impl Config {
             }
         };
         let concurrency: usize = env::parse_or(env, &var("CONCURRENCY"), 32)?;
+        let retrieval_url = env::string_or(env, &var("RETRIEVAL_URL"), "http://127.0.0.1:7004");
+        if tonic::transport::Endpoint::from_shared(retrieval_url.clone()).is_err() {
+            return Err(ConfigError::Invalid {
+                var: var("RETRIEVAL_URL"),
+                reason: format!("{retrieval_url:?} is not a URL"),
+            });
+        }
         if concurrency == 0 {
             return Err(ConfigError::Invalid {
                 var: var("CONCURRENCY"),
@@ -137,6 +148,7 @@ impl Config {
             grpc_listen: env::parse_or(env, &var("GRPC_LISTEN"), ([127, 0, 0, 1], 7002).into())?,
             agents,
             router_url: env::string_or(env, &var("ROUTER_URL"), "http://127.0.0.1:7003"),
+            retrieval_url,
             concurrency,
             inference_idle_timeout: env::millis_or(
                 env,
@@ -174,6 +186,11 @@ impl Config {
                     env,
                     &var("TOOL_RETRY_BASE_MS"),
                     Duration::from_millis(200),
+                )?,
+                default_approval_timeout: env::millis_or(
+                    env,
+                    &var("APPROVAL_TIMEOUT_MS"),
+                    Duration::from_secs(24 * 3600),
                 )?,
                 code: CodeLimits::from_env(env)?,
             },

@@ -34,8 +34,8 @@ pub struct TaskRunner {
     pub(crate) router: InferenceServiceClient<Channel>,
     pub(crate) config: Config,
     pub(crate) metrics: Metrics,
-    /// Calls `api` tools (one pool for every task).
-    pub(crate) http: reqwest::Client,
+    /// What tools call through (one pool for every task).
+    pub(crate) tool_clients: crate::tools::ToolClients,
     pub(crate) memory: Memory,
 }
 
@@ -110,12 +110,27 @@ impl TaskRunner {
             config.shared.redis_url.clone(),
             std::time::Duration::from_secs(5),
         );
+        let retrieval = tonic::transport::Endpoint::from_shared(config.retrieval_url.clone())
+            .map(|endpoint| {
+                endpoint
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .tcp_nodelay(true)
+                    .connect_lazy()
+            })
+            // `Config::from_env` refuses a malformed URL; a hand-built
+            // config falls back to the default address.
+            .unwrap_or_else(|_| {
+                tonic::transport::Endpoint::from_static("http://127.0.0.1:7004").connect_lazy()
+            });
         Self {
             bus,
             router,
             config,
             metrics,
-            http,
+            tool_clients: crate::tools::ToolClients {
+                http,
+                retrieval: mesh_proto::retrieval_client::RetrievalClient::new(retrieval),
+            },
             memory,
         }
     }

@@ -135,33 +135,6 @@ impl Mesh {
         // Restarts bind the same address, so the gateway's channel finds it.
         orchestrator_config.grpc_listen = orch.grpc_addr;
 
-        let worker_stop = CancellationToken::new();
-        let mut worker = None;
-        if options.start_worker {
-            let mut config = agent_worker::Config::ephemeral(
-                shared.clone(),
-                format!("http://{}", router.grpc_addr),
-            )?;
-            config.agents = options.worker_agents.clone();
-            config.discovery_interval = Duration::from_millis(100);
-            if let Some(tweak) = options.worker_config {
-                tweak(&mut config);
-            }
-            worker = Some(
-                agent_worker::start(config, worker_stop.clone())
-                    .await
-                    .context("start agent-worker")?,
-            );
-        }
-
-        let traces_stop = CancellationToken::new();
-        let traces = trace_collector::start(
-            trace_collector::Config::ephemeral(shared.clone(), data_dir.path().to_owned())?,
-            traces_stop.clone(),
-        )
-        .await
-        .context("start trace-collector")?;
-
         let retrieval_stop = CancellationToken::new();
         let (retrieval, retrieval_config) = if options.retrieval {
             let mut config =
@@ -180,6 +153,36 @@ impl Mesh {
         } else {
             (None, None)
         };
+
+        let worker_stop = CancellationToken::new();
+        let mut worker = None;
+        if options.start_worker {
+            let mut config = agent_worker::Config::ephemeral(
+                shared.clone(),
+                format!("http://{}", router.grpc_addr),
+            )?;
+            config.agents = options.worker_agents.clone();
+            config.discovery_interval = Duration::from_millis(100);
+            if let Some(retrieval) = &retrieval_config {
+                config.retrieval_url = format!("http://{}", retrieval.grpc_listen);
+            }
+            if let Some(tweak) = options.worker_config {
+                tweak(&mut config);
+            }
+            worker = Some(
+                agent_worker::start(config, worker_stop.clone())
+                    .await
+                    .context("start agent-worker")?,
+            );
+        }
+
+        let traces_stop = CancellationToken::new();
+        let traces = trace_collector::start(
+            trace_collector::Config::ephemeral(shared.clone(), data_dir.path().to_owned())?,
+            traces_stop.clone(),
+        )
+        .await
+        .context("start trace-collector")?;
 
         let gateway_stop = CancellationToken::new();
         let mut gateway_config =

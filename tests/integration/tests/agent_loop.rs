@@ -868,3 +868,79 @@ async fn approvals_pause_tasks_without_holding_a_worker() {
         .unwrap();
     assert_eq!(forbidden.status(), 403);
 }
+
+/// A `retrieval` tool searches the collection of the task's own tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retrieval_tool_searches_the_tenants_collection() {
+    let mesh = Mesh::start(MeshOptions {
+        retrieval: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let turns = json!([
+        {"tool_calls": [{"name": "search", "arguments": {"query": "spaghetti garlic"}}]},
+        {"content": "{{tool_results}}"}
+    ]);
+    for (tenant, text) in [
+        (
+            "acme",
+            "Boil the spaghetti, then toss it with garlic and olive oil.",
+        ),
+        ("globex", "Globex keeps its spaghetti garlic recipe secret."),
+    ] {
+        let client = mesh.client(tenant);
+        let response = client
+            .post("/v1/collections")
+            .json(&json!({"name": "kb", "embeddingModel": "none", "dimension": 4}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().await.unwrap()
+        );
+        let docs = json!({"documents": [
+            {"id": format!("{tenant}-recipe"), "text": text, "vector": [1, 0, 0, 0]},
+            {"id": format!("{tenant}-billing"), "text": "Invoices are sent monthly.", "vector": [0, 1, 0, 0]}
+        ]});
+        let response = client
+            .post("/v1/collections/kb/documents")
+            .json(&docs)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().await.unwrap()
+        );
+        let (status, body) = put_agent(
+            &client,
+            "librarian",
+            json!({"model": "sim-model", "systemPrompt": script(turns.clone()), "tools": [
+                {"name": "search", "spec": {"type": "retrieval", "description": "search the knowledge base",
+                    "config": {"collection": "kb", "mode": "keyword", "topK": 1}}}
+            ]}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    for tenant in ["acme", "globex"] {
+        let client = mesh.client(tenant);
+        let id = client
+            .submit("librarian", "how do I cook pasta?")
+            .await
+            .unwrap();
+        let task = client.wait_for(&id, &["succeeded"], WAIT).await.unwrap();
+        let hits: Value = serde_json::from_str(task["output"].as_str().unwrap()).unwrap();
+        let hits = hits["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), 1, "topK from the config: {hits:?}");
+        assert_eq!(
+            hits[0]["documentId"],
+            format!("{tenant}-recipe"),
+            "{tenant} sees its own: {hits:?}"
+        );
+    }
+}

@@ -6,6 +6,7 @@
 mod api;
 mod code;
 mod mcp;
+mod retrieval;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -59,6 +60,17 @@ enum ToolKind {
     Api(api::ApiTool),
     Code(code::CodeTool),
     Mcp(mcp::McpTool),
+    Retrieval(retrieval::RetrievalTool),
+    /// Decided by a person through the API; the loop pauses the task.
+    Human(mesh_spec::HumanConfig),
+}
+
+/// What a `human` tool call waits for.
+#[derive(Debug, Clone)]
+pub struct HumanGate {
+    pub prompt: String,
+    pub timeout: Duration,
+    pub on_timeout: String,
 }
 
 /// Where the bearer token is read from at call time (never stored).
@@ -68,9 +80,17 @@ enum Secret {
     File(String),
 }
 
+/// The connections tools call through, shared by every task of a worker.
+#[derive(Clone)]
+pub struct ToolClients {
+    pub http: reqwest::Client,
+    pub retrieval: mesh_proto::retrieval_client::RetrievalClient<tonic::transport::Channel>,
+}
+
 pub struct Toolbox {
     tools: HashMap<String, Tool>,
     http: reqwest::Client,
+    retrieval: mesh_proto::retrieval_client::RetrievalClient<tonic::transport::Channel>,
     limits: ToolLimits,
     secrets_env: std::sync::Arc<mesh_runtime::Env>,
 }
@@ -87,7 +107,7 @@ pub struct ToolboxError {
 impl Toolbox {
     pub fn new(
         resolved: &[ResolvedTool],
-        http: reqwest::Client,
+        clients: ToolClients,
         limits: ToolLimits,
         secrets_env: std::sync::Arc<mesh_runtime::Env>,
     ) -> Result<Self, ToolboxError> {
@@ -99,12 +119,16 @@ impl Toolbox {
                 reason,
             };
             // A code tool left without parameters takes `{"code": ...}`.
-            let parameters_json =
-                if spec.r#type == "code" && is_default_parameters(&spec.parameters_json) {
+            let parameters_json = match spec.r#type.as_str() {
+                "code" if is_default_parameters(&spec.parameters_json) => {
                     CODE_PARAMETERS.to_owned()
-                } else {
-                    spec.parameters_json.clone()
-                };
+                }
+                // A retrieval tool left without parameters takes a query.
+                "retrieval" if is_default_parameters(&spec.parameters_json) => {
+                    retrieval::RETRIEVAL_PARAMETERS.to_owned()
+                }
+                _ => spec.parameters_json.clone(),
+            };
             let validator =
                 ArgumentsValidator::new(&parameters_json).map_err(|e| failed(e.to_string()))?;
             let kind = match ToolConfig::parse(&spec.r#type, &spec.config_json)
@@ -115,6 +139,10 @@ impl Toolbox {
                     ToolKind::Code(code::CodeTool::new(config, &limits.code))
                 }
                 ToolConfig::Mcp(config) => ToolKind::Mcp(mcp::McpTool::new(config, &tool.name)),
+                ToolConfig::Human(config) => ToolKind::Human(config),
+                ToolConfig::Retrieval(config) => {
+                    ToolKind::Retrieval(retrieval::RetrievalTool::new(config))
+                }
                 _ => {
                     return Err(failed(format!(
                         "type {:?} is not supported by this worker",
@@ -158,7 +186,8 @@ impl Toolbox {
         }
         Ok(Self {
             tools,
-            http,
+            http: clients.http,
+            retrieval: clients.retrieval,
             limits,
             secrets_env,
         })
@@ -170,6 +199,35 @@ impl Toolbox {
             self.tools.values().map(|t| t.definition.clone()).collect();
         defs.sort_by(|a, b| a.name.cmp(&b.name));
         defs
+    }
+
+    /// The approval a `human` tool waits for; `None` for other tools.
+    pub fn human_gate(&self, name: &str) -> Option<HumanGate> {
+        let tool = self.tools.get(name)?;
+        let ToolKind::Human(config) = &tool.kind else {
+            return None;
+        };
+        Some(HumanGate {
+            prompt: tool.definition.description.clone(),
+            timeout: config
+                .timeout
+                .as_deref()
+                .and_then(mesh_spec::parse_duration_ms)
+                .map(Duration::from_millis)
+                .unwrap_or(self.limits.default_approval_timeout),
+            on_timeout: config
+                .on_timeout
+                .clone()
+                .unwrap_or_else(|| "reject".to_owned()),
+        })
+    }
+
+    /// Validates the arguments of a call before it is put to a person.
+    pub fn check_arguments(&self, name: &str, arguments: &str) -> Result<(), String> {
+        match self.tools.get(name) {
+            Some(tool) => tool.validator.check(arguments).map(|_| ()),
+            None => Err(format!("there is no tool named {name:?}")),
+        }
     }
 
     /// Validates the arguments and calls the tool (with its retries).
@@ -207,6 +265,14 @@ impl Toolbox {
                     },
                 )
                 .await
+            }
+            // The loop decides human calls; reaching here is a bug, told
+            // to the model rather than a panic.
+            ToolKind::Human(_) => ToolOutput::error("a human tool cannot be called directly"),
+            ToolKind::Retrieval(search) => {
+                search
+                    .call(&self.retrieval, ctx.tenant, &arguments, tool.timeout)
+                    .await
             }
             ToolKind::Code(code) => code.call(&arguments, tool.timeout).await,
             ToolKind::Mcp(mcp) => {
