@@ -5,7 +5,7 @@
 //! network, ipc, uts and cgroup namespaces with nothing of the host but the
 //! configured system paths, read-only, and two private size-bounded tmpfs
 //! (`/work`, the working directory, and `/tmp`). The source arrives on the
-//! interpreter's stdin (`python3 -I -`), so no host file is written.
+//! interpreter's stdin (`python3 -I -B -u -`), so no host file is written.
 //!
 //! | limit | how |
 //! |---|---|
@@ -211,10 +211,12 @@ impl CodeTool {
             .args(["--setenv", "HOME", "/work"])
             .args(["--setenv", "TMPDIR", "/tmp"])
             .args(["--setenv", "LANG", "C.UTF-8"])
-            .args(["--setenv", "PYTHONDONTWRITEBYTECODE", "1"])
             .arg("--")
             .arg(&limits.python)
-            .args(["-I", "-"]);
+            // Isolated (no PYTHON* variables, no user site), no bytecode
+            // files, unbuffered: what was printed before a limit stopped
+            // the run reaches the model too.
+            .args(["-I", "-B", "-u", "-"]);
         cmd.env_clear();
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);
@@ -330,8 +332,10 @@ impl CodeTool {
             "Address family not supported",
         ]) {
             "the sandbox has no network".to_owned()
-        } else if has(&["Read-only file system", "Permission denied"]) {
+        } else if has(&["Read-only file system"]) {
             "only /work and /tmp are writable".to_owned()
+        } else if has(&["Permission denied"]) {
+            "the program runs as an unprivileged user; only /work and /tmp are writable".to_owned()
         } else if has(&["No space left on device", "File too large"]) {
             format!(
                 "the work directory holds at most {} MiB",
