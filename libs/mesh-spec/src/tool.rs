@@ -19,7 +19,7 @@ pub const TOOL_TYPES: &[&str] = &["api", "retrieval", "code", "human", "mcp", "a
 /// The tool types this release's worker can run. Applying a tool of another
 /// known type is refused with a clear error rather than accepted and failed
 /// later, at the first call.
-pub const IMPLEMENTED_TOOL_TYPES: &[&str] = &["api", "code", "human", "mcp", "retrieval"];
+pub const IMPLEMENTED_TOOL_TYPES: &[&str] = &["api", "code", "human", "mcp", "retrieval", "agent"];
 
 /// `spec` of a Tool resource, and of an agent's inline tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -156,7 +156,7 @@ pub struct HumanConfig {
 }
 
 /// `config` of an `mcp` tool: one tool of an MCP server, reached over
-/// Streamable HTTP. The worker opens one MCP session per task (initialize,
+/// Streamable HTTP. A task opens one MCP session for the tool (initialize,
 /// `tools/list`) and calls the tool by name (`tools/call`, with the call's
 /// idempotency key in `_meta`). The model sees this Tool's `description`
 /// and `parameters`; leave `parameters` out to pass the arguments through
@@ -738,7 +738,6 @@ mod tests {
                 "type: mcp\nconfig: {url: 'http://x/mcp', tool: ''}\n",
                 "spec.config.tool",
             ),
-            ("type: agent\nconfig: {agent: helper}\n", "spec.type"),
         ];
         for (yaml, path) in cases {
             let err = validate_tool_spec("spec", &spec(yaml), &limits).unwrap_err();

@@ -457,6 +457,7 @@ impl TaskRunner {
                     idempotency_key: &idempotency_key,
                     tenant: &task.tenant,
                     task_id: &task.task_id,
+                    depth: task.depth,
                 },
             )
             .instrument(span.clone())

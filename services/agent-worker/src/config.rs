@@ -28,6 +28,8 @@ pub struct Config {
     pub router_url: String,
     /// gRPC address of the retrieval service (`retrieval` tools).
     pub retrieval_url: String,
+    /// gRPC address of the orchestrator (`agent` tools submit sub-tasks).
+    pub orchestrator_url: String,
     /// Tasks run at once per agent consumer.
     pub concurrency: usize,
     /// A model call that produces nothing for this long is abandoned and
@@ -129,13 +131,18 @@ impl Config {
             }
         };
         let concurrency: usize = env::parse_or(env, &var("CONCURRENCY"), 32)?;
-        let retrieval_url = env::string_or(env, &var("RETRIEVAL_URL"), "http://127.0.0.1:7004");
-        if tonic::transport::Endpoint::from_shared(retrieval_url.clone()).is_err() {
-            return Err(ConfigError::Invalid {
-                var: var("RETRIEVAL_URL"),
-                reason: format!("{retrieval_url:?} is not a URL"),
-            });
-        }
+        let grpc_url = |name: &str, default: &str| {
+            let url = env::string_or(env, &var(name), default);
+            match tonic::transport::Endpoint::from_shared(url.clone()) {
+                Ok(_) => Ok(url),
+                Err(_) => Err(ConfigError::Invalid {
+                    var: var(name),
+                    reason: format!("{url:?} is not a URL"),
+                }),
+            }
+        };
+        let retrieval_url = grpc_url("RETRIEVAL_URL", "http://127.0.0.1:7004")?;
+        let orchestrator_url = grpc_url("ORCHESTRATOR_URL", "http://127.0.0.1:7001")?;
         if concurrency == 0 {
             return Err(ConfigError::Invalid {
                 var: var("CONCURRENCY"),
@@ -149,6 +156,7 @@ impl Config {
             agents,
             router_url: env::string_or(env, &var("ROUTER_URL"), "http://127.0.0.1:7003"),
             retrieval_url,
+            orchestrator_url,
             concurrency,
             inference_idle_timeout: env::millis_or(
                 env,

@@ -70,6 +70,16 @@ enum Outcome {
     AwaitingApproval,
 }
 
+/// A channel connected on first use. `Config::from_env` refuses malformed
+/// URLs; a hand-built config with a bad one falls back to the default.
+fn lazy_channel(url: &str, default: &'static str) -> Channel {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap_or_else(|_| tonic::transport::Endpoint::from_static(default))
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect_lazy()
+}
+
 /// The attempt number of a delivery across the task's dispatches (a task
 /// resumed after an approval is a new message whose deliveries restart).
 pub(crate) fn attempt_of(delivery: &Delivery<TaskEnvelope>) -> u32 {
@@ -110,27 +120,24 @@ impl TaskRunner {
             config.shared.redis_url.clone(),
             std::time::Duration::from_secs(5),
         );
-        let retrieval = tonic::transport::Endpoint::from_shared(config.retrieval_url.clone())
-            .map(|endpoint| {
-                endpoint
-                    .connect_timeout(std::time::Duration::from_secs(5))
-                    .tcp_nodelay(true)
-                    .connect_lazy()
-            })
-            // `Config::from_env` refuses a malformed URL; a hand-built
-            // config falls back to the default address.
-            .unwrap_or_else(|_| {
-                tonic::transport::Endpoint::from_static("http://127.0.0.1:7004").connect_lazy()
-            });
+        let tool_clients = crate::tools::ToolClients {
+            http,
+            retrieval: mesh_proto::retrieval_client::RetrievalClient::new(lazy_channel(
+                &config.retrieval_url,
+                "http://127.0.0.1:7004",
+            )),
+            orchestrator: mesh_proto::control_plane_client::ControlPlaneClient::new(lazy_channel(
+                &config.orchestrator_url,
+                "http://127.0.0.1:7001",
+            )),
+            bus: bus.clone(),
+        };
         Self {
             bus,
             router,
             config,
             metrics,
-            tool_clients: crate::tools::ToolClients {
-                http,
-                retrieval: mesh_proto::retrieval_client::RetrievalClient::new(retrieval),
-            },
+            tool_clients,
             memory,
         }
     }

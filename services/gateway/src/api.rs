@@ -89,37 +89,30 @@ impl AppState {
         Ok(self.client().get_agent(request).await?.into_inner())
     }
 
+    /// Submits a task; `created` is false when the idempotency key named
+    /// a task submitted before. Sub-task fields are the worker's, not a
+    /// public client's, and are cleared.
     pub async fn submit_task(
         &self,
         principal: &Principal,
-        agent: String,
-        input: String,
-        session_id: String,
-    ) -> Result<Task, ApiError> {
-        validate_name("agent", &agent)?;
-        if !session_id.is_empty() {
-            validate_name("sessionId", &session_id)?;
+        mut submit: SubmitTaskRequest,
+    ) -> Result<(Task, bool), ApiError> {
+        validate_name("agent", &submit.agent)?;
+        if !submit.session_id.is_empty() {
+            validate_name("sessionId", &submit.session_id)?;
         }
+        submit.parent_task_id.clear();
+        submit.depth = 0;
         self.check_submit_rate(&principal.tenant).await?;
-        let request = self.request(
-            principal,
-            SubmitTaskRequest {
-                agent,
-                input,
-                session_id,
-            },
-        )?;
-        self.client()
-            .submit_task(request)
-            .await?
-            .into_inner()
-            .task
-            .ok_or_else(|| {
-                ApiError::new(
-                    mesh_runtime::ErrorCode::Internal,
-                    "orchestrator returned no task",
-                )
-            })
+        let request = self.request(principal, submit)?;
+        let response = self.client().submit_task(request).await?.into_inner();
+        let task = response.task.ok_or_else(|| {
+            ApiError::new(
+                mesh_runtime::ErrorCode::Internal,
+                "orchestrator returned no task",
+            )
+        })?;
+        Ok((task, response.created))
     }
 
     async fn check_submit_rate(&self, tenant: &str) -> Result<(), ApiError> {

@@ -125,13 +125,15 @@ impl TaskService for PublicGrpc {
         request: Request<SubmitTaskRequest>,
     ) -> Result<Response<SubmitTaskResponse>, Status> {
         let principal = authorize(&self.state, &request, Operation::SubmitTask)?;
-        let req = request.into_inner();
-        let task = self
+        let (task, created) = self
             .state
-            .submit_task(&principal, req.agent, req.input, req.session_id)
+            .submit_task(&principal, request.into_inner())
             .await
             .map_err(status)?;
-        Ok(Response::new(SubmitTaskResponse { task: Some(task) }))
+        Ok(Response::new(SubmitTaskResponse {
+            task: Some(task),
+            created,
+        }))
     }
 
     async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<Task>, Status> {

@@ -227,12 +227,38 @@ async fn submit_task(
     ValidJson(body): ValidJson<SubmitTaskBody>,
 ) -> Result<Response, ApiError> {
     let principal = state.authorize(bearer(&headers), Operation::SubmitTask)?;
-    let task = state
-        .submit_task(&principal, agent, body.input, body.session_id)
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => String::new(),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .filter(|v| !v.is_empty() && v.len() <= 255)
+            .ok_or_else(|| {
+                ApiError::invalid("Idempotency-Key", "1 to 255 visible ASCII characters")
+            })?
+            .to_owned(),
+    };
+    let (task, created) = state
+        .submit_task(
+            &principal,
+            mesh_proto::SubmitTaskRequest {
+                agent,
+                input: body.input,
+                session_id: body.session_id,
+                idempotency_key,
+                ..Default::default()
+            },
+        )
         .await?;
     let location = format!("/v1/tasks/{}", task.id);
+    // A repeated key answers with the task it created the first time.
+    let status = if created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
     Ok((
-        StatusCode::ACCEPTED,
+        status,
         [(header::LOCATION, location)],
         Json(views::task(&task)),
     )

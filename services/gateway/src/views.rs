@@ -60,6 +60,7 @@ pub fn task(task: &Task) -> Value {
         "sessionId": (!task.session_id.is_empty()).then_some(&task.session_id),
         "approval": task.approval.as_ref().map(approval),
         "steps": task.steps,
+        "parentTaskId": (!task.parent_task_id.is_empty()).then_some(&task.parent_task_id),
         "cancelRequested": task.cancel_requested,
         "createdAt": time(task.created_at_ms),
         "updatedAt": time(task.updated_at_ms),

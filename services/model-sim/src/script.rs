@@ -17,7 +17,7 @@
 //! Content templates: `{{tool_results}}` (the tool messages since the last
 //! assistant message, joined by ` | `), `{{previous_user}}` (the user
 //! message before the last one, from session memory), `{{user_turns}}` (the
-//! number of user messages).
+//! number of user messages), `{{input}}` (the last user message).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -103,7 +103,11 @@ pub fn reply(messages: &[Message]) -> Option<Reply> {
         .unwrap_or_default()
         .replace("{{tool_results}}", &tool_results.join(" | "))
         .replace("{{previous_user}}", &previous_user)
-        .replace("{{user_turns}}", &users.len().to_string());
+        .replace("{{user_turns}}", &users.len().to_string())
+        .replace(
+            "{{input}}",
+            &users.last().map(|m| text(m)).unwrap_or_default(),
+        );
     Some(Reply {
         content,
         tool_calls: turn

@@ -32,6 +32,8 @@ pub struct Limits {
     pub max_page_size: u32,
     pub default_page_size: u32,
     pub max_message_bytes: usize,
+    /// How deep sub-tasks (agents run as tools) may nest.
+    pub max_task_depth: u32,
     /// Bounds on agent and tool specs (tools, steps, memory, timeouts).
     pub spec: mesh_spec::SpecLimits,
 }
@@ -117,6 +119,7 @@ impl Config {
                 default_page_size: env::parse_or(env, &var("DEFAULT_PAGE_SIZE"), 50)?,
                 max_message_bytes: env::parse_or(env, &var("MAX_MESSAGE_BYTES"), 4 * 1024 * 1024)?,
                 spec: spec_limits(env)?,
+                max_task_depth: env::parse_or(env, &var("MAX_TASK_DEPTH"), 5)?,
             },
             outbox: OutboxConfig {
                 enabled: env::parse_or(env, &var("OUTBOX_RELAY"), true)?,

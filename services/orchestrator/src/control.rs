@@ -360,6 +360,22 @@ impl ControlService {
         Ok(resolved)
     }
 
+    async fn find_by_idempotency_key(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<task::Model>, Status> {
+        if key.is_empty() {
+            return Ok(None);
+        }
+        task::Entity::find()
+            .filter(task::Column::Tenant.eq(tenant))
+            .filter(task::Column::IdempotencyKey.eq(key))
+            .one(&self.db)
+            .await
+            .map_err(db_error)
+    }
+
     async fn find_task(&self, tenant: &str, id: Uuid) -> Result<task::Model, Status> {
         task::Entity::find_by_id(id)
             .filter(task::Column::Tenant.eq(tenant))
@@ -607,6 +623,32 @@ impl ControlPlane for ControlService {
             if !req.session_id.is_empty() {
                 validate_name("session_id", "session", &req.session_id)?;
             }
+            if req.idempotency_key.len() > 255
+                || req.idempotency_key.chars().any(|c| c.is_control())
+            {
+                return Err(invalid(
+                    "idempotency_key",
+                    "at most 255 bytes, without control characters",
+                ));
+            }
+            if !req.parent_task_id.is_empty() {
+                parse_task_id("parent_task_id", &req.parent_task_id)?;
+            }
+            if req.depth > self.limits.max_task_depth {
+                return Err(invalid(
+                    "depth",
+                    format!(
+                        "sub-tasks nest at most {} deep (an agent calling agents in a loop?)",
+                        self.limits.max_task_depth
+                    ),
+                ));
+            }
+            if let Some(existing) = self.find_by_idempotency_key(&tenant, &req.idempotency_key).await? {
+                return Ok(Response::new(SubmitTaskResponse {
+                    task: Some(task_from_row(&existing)),
+                    created: false,
+                }));
+            }
             let agent_row = agent::Entity::find()
                 .filter(agent::Column::Tenant.eq(&tenant))
                 .filter(agent::Column::Name.eq(&req.agent))
@@ -635,6 +677,8 @@ impl ControlPlane for ControlService {
                 session_id: req.session_id.clone(),
                 attempt_offset: 0,
                 resolution: None,
+                parent_task_id: req.parent_task_id.clone(),
+                depth: req.depth,
             };
             // The session's policy decides what happens while another of
             // its tasks is queued or running.
@@ -689,13 +733,39 @@ impl ControlPlane for ControlService {
                 envelope: Set(Some(prost::Message::encode_to_vec(&envelope))),
                 approval: Set(None),
                 approval_expires_at_ms: Set(None),
+                idempotency_key: Set(
+                    (!req.idempotency_key.is_empty()).then(|| req.idempotency_key.clone()),
+                ),
+                parent_task_id: Set(req.parent_task_id.clone()),
+                depth: Set(i32::try_from(req.depth).unwrap_or(i32::MAX)),
                 // Held back: the projection releases it when the session's
                 // running task ends.
                 pending_envelope: Set(hold.then(|| prost::Message::encode_to_vec(&envelope))),
             }
             .insert(&txn)
-            .await
-            .map_err(db_error)?;
+            .await;
+            let row = match row {
+                Ok(row) => row,
+                // The same key submitted concurrently: the other won.
+                Err(error)
+                    if !req.idempotency_key.is_empty()
+                        && matches!(
+                            error.sql_err(),
+                            Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                        ) =>
+                {
+                    drop(txn);
+                    let existing = self
+                        .find_by_idempotency_key(&tenant, &req.idempotency_key)
+                        .await?
+                        .ok_or_else(|| db_error(error))?;
+                    return Ok(Response::new(SubmitTaskResponse {
+                        task: Some(task_from_row(&existing)),
+                        created: false,
+                    }));
+                }
+                Err(error) => return Err(db_error(error)),
+            };
             if !hold {
                 queued.push(
                     outbox::enqueue(&txn, &tenant, subject, id.to_string(), &envelope)
@@ -709,6 +779,7 @@ impl ControlPlane for ControlService {
             tracing::info!(task_id = %id, agent = %row.agent, "task submitted");
             Ok(Response::new(SubmitTaskResponse {
                 task: Some(task_from_row(&row)),
+                created: true,
             }))
         }
         .instrument(span)

@@ -106,6 +106,7 @@ pub fn task_from_row(row: &task::Model) -> Task {
         session_id: row.session_id.clone(),
         steps: u32::try_from(row.steps).unwrap_or_default(),
         approval: row.approval.as_ref().map(approval_from_json),
+        parent_task_id: row.parent_task_id.clone(),
     }
 }
 

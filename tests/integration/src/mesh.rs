@@ -166,6 +166,7 @@ impl Mesh {
             if let Some(retrieval) = &retrieval_config {
                 config.retrieval_url = format!("http://{}", retrieval.grpc_listen);
             }
+            config.orchestrator_url = orchestrator_url.clone();
             if let Some(tweak) = options.worker_config {
                 tweak(&mut config);
             }
@@ -287,6 +288,10 @@ impl Mesh {
         let mut config =
             agent_worker::Config::ephemeral(self.shared.clone(), self.router_grpc_url())?;
         config.discovery_interval = Duration::from_millis(100);
+        config.orchestrator_url = format!("http://{}", self.orchestrator_config.grpc_listen);
+        if let Some(retrieval) = &self.retrieval_config {
+            config.retrieval_url = format!("http://{}", retrieval.grpc_listen);
+        }
         Ok(config)
     }
 }

@@ -944,3 +944,98 @@ async fn a_retrieval_tool_searches_the_tenants_collection() {
         );
     }
 }
+
+/// An `agent` tool runs another agent as a sub-task (queued, listed, with
+/// its parent); the call's idempotency key is the sub-task's, so a repeated
+/// submit with one key is one task. Nesting is bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_tool_runs_a_sub_task() {
+    let mesh = postgres_mesh(MeshOptions::default()).await;
+    let client = mesh.client("acme");
+    let (status, body) = put_agent(
+        &client,
+        "helper",
+        json!({"model": "sim-model", "systemPrompt": script(json!([{"content": "helped with: {{input}}"}]))}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let turns = json!([
+        {"tool_calls": [{"name": "ask_helper", "arguments": {"input": "summarize the report"}}]},
+        {"content": "{{tool_results}}"}
+    ]);
+    let (status, body) = put_agent(
+        &client,
+        "boss",
+        json!({"model": "sim-model", "systemPrompt": script(turns), "tools": [
+            {"name": "ask_helper", "spec": {"type": "agent", "description": "delegate to the helper", "config": {"agent": "helper"}, "timeout": "20s"}}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = client.submit("boss", "do the work").await.unwrap();
+    let task = client.wait_for(&id, &["succeeded"], WAIT).await.unwrap();
+    let result: Value = serde_json::from_str(task["output"].as_str().unwrap()).unwrap();
+    assert_eq!(result["output"], "helped with: summarize the report");
+    let sub = client
+        .task(result["taskId"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(sub["parentTaskId"], id.as_str());
+    assert_eq!(sub["agent"], "helper");
+    assert_eq!(sub["status"], "succeeded");
+
+    // Idempotency keys on the public API: the same key is the same task.
+    let submit = |key: &'static str| {
+        client
+            .post("/v1/agents/helper/tasks")
+            .header("Idempotency-Key", key)
+            .json(&json!({"input": "once"}))
+            .send()
+    };
+    let first = submit("order-42").await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let second = submit("order-42").await.unwrap();
+    assert_eq!(second.status(), 200);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["id"], second["id"]);
+    let other: Value = submit("order-43").await.unwrap().json().await.unwrap();
+    assert_ne!(first["id"], other["id"]);
+    // Another tenant's key space is its own.
+    let globex: Value = mesh
+        .client("globex")
+        .post("/v1/agents/helper/tasks")
+        .header("Idempotency-Key", "order-42")
+        .json(&json!({"input": "once"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(globex["error"]["code"], "not_found", "{globex}");
+
+    // An agent that delegates to itself stops at the depth limit.
+    let turns = json!([
+        {"tool_calls": [{"name": "again", "arguments": {"input": "deeper"}}]},
+        {"content": "{{tool_results}}"}
+    ]);
+    let (status, body) = put_agent(
+        &client,
+        "recursive",
+        json!({"model": "sim-model", "systemPrompt": script(turns), "tools": [
+            {"name": "again", "spec": {"type": "agent", "config": {"agent": "recursive"}, "timeout": "25s"}}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = client.submit("recursive", "go").await.unwrap();
+    let task = client
+        .wait_for(&id, &["succeeded"], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        task["output"].as_str().unwrap().contains("nest at most"),
+        "{task}"
+    );
+}

@@ -250,6 +250,9 @@ enum OrchTaskSessions {
     Envelope,
     Approval,
     ApprovalExpiresAtMs,
+    IdempotencyKey,
+    ParentTaskId,
+    Depth,
     Tenant,
     Agent,
     Status,
@@ -322,6 +325,9 @@ impl MigrationTrait for ToolsAndSessions {
             blob_null(OrchTaskSessions::Envelope).to_owned(),
             json_null(OrchTaskSessions::Approval).to_owned(),
             big_integer_null(OrchTaskSessions::ApprovalExpiresAtMs).to_owned(),
+            string_len_null(OrchTaskSessions::IdempotencyKey, 255).to_owned(),
+            string_len(OrchTaskSessions::ParentTaskId, 36).default("").to_owned(),
+            integer(OrchTaskSessions::Depth).default(0).to_owned(),
         ] {
             manager
                 .alter_table(
@@ -344,6 +350,19 @@ impl MigrationTrait for ToolsAndSessions {
                 )
                 .await?;
         }
+        // One task per (tenant, idempotency key); NULL keys do not collide.
+        manager
+            .create_index(
+                Index::create()
+                    .name("orch_tasks_idempotency")
+                    .table(OrchTaskSessions::Table)
+                    .col(OrchTaskSessions::Tenant)
+                    .col(OrchTaskSessions::IdempotencyKey)
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
         // The approval sweeper asks "which waits have expired?".
         manager
             .create_index(
@@ -373,7 +392,11 @@ impl MigrationTrait for ToolsAndSessions {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for index in ["orch_tasks_session", "orch_tasks_approval_expiry"] {
+        for index in [
+            "orch_tasks_session",
+            "orch_tasks_approval_expiry",
+            "orch_tasks_idempotency",
+        ] {
             manager
                 .drop_index(
                     Index::drop()
@@ -390,6 +413,9 @@ impl MigrationTrait for ToolsAndSessions {
             OrchTaskSessions::Envelope,
             OrchTaskSessions::Approval,
             OrchTaskSessions::ApprovalExpiresAtMs,
+            OrchTaskSessions::IdempotencyKey,
+            OrchTaskSessions::ParentTaskId,
+            OrchTaskSessions::Depth,
         ] {
             manager
                 .alter_table(

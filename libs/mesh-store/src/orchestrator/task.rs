@@ -45,6 +45,12 @@ pub struct Model {
     /// the task is `awaiting_approval`.
     pub approval: Option<Json>,
     pub approval_expires_at_ms: Option<i64>,
+    /// The submitter's idempotency key (unique per tenant).
+    pub idempotency_key: Option<String>,
+    /// The task whose `agent` tool started this one; "" for none.
+    pub parent_task_id: String,
+    /// Nesting of sub-tasks (0: submitted by a client).
+    pub depth: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

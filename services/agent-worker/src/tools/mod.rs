@@ -3,6 +3,7 @@
 //! model wrote. A tool failure is not a task failure: the model is told
 //! what went wrong (as the tool message) and decides what to do next.
 
+mod agent;
 mod api;
 mod code;
 mod mcp;
@@ -45,6 +46,8 @@ pub struct CallContext<'a> {
     pub idempotency_key: &'a str,
     pub tenant: &'a str,
     pub task_id: &'a str,
+    /// Nesting of the calling task (sub-tasks it starts are one deeper).
+    pub depth: u32,
 }
 
 struct Tool {
@@ -61,6 +64,7 @@ enum ToolKind {
     Code(code::CodeTool),
     Mcp(mcp::McpTool),
     Retrieval(retrieval::RetrievalTool),
+    Agent(agent::AgentTool),
     /// Decided by a person through the API; the loop pauses the task.
     Human(mesh_spec::HumanConfig),
 }
@@ -85,12 +89,19 @@ enum Secret {
 pub struct ToolClients {
     pub http: reqwest::Client,
     pub retrieval: mesh_proto::retrieval_client::RetrievalClient<tonic::transport::Channel>,
+    /// Where `agent` tools submit their sub-tasks.
+    pub orchestrator:
+        mesh_proto::control_plane_client::ControlPlaneClient<tonic::transport::Channel>,
+    /// Where `agent` tools wait for their sub-tasks' ends.
+    pub bus: mesh_bus::Bus,
 }
 
 pub struct Toolbox {
     tools: HashMap<String, Tool>,
     http: reqwest::Client,
     retrieval: mesh_proto::retrieval_client::RetrievalClient<tonic::transport::Channel>,
+    orchestrator: mesh_proto::control_plane_client::ControlPlaneClient<tonic::transport::Channel>,
+    bus: mesh_bus::Bus,
     limits: ToolLimits,
     secrets_env: std::sync::Arc<mesh_runtime::Env>,
 }
@@ -127,6 +138,9 @@ impl Toolbox {
                 "retrieval" if is_default_parameters(&spec.parameters_json) => {
                     retrieval::RETRIEVAL_PARAMETERS.to_owned()
                 }
+                "agent" if is_default_parameters(&spec.parameters_json) => {
+                    agent::AGENT_PARAMETERS.to_owned()
+                }
                 _ => spec.parameters_json.clone(),
             };
             let validator =
@@ -143,12 +157,7 @@ impl Toolbox {
                 ToolConfig::Retrieval(config) => {
                     ToolKind::Retrieval(retrieval::RetrievalTool::new(config))
                 }
-                _ => {
-                    return Err(failed(format!(
-                        "type {:?} is not supported by this worker",
-                        spec.r#type
-                    )));
-                }
+                ToolConfig::Agent(config) => ToolKind::Agent(agent::AgentTool::new(config)),
             };
             let bearer = spec.authentication.as_ref().and_then(|a| {
                 if !a.bearer_env.is_empty() {
@@ -188,6 +197,8 @@ impl Toolbox {
             tools,
             http: clients.http,
             retrieval: clients.retrieval,
+            orchestrator: clients.orchestrator,
+            bus: clients.bus,
             limits,
             secrets_env,
         })
@@ -272,6 +283,11 @@ impl Toolbox {
             ToolKind::Retrieval(search) => {
                 search
                     .call(&self.retrieval, ctx.tenant, &arguments, tool.timeout)
+                    .await
+            }
+            ToolKind::Agent(agent) => {
+                agent
+                    .call(&self.orchestrator, &self.bus, &arguments, ctx, tool.timeout)
                     .await
             }
             ToolKind::Code(code) => code.call(&arguments, tool.timeout).await,
