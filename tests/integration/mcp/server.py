@@ -4,8 +4,9 @@ SDK (MCPServer, 2.x) serving a few tools over Streamable HTTP.
     python server.py PORT CALLS_FILE
 
 Each tool call is appended to CALLS_FILE as one JSON line (tool name,
-arguments, the request's `_meta` and its Authorization header), so a test
-can check what reached the server and how many times.
+arguments, the request's `_meta`, its Authorization header and MCP session
+id), so a test can check what reached the server, how many times, and over
+how many sessions.
 """
 
 import json
@@ -31,6 +32,7 @@ def record(ctx: Context, name: str, arguments: dict) -> None:
         "arguments": arguments,
         "meta": meta,
         "authorization": headers.get("authorization"),
+        "session": headers.get("mcp-session-id"),
     }
     with open(CALLS_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(line, default=str) + "\n")

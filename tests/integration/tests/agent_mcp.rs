@@ -216,6 +216,10 @@ async fn mcp_tools_are_listed_and_called_by_name_on_a_real_server() {
     );
     assert_eq!(named("greet")[0]["arguments"]["name"], "Ada");
     assert_eq!(named("explode").len(), 1, "a tool's failure is not retried");
+    // The session of a tool is opened once per task: both steps' adds
+    // went over the same one.
+    assert_eq!(adds[0]["session"], adds[1]["session"], "{calls:?}");
+    assert!(adds[0]["session"].is_string(), "{calls:?}");
 
     let events = client.events(&id, None, WAIT).await.unwrap();
     let flags: Vec<bool> = events

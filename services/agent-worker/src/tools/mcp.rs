@@ -3,8 +3,10 @@
 //! reqwest client).
 //!
 //! The task's first call of the tool opens an MCP session (`initialize`,
-//! then `tools/list` to find the tool by name); the task's later calls
-//! reuse it, and it closes when the task's toolbox is dropped. A session
+//! then `tools/list` to find the tool by name); the task's later calls of
+//! the tool reuse it, and it closes when the task's toolbox is dropped.
+//! Sessions are per tool, not per server: two tools of one server may
+//! carry different tokens. A session
 //! whose transport broke is opened again at the next attempt. Each call
 //! carries its idempotency key in `_meta` (`agentmesh.dev/idempotencyKey`)
 //! and the task and tenant as headers, like `api` tools.
