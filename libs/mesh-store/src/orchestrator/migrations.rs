@@ -326,7 +326,9 @@ impl MigrationTrait for ToolsAndSessions {
             json_null(OrchTaskSessions::Approval).to_owned(),
             big_integer_null(OrchTaskSessions::ApprovalExpiresAtMs).to_owned(),
             string_len_null(OrchTaskSessions::IdempotencyKey, 255).to_owned(),
-            string_len(OrchTaskSessions::ParentTaskId, 36).default("").to_owned(),
+            string_len(OrchTaskSessions::ParentTaskId, 36)
+                .default("")
+                .to_owned(),
             integer(OrchTaskSessions::Depth).default(0).to_owned(),
         ] {
             manager
