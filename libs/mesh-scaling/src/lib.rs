@@ -15,6 +15,6 @@ mod rule;
 mod runner;
 
 pub use policy::{PolicyError, ScalePolicy};
-pub use render::{AgentScaling, RenderOptions, agent_worker_component};
+pub use render::{AgentScaling, RenderOptions, WorkerResources, agent_worker_component};
 pub use rule::Scaler;
 pub use runner::{Replicas, run};

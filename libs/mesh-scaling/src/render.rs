@@ -117,6 +117,48 @@ pub struct RenderOptions {
     /// NATS monitoring endpoint KEDA polls (`host:8222`).
     pub nats_monitoring: String,
     pub nats_account: String,
+    /// The worker container's requests and limits (an agent's
+    /// `spec.resources` overrides the ones it sets).
+    pub resources: WorkerResources,
+}
+
+/// Kubernetes quantities of the worker container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerResources {
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub cpu_limit: String,
+    pub memory_limit: String,
+}
+
+impl Default for WorkerResources {
+    fn default() -> Self {
+        Self {
+            cpu_request: "100m".into(),
+            memory_request: "128Mi".into(),
+            cpu_limit: "1".into(),
+            memory_limit: "512Mi".into(),
+        }
+    }
+}
+
+impl WorkerResources {
+    /// These defaults with the quantities an agent's spec sets.
+    pub fn with_spec(&self, spec: &mesh_proto::AgentResources) -> Self {
+        let pick = |set: &str, default: &str| {
+            if set.is_empty() {
+                default.to_owned()
+            } else {
+                set.to_owned()
+            }
+        };
+        Self {
+            cpu_request: pick(&spec.cpu_request, &self.cpu_request),
+            memory_request: pick(&spec.memory_request, &self.memory_request),
+            cpu_limit: pick(&spec.cpu_limit, &self.cpu_limit),
+            memory_limit: pick(&spec.memory_limit, &self.memory_limit),
+        }
+    }
 }
 
 impl Default for RenderOptions {
@@ -126,6 +168,7 @@ impl Default for RenderOptions {
             image: "agentmesh/agent-worker".into(),
             nats_monitoring: "nats.ai-data.svc.cluster.local:8222".into(),
             nats_account: "$G".into(),
+            resources: WorkerResources::default(),
         }
     }
 }
@@ -209,8 +252,8 @@ pub fn agent_worker_component(
                         "livenessProbe": http_probe("/healthz", 10, 3),
                         "readinessProbe": http_probe("/readyz", 5, 2),
                         "resources": {
-                            "requests": {"cpu": "100m", "memory": "128Mi"},
-                            "limits": {"cpu": "1", "memory": "512Mi"},
+                            "requests": {"cpu": options.resources.cpu_request, "memory": options.resources.memory_request},
+                            "limits": {"cpu": options.resources.cpu_limit, "memory": options.resources.memory_limit},
                         },
                         "securityContext": {
                             "allowPrivilegeEscalation": false,
@@ -342,5 +385,27 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn an_agents_resources_reach_the_worker_container() {
+        let options = RenderOptions {
+            resources: WorkerResources::default().with_spec(&mesh_proto::AgentResources {
+                cpu_request: "250m".into(),
+                memory_limit: "1Gi".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let files = agent_worker_component("support", &AgentScaling::default(), &options).unwrap();
+        let (_, text) = files.iter().find(|(n, _)| n == "deployment.yaml").unwrap();
+        let deployment: serde_json::Value = serde_yaml::from_str(text).unwrap();
+        let resources = &deployment["spec"]["template"]["spec"]["containers"][0]["resources"];
+        assert_eq!(resources["requests"]["cpu"], "250m");
+        assert_eq!(
+            resources["requests"]["memory"], "128Mi",
+            "unset keeps the default"
+        );
+        assert_eq!(resources["limits"]["memory"], "1Gi");
     }
 }

@@ -5,6 +5,7 @@ mod api;
 mod autoscale;
 mod manifest;
 mod output;
+mod trace_view;
 mod up;
 
 use std::path::PathBuf;
@@ -119,6 +120,26 @@ enum Command {
     },
     /// Show one task.
     Task { id: String },
+    /// Show one trace as a waterfall tree (names, durations on a shared
+    /// time axis, tokens, cost, errors); `-o json` prints the API's JSON.
+    Trace {
+        /// The trace id (32 hex digits).
+        id: String,
+        /// Columns of the time axis.
+        #[arg(long, default_value_t = 40)]
+        width: usize,
+        /// Colour errors: auto (when stdout is a terminal and NO_COLOR is
+        /// unset), always or never.
+        #[arg(long, value_enum, default_value = "auto")]
+        color: Color,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
 }
 
 #[tokio::main]
@@ -239,6 +260,33 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Trace { id, width, color } => {
+            if !(8..=400).contains(&width) {
+                bail!("--width: must be between 8 and 400 columns");
+            }
+            let trace = api.trace(&id).await?;
+            match cli.output {
+                Format::Json => println!("{trace}"),
+                Format::Human => {
+                    use std::io::IsTerminal as _;
+                    let color = match color {
+                        Color::Always => true,
+                        Color::Never => false,
+                        Color::Auto => {
+                            std::io::stdout().is_terminal()
+                                && std::env::var_os("NO_COLOR").is_none()
+                        }
+                    };
+                    let layout = trace_view::Layout {
+                        bar_width: width,
+                        color,
+                        ..trace_view::Layout::default()
+                    };
+                    print!("{}", trace_view::render(&trace, layout));
+                }
+            }
+            Ok(())
+        }
         Command::Task { id } => {
             let task = api.task(&id).await?;
             match cli.output {
@@ -312,7 +360,21 @@ fn render(
         if let Err((field, why)) = scaling.validate() {
             bail!("{origin}: agent {name}: spec.scaling.{field}: {why}");
         }
-        let files = mesh_scaling::agent_worker_component(name, &scaling, options)
+        // The spec's pod resources, validated as an apply would.
+        let mut options = options.clone();
+        if resource.spec.get("resources").is_some() {
+            let doc: mesh_spec::AgentSpecDoc = serde_json::from_value(resource.spec.clone())
+                .with_context(|| format!("{origin}: agent {name}: spec"))?;
+            let spec = doc
+                .to_proto()
+                .map_err(|e| anyhow::anyhow!("{origin}: agent {name}: {e}"))?;
+            mesh_spec::validate_agent_spec(&spec, &mesh_spec::SpecLimits::default())
+                .map_err(|e| anyhow::anyhow!("{origin}: agent {name}: {e}"))?;
+            if let Some(resources) = &spec.resources {
+                options.resources = options.resources.with_spec(resources);
+            }
+        }
+        let files = mesh_scaling::agent_worker_component(name, &scaling, &options)
             .with_context(|| format!("{origin}: agent {name}"))?;
         let dir = out.join(format!("agent-worker-{name}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
