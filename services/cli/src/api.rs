@@ -92,6 +92,12 @@ impl Api {
             .await
     }
 
+    /// One trace as a tree (`GET /v1/traces/{trace_id}`).
+    pub async fn trace(&self, id: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}/v1/traces/{id}", self.base)))
+            .await
+    }
+
     pub async fn tasks(&self, query: &[(&str, String)]) -> anyhow::Result<Value> {
         self.send(
             self.http
