@@ -9,6 +9,9 @@ The real tree:
   consumers     KEDA nats-jetstream triggers against the code's names
   tiltfile      the Tiltfile against stand-ins for Tilt's built-ins
   dockerfiles   the service Dockerfiles against their Cargo packages
+  observability the Grafana dashboards (deploy/grafana) and the eks
+                PrometheusRules: PromQL parses, names only exported metrics
+                and labels (check_observability.py)
   render        (when AGENTMESH_CLI names an agentmesh binary) the component
                 `agentmesh render` writes for a probe agent, composed with
                 the base and put through validate, workloads and consumers
@@ -35,6 +38,7 @@ import yaml
 
 import check_consumers
 import check_dockerfiles
+import check_observability
 import check_tiltfile
 import check_workloads
 import validate_manifests
@@ -48,6 +52,7 @@ CHECKS = {
     "check_consumers": check_consumers.main,
     "check_tiltfile": check_tiltfile.main,
     "check_dockerfiles": check_dockerfiles.main,
+    "check_observability": check_observability.main,
 }
 
 BASE = KUSTOMIZE / "base"
@@ -90,6 +95,7 @@ def real_tree() -> list[tuple[str, int, str]]:
         ("consumers", check_consumers.main, [s(BASE), s(DEV), s(EKS)]),
         ("tiltfile", check_tiltfile.main, [s(REPO / "Tiltfile")]),
         ("dockerfiles", check_dockerfiles.main, [s(REPO)]),
+        ("observability", check_observability.main, [s(EKS)]),
     ]
     results = []
     for name, fn, argv in steps:

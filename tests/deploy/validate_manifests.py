@@ -14,6 +14,10 @@
 - Karpenter (karpenter.sh/v1 NodePool, karpenter.k8s.aws/v1 EC2NodeClass): no
   published schema package exists offline, so a hand-written structural check
   of the v1 fields this project uses (required fields, known keys, enums).
+- Prometheus Operator (monitoring.coreos.com/v1 PrometheusRule): the CRD
+  schema of prometheus-operator 0.80 as `cloudcoil-models-prometheus-operator`
+  carries it, made strict like KEDA's; the rules' PromQL is parsed and held
+  to the exported metrics by check_observability.py.
 - Any other kind (a CRD we have no validator for, or a typo in kind or
   apiVersion) is an error, never a silent pass.
 
@@ -93,6 +97,31 @@ def keda_models() -> dict[str, Any]:
 def keda_validator(kind: str) -> jsonschema.protocols.Validator:
     schema = _strict(keda_models()[kind].model_json_schema(by_alias=True, mode="validation"))
     return jsonschema.Draft202012Validator(schema)
+
+
+# === Prometheus Operator ===
+
+
+@functools.lru_cache(maxsize=None)
+def monitoring_validator(kind: str) -> jsonschema.protocols.Validator | None:
+    from cloudcoil.models.prometheus_operator import v1 as monitoring
+
+    model = {"PrometheusRule": monitoring.PrometheusRule}.get(kind)
+    if model is None:
+        return None
+    return jsonschema.Draft202012Validator(_strict(model.model_json_schema(by_alias=True, mode="validation")))
+
+
+def validate_monitoring(obj: dict[str, Any], findings: Findings) -> None:
+    kind, api = obj.get("kind"), obj.get("apiVersion")
+    validator = monitoring_validator(kind) if api == "monitoring.coreos.com/v1" else None
+    if validator is None:
+        findings.add(ref(obj), f"no validator for {kind} {api} (monitoring.coreos.com/v1 PrometheusRule only)")
+        return
+    for error in sorted(validator.iter_errors(obj), key=lambda e: list(e.path)):
+        detail = _deepest(error)
+        path = ".".join(str(p) for p in detail.path) or "<root>"
+        findings.add(ref(obj), f"does not validate against the Prometheus Operator's {kind} schema: {path}: {detail.message}")
 
 
 def _int(value: str, minimum: int) -> str | None:
@@ -324,6 +353,8 @@ def validate_objects(objects: list[dict[str, Any]], findings: Findings) -> int:
             validate_keda(obj, findings)
         elif api.startswith("karpenter.sh/") or api.startswith("karpenter.k8s.aws/"):
             validate_karpenter(obj, findings)
+        elif api.startswith("monitoring.coreos.com/"):
+            validate_monitoring(obj, findings)
         else:
             validate_builtin(obj, findings)
     return len(objects)
@@ -354,7 +385,7 @@ def main(argv: list[str]) -> int:
         return 1
     rc = findings.report()
     if not rc:
-        print(f"ok [validate] {count} objects valid (Kubernetes {K8S_VERSION} strict, KEDA 2.16 schema, Karpenter v1) in {', '.join(rel(t) for t in argv)}")
+        print(f"ok [validate] {count} objects valid (Kubernetes {K8S_VERSION} strict, KEDA 2.16 schema, Karpenter v1, Prometheus Operator 0.80) in {', '.join(rel(t) for t in argv)}")
     return rc
 
 
