@@ -34,6 +34,8 @@ pub enum Operation {
     /// Traces through the trace-collector's query API.
     ListTraces,
     GetTrace,
+    /// Counts, latency, tokens and cost of traces over time buckets.
+    TraceAggregates,
     /// Retrieval (RAG) through the retrieval service.
     CreateCollection,
     DeleteCollection,
@@ -65,7 +67,8 @@ pub fn required_role(op: Operation) -> Role {
         | Operation::WatchTask
         | Operation::ListModels
         | Operation::ListTraces
-        | Operation::GetTrace => Role::Viewer,
+        | Operation::GetTrace
+        | Operation::TraceAggregates => Role::Viewer,
     }
 }
 

@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/models", get(crate::openai::models))
         .route("/v1/traces", get(crate::traces::list))
+        .route("/v1/traces/aggregates", get(crate::traces::aggregates))
         .route("/v1/traces/{trace_id}", get(crate::traces::get))
         .merge(crate::retrieval::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })

@@ -1,5 +1,7 @@
 //! Traces for API users: `GET /v1/traces` (filters and cursor passed
-//! through) and `GET /v1/traces/{trace_id}` (one trace as a tree), served by
+//! through), `GET /v1/traces/{trace_id}` (one trace as a tree) and
+//! `GET /v1/traces/aggregates` (counts, latency, tokens and cost per agent
+//! or model over time buckets), served by
 //! the trace-collector's query API on behalf of the caller's tenant, which
 //! comes from the token and nowhere else.
 
@@ -27,6 +29,23 @@ const LIST_PARAMS: [&str; 10] = [
     "status",
     "min_latency_ms",
 ];
+
+/// Query parameters of the collector's aggregates; anything else is a 400.
+const AGGREGATE_PARAMS: [&str; 6] = ["by", "interval", "from_ms", "to_ms", "agent", "model"];
+
+/// Refuses a parameter the collector does not take, naming it.
+fn only(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match params.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::invalid(
+            unknown,
+            format!(
+                "unknown query parameter; expected one of {}",
+                known.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -61,15 +80,7 @@ pub async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let principal = state.authorize(bearer(&headers), Operation::ListTraces)?;
-    if let Some(unknown) = params.keys().find(|k| !LIST_PARAMS.contains(&k.as_str())) {
-        return Err(ApiError::invalid(
-            unknown,
-            format!(
-                "unknown query parameter; expected one of {}",
-                LIST_PARAMS.join(", ")
-            ),
-        ));
-    }
+    only(&params, &LIST_PARAMS)?;
     let query: Vec<(String, String)> = params.into_iter().collect();
     forward(&state, &principal.tenant, "/api/traces", &query).await
 }
@@ -90,4 +101,15 @@ pub async fn get(
         &[],
     )
     .await
+}
+
+pub async fn aggregates(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::TraceAggregates)?;
+    only(&params, &AGGREGATE_PARAMS)?;
+    let query: Vec<(String, String)> = params.into_iter().collect();
+    forward(&state, &principal.tenant, "/api/aggregates", &query).await
 }

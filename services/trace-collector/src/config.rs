@@ -31,6 +31,10 @@ pub struct Config {
     pub writer_concurrency: usize,
     pub default_page_size: u64,
     pub max_page_size: u64,
+    /// Range of `GET /api/aggregates` when the caller names no `from_ms`.
+    pub aggregate_default_range: Duration,
+    /// Most buckets one aggregate query may ask for.
+    pub aggregate_max_buckets: i64,
     /// The operator's model price table (YAML, see [`crate::prices`]);
     /// unset uses the built-in illustrative table.
     pub prices_file: Option<PathBuf>,
@@ -65,6 +69,12 @@ impl Config {
             writer_concurrency: env::parse_or(env, &var("WRITER_CONCURRENCY"), 16)?,
             default_page_size: 50,
             max_page_size: env::parse_or(env, &var("MAX_PAGE_SIZE"), 500)?,
+            aggregate_default_range: env::millis_or(
+                env,
+                &var("AGGREGATE_DEFAULT_RANGE_MS"),
+                Duration::from_secs(24 * 3600),
+            )?,
+            aggregate_max_buckets: env::parse_or(env, &var("AGGREGATE_MAX_BUCKETS"), 1_000)?,
             prices_file: Some(env::string_or(env, &var("PRICES_FILE"), ""))
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),

@@ -1,5 +1,6 @@
 //! The HTTP face (4318): OTLP/HTTP `POST /v1/traces` (protobuf or JSON,
-//! optionally gzip), the query API `GET /api/traces[/{trace_id}]`, scores
+//! optionally gzip), the query API `GET /api/traces[/{trace_id}]` and
+//! `GET /api/aggregates` (see [`crate::aggregates`]), scores
 //! `POST /api/scores`, and the API keys `POST|GET /api/keys`,
 //! `DELETE /api/keys/{public_key}`. Those routes need the
 //! `agentmesh-tenant` header: this port is internal (the gateway
@@ -32,7 +33,7 @@ use sea_orm::DatabaseConnection;
 use serde::Deserialize;
 
 use crate::ingest::{IngestError, Receiver};
-use crate::{keys, scores, store};
+use crate::{aggregates, keys, scores, store};
 
 /// The Langfuse SDK's OTLP path (its exporter appends `/v1/traces` to
 /// `<host>/api/public/otel`).
@@ -48,6 +49,8 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     pub default_page_size: u64,
     pub max_page_size: u64,
+    pub aggregate_default_range_ms: i64,
+    pub aggregate_max_buckets: i64,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -59,6 +62,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/scores", post(post_score))
         .route("/api/traces", get(list))
         .route("/api/traces/{trace_id}", get(get_trace))
+        .route("/api/aggregates", get(get_aggregates))
         // The export handler enforces its own limit, on the compressed
         // and on the decompressed body, and answers it the OTLP way.
         .layer(DefaultBodyLimit::disable())
@@ -406,6 +410,37 @@ async fn get_trace(
         Ok(None) => api_error(ErrorCode::NotFound, format!("trace {trace_id} not found")),
         Err(error) => {
             tracing::error!(%error, "get trace failed");
+            api_error(ErrorCode::Unavailable, "database unavailable".to_owned())
+        }
+    }
+}
+
+/// `GET /api/aggregates?by=&interval=&from_ms=&to_ms=&agent=&model=`.
+async fn get_aggregates(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    params: Result<Query<aggregates::AggregateParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err((code, message)) => return api_error(code, message),
+    };
+    let Query(params) = match params {
+        Ok(p) => p,
+        Err(rejection) => return api_error(ErrorCode::InvalidArgument, rejection.body_text()),
+    };
+    let query = match params.validate(
+        store::now_ms(),
+        state.aggregate_default_range_ms,
+        state.aggregate_max_buckets,
+    ) {
+        Ok(q) => q,
+        Err(error) => return api_error(ErrorCode::InvalidArgument, error.to_string()),
+    };
+    match aggregates::aggregate(&state.db, &tenant, &query).await {
+        Ok(result) => axum::Json(result).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "aggregate traces failed");
             api_error(ErrorCode::Unavailable, "database unavailable".to_owned())
         }
     }

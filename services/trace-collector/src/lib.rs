@@ -10,6 +10,7 @@
 //! or left to redeliver), stop the retention sweep, close the database.
 //! The collector never reads another service's tables.
 
+pub mod aggregates;
 mod config;
 mod grpc;
 mod http;
@@ -201,6 +202,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             max_body_bytes: config.max_body_bytes,
             default_page_size: config.default_page_size.min(config.max_page_size).max(1),
             max_page_size: config.max_page_size.max(1),
+            aggregate_default_range_ms: i64::try_from(config.aggregate_default_range.as_millis())
+                .unwrap_or(i64::MAX),
+            aggregate_max_buckets: config.aggregate_max_buckets.max(1),
         }),
     );
     let admin_addr = frame.admin_addr;

@@ -82,6 +82,46 @@ async fn traces_are_served_through_the_gateway_for_the_tokens_tenant_only() {
         .unwrap();
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
 
+    // Aggregates: the token's tenant only, parameters checked by name.
+    let totals: Value = acme
+        .get("/v1/traces/aggregates?by=agent&interval=1h")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(totals["unit"], "trace", "{totals}");
+    let counted: i64 = totals["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(counted, 1, "{totals}");
+    let none: Value = globex
+        .get("/v1/traces/aggregates")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none["data"], json!([]), "{none}");
+    for (query, field) in [("tenant=acme", "tenant"), ("by=user", "by")] {
+        let response = acme
+            .get(&format!("/v1/traces/aggregates?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body.to_string().contains(field),
+            "{query}: the error names {field}: {body}"
+        );
+    }
+
     assert_eq!(
         acme.http
             .get(acme.url(&path))

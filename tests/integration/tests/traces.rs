@@ -696,6 +696,92 @@ async fn queries_are_isolated_per_tenant_and_paginated_newest_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aggregates_bucket_per_agent_and_model_with_percentiles_per_tenant() {
+    let collector = Collector::start(|c| c.aggregate_max_buckets = 48).await;
+    // Three acme traces and one globex trace in the same minute.
+    let base = now_nanos() - 60_000_000_000;
+    let acme: Vec<AgentTrace> = (0..3)
+        .map(|i| AgentTrace::new(base + i * 1_000_000_000))
+        .collect();
+    for trace in &acme {
+        collector.export_protobuf("acme", &trace.all()).await;
+    }
+    let globex = AgentTrace::new(base);
+    collector.export_protobuf("globex", &globex.all()).await;
+    for trace in &acme {
+        collector.wait_trace("acme", &trace.id(), 3).await;
+    }
+    collector.wait_trace("globex", &globex.id(), 3).await;
+
+    let from = base / 1_000_000 - 3_600_000;
+    let (status, by_agent) = collector
+        .get(
+            Some("acme"),
+            &format!("/api/aggregates?by=agent&interval=1d&from_ms={from}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{by_agent}");
+    assert_eq!(by_agent["unit"], "trace");
+    let buckets = by_agent["data"].as_array().unwrap();
+    assert_eq!(buckets.len(), 1, "{by_agent}");
+    let bucket = &buckets[0];
+    assert_eq!(bucket["agent"], "support");
+    assert_eq!(bucket["count"], 3);
+    assert_eq!(bucket["errors"], 0);
+    assert_eq!(
+        (
+            bucket["input_tokens"].clone(),
+            bucket["output_tokens"].clone()
+        ),
+        (json!(30), json!(15))
+    );
+    // PostgreSQL's percentile_cont: every trace took 100 ms.
+    assert_eq!(bucket["latency_ms"]["p50"], 100.0, "{bucket}");
+    assert_eq!(bucket["latency_ms"]["p95"], 100.0, "{bucket}");
+    assert_eq!(bucket["latency_ms"]["max"], 100);
+
+    let (status, by_model) = collector
+        .get(
+            Some("acme"),
+            &format!("/api/aggregates?by=model&interval=1d&from_ms={from}&model=smollm2"),
+        )
+        .await;
+    assert_eq!(status, 200, "{by_model}");
+    assert_eq!(by_model["unit"], "generation");
+    assert_eq!(by_model["data"][0]["model"], "smollm2");
+    assert_eq!(by_model["data"][0]["count"], 3);
+    assert_eq!(by_model["data"][0]["latency_ms"]["p50"], 50.0);
+
+    // globex counts its one trace, never acme's; no tenant is a 401.
+    let (_, theirs) = collector
+        .get(
+            Some("globex"),
+            &format!("/api/aggregates?interval=1d&from_ms={from}"),
+        )
+        .await;
+    assert_eq!(theirs["data"][0]["count"], 1, "{theirs}");
+    let (status, _) = collector.get(None, "/api/aggregates").await;
+    assert_eq!(status, 401);
+
+    // Bad input: 400 naming the parameter; the bucket bound is the config's.
+    for (query, field) in [
+        ("by=user", "by"),
+        ("interval=soon", "interval"),
+        ("interval=1m", "interval"),
+        ("from_ms=10&to_ms=5", "from_ms"),
+        ("from_ms=yesterday", "from_ms"),
+        ("model=smollm2", "model"),
+    ] {
+        let (status, body) = collector
+            .get(Some("acme"), &format!("/api/aggregates?{query}"))
+            .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("{field}:")), "{query}: {message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retention_deletes_traces_past_their_age() {
     // First without retention, so both traces are surely stored.
     let mut collector = Collector::start(|c| c.retention = Duration::ZERO).await;
