@@ -40,6 +40,9 @@ pub struct Config {
     pub prices_file: Option<PathBuf>,
     /// How often the price file's mtime is polled.
     pub prices_reload_interval: Duration,
+    /// Re-export of every accepted span (`AGENTMESH_TRACES_FORWARD_*`, see
+    /// [`crate::forward`]); `None` when off.
+    pub forward: Option<crate::forward::ForwardConfig>,
 }
 
 const PREFIX: &str = "AGENTMESH_TRACES_";
@@ -83,6 +86,7 @@ impl Config {
                 &var("PRICES_RELOAD_MS"),
                 Duration::from_secs(5),
             )?,
+            forward: crate::forward::ForwardConfig::from_env(env)?,
         })
     }
 

@@ -12,6 +12,7 @@
 
 pub mod aggregates;
 mod config;
+pub mod forward;
 mod grpc;
 mod http;
 pub mod ingest;
@@ -104,6 +105,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         "TRACES messages whose write failed (retried or dead-lettered)",
         writer_metrics.failed.clone(),
     );
+    let forward_metrics = forward::ForwardMetrics::default();
+    registry.register(
+        "traces_spans_forwarded",
+        "spans the forward target accepted",
+        forward_metrics.forwarded.clone(),
+    );
+    registry.register(
+        "traces_forward_retries",
+        "forward tries answered with a retryable failure and tried again",
+        forward_metrics.retries.clone(),
+    );
+    registry.register(
+        "traces_forward_failures",
+        "batches whose forward was given up (stored all the same)",
+        forward_metrics.failures.clone(),
+    );
     let mut frame =
         ServiceFrame::start(SPEC.grpc_service, config.admin_listen, registry, &shutdown).await?;
 
@@ -164,6 +181,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         retry: config.shared.bus.task_retry,
         metrics: writer_metrics,
         prices,
+        forwarder: config.forward.clone().map(|forward| {
+            tracing::info!(url = %forward.url, "forwarding accepted spans");
+            forward::Forwarder::new(forward, forward_metrics)
+        }),
     };
     supervisor.spawn("trace writer", writer.run(stop.clone()));
     if config.retention.is_zero() {

@@ -2,7 +2,9 @@
 //! `trace-writer`, maps each span to an observation row and stores it.
 //! Acks only after the database write; a database error naks with backoff
 //! (and dead-letters on the last delivery); an undecodable message is
-//! dead-lettered at once since no redelivery can fix it.
+//! dead-lettered at once since no redelivery can fix it. With forwarding on,
+//! each batch is also re-exported, concurrently with storing it, before the
+//! ack (see [`crate::forward`] for why here and not in the receiver).
 
 use futures::StreamExt as _;
 use mesh_bus::{Bus, Delivery, RetryPolicy, StreamKind};
@@ -11,6 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
+use crate::forward::Forwarder;
 use crate::ingest::check_span;
 use crate::mapping::{ObservationRow, map_span};
 use crate::prices::{PriceTable, Prices};
@@ -30,6 +33,7 @@ pub struct Writer {
     pub retry: RetryPolicy,
     pub metrics: WriterMetrics,
     pub prices: Prices,
+    pub forwarder: Option<Forwarder>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +122,24 @@ impl Writer {
         let mut rows = rows_of(&delivery.payload);
         price(&mut rows, &self.prices.current());
         let spans = rows.len() as u64;
-        match store::store(&self.db, &delivery.tenant, rows).await {
+        let forward = async {
+            let Some(forwarder) = &self.forwarder else {
+                return;
+            };
+            let still_working = || async {
+                if let Err(error) = delivery.in_progress().await {
+                    tracing::warn!(%error, "in-progress ack failed");
+                }
+            };
+            if let Err(error) = forwarder
+                .forward(&delivery.tenant, &delivery.payload, still_working)
+                .await
+            {
+                tracing::warn!(%error, tenant = %delivery.tenant, spans, "forwarding spans given up; they are stored");
+            }
+        };
+        let (stored, ()) = tokio::join!(store::store(&self.db, &delivery.tenant, rows), forward);
+        match stored {
             Ok(()) => {
                 self.metrics.stored.inc_by(spans);
                 if let Err(error) = delivery.ack().await {

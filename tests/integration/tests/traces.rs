@@ -781,6 +781,104 @@ async fn aggregates_bucket_per_agent_and_model_with_percentiles_per_tenant() {
     }
 }
 
+/// The value of an unlabelled counter on the collector's `/metrics`.
+async fn counter(collector: &Collector, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", collector.running().admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} not on /metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Polls until `name` reaches `want`.
+async fn wait_counter(collector: &Collector, name: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let have = counter(collector, name).await;
+        if have >= want {
+            assert_eq!(have, want, "{name} overshot");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} stayed at {have}, never {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn forward_to(url: String) -> trace_collector::forward::ForwardConfig {
+    trace_collector::forward::ForwardConfig {
+        url,
+        headers: Vec::new(),
+        attempts: 3,
+        timeout: Duration::from_secs(5),
+        backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accepted_spans_are_forwarded_to_another_collector_under_their_tenant() {
+    let target = Collector::start(|_| {}).await;
+    let url = target.url("/v1/traces");
+    let source = Collector::start(move |c| c.forward = Some(forward_to(url))).await;
+    let trace = AgentTrace::new(now_nanos() - 1_000_000_000);
+    // One invalid span beside it: refused by the receiver, never forwarded.
+    let mut request = trace.all();
+    request.resource_spans[0].scope_spans[0].spans.push(Span {
+        trace_id: vec![0; 16],
+        span_id: random_bytes(8),
+        name: "all-zero trace id".to_owned(),
+        ..Default::default()
+    });
+    let response = source.export_protobuf("acme", &request).await;
+    assert_eq!(response.partial_success.unwrap().rejected_spans, 1);
+
+    source.wait_trace("acme", &trace.id(), 3).await;
+    let forwarded = target.wait_trace("acme", &trace.id(), 3).await;
+    assert_agent_tree(&trace, &forwarded);
+    let (status, _) = target
+        .get(Some("globex"), &format!("/api/traces/{}", trace.id()))
+        .await;
+    assert_eq!(status, 404, "forwarded under its own tenant only");
+    wait_counter(&source, "traces_spans_forwarded_total", 3.0).await;
+    assert_eq!(counter(&source, "traces_forward_failures_total").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_or_refusing_forward_target_never_keeps_spans_from_being_stored() {
+    // A port nothing listens on: every try is a transport error, retried.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}/v1/traces", dead.local_addr().unwrap());
+    drop(dead);
+    let source = Collector::start(move |c| c.forward = Some(forward_to(dead_url))).await;
+    let trace = AgentTrace::new(now_nanos() - 1_000_000_000);
+    source.export_protobuf("acme", &trace.all()).await;
+    source.wait_trace("acme", &trace.id(), 3).await;
+    wait_counter(&source, "traces_forward_failures_total", 1.0).await;
+    assert_eq!(counter(&source, "traces_forward_retries_total").await, 2.0);
+    assert_eq!(counter(&source, "traces_spans_forwarded_total").await, 0.0);
+    source.wait_drained().await;
+
+    // A target that refuses (405 on a query route): not retried.
+    let target = Collector::start(|_| {}).await;
+    let refusing = target.url("/api/traces");
+    let source = Collector::start(move |c| c.forward = Some(forward_to(refusing))).await;
+    let trace = AgentTrace::new(now_nanos() - 1_000_000_000);
+    source.export_protobuf("acme", &trace.all()).await;
+    source.wait_trace("acme", &trace.id(), 3).await;
+    wait_counter(&source, "traces_forward_failures_total", 1.0).await;
+    assert_eq!(counter(&source, "traces_forward_retries_total").await, 0.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retention_deletes_traces_past_their_age() {
     // First without retention, so both traces are surely stored.
