@@ -879,6 +879,91 @@ async fn a_dead_or_refusing_forward_target_never_keeps_spans_from_being_stored()
     assert_eq!(counter(&source, "traces_forward_retries_total").await, 0.0);
 }
 
+/// The project venv's Python, checked to have the OpenTelemetry SDK.
+fn otel_python() -> std::path::PathBuf {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv/bin/python");
+    let has_sdk = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter, opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        ])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    assert!(
+        has_sdk,
+        "{} cannot import the OpenTelemetry SDK and OTLP exporters: run scripts/test, which installs them",
+        python.display()
+    );
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_official_opentelemetry_python_sdk_exports_over_http_and_grpc() {
+    let python = otel_python();
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts/otel-client-check.py");
+    let collector = Collector::start(|_| {}).await;
+    let endpoints = [
+        ("http", format!("http://{}", collector.running().http_addr)),
+        ("grpc", format!("http://{}", collector.running().grpc_addr)),
+    ];
+    for (protocol, endpoint) in endpoints {
+        let run = tokio::process::Command::new(&python)
+            .arg(&script)
+            .args([
+                "--protocol",
+                protocol,
+                "--endpoint",
+                &endpoint,
+                "--tenant",
+                "acme",
+            ])
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .expect("the SDK took over 120 s")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{protocol}: stdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        let printed: Value = serde_json::from_str(stdout.trim()).unwrap();
+        let trace_id = printed["trace_id"].as_str().unwrap();
+
+        let trace = collector.wait_trace("acme", trace_id, 3).await;
+        assert_eq!(trace["agent"], "support", "{protocol}: {trace}");
+        assert_eq!(trace["session_id"], format!("python-{protocol}"));
+        assert_eq!(
+            (
+                trace["input_tokens"].clone(),
+                trace["output_tokens"].clone()
+            ),
+            (json!(12), json!(7))
+        );
+        assert_eq!(trace["error_count"], 1);
+        let root = &trace["observations"][0];
+        assert_eq!(root["type"], "agent", "{protocol}: {trace}");
+        let children = root["children"].as_array().unwrap();
+        let kinds: Vec<&str> = children
+            .iter()
+            .map(|c| c["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["generation", "tool"], "{protocol}: {trace}");
+        assert_eq!(children[0]["model"], "smollm2");
+        assert_eq!(children[1]["level"], "ERROR");
+        assert_eq!(children[1]["status_message"], "search timed out");
+        // The tenant header decided the tenant: nobody else sees it.
+        let (status, _) = collector
+            .get(Some("globex"), &format!("/api/traces/{trace_id}"))
+            .await;
+        assert_eq!(status, 404);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retention_deletes_traces_past_their_age() {
     // First without retention, so both traces are surely stored.
