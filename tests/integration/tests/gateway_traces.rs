@@ -32,6 +32,23 @@ fn one_span_trace() -> Value {
     }]})
 }
 
+/// The `agentmesh` binary beside this test's target dir (scripts/test
+/// builds it before the integration tier).
+fn agentmesh_cli() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("AGENTMESH_CLI") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().and_then(std::path::Path::parent).unwrap();
+    let cli = debug.join("agentmesh");
+    assert!(
+        cli.is_file(),
+        "{} missing: run `cargo build -p agentmesh` (scripts/test does) or set AGENTMESH_CLI",
+        cli.display()
+    );
+    cli
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn traces_are_served_through_the_gateway_for_the_tokens_tenant_only() {
     let mesh = Mesh::start(MeshOptions::default()).await.unwrap();
@@ -131,6 +148,57 @@ async fn traces_are_served_through_the_gateway_for_the_tokens_tenant_only() {
             .status(),
         401
     );
+    // The CLI's waterfall of the same trace, through the same gateway.
+    let cli = agentmesh_cli();
+    let run = |token: String, args: &[&str]| {
+        std::process::Command::new(&cli)
+            .args([
+                "--url",
+                &acme.base,
+                "--token",
+                &token,
+                "--data-dir",
+                "/nonexistent",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(
+        mesh.token("acme", &[Role::Viewer]),
+        &["trace", TRACE_ID, "--color", "always"],
+    );
+    let view = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{view}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        view.starts_with("\x1b[1mtrace\x1b[0m 0af7651916cd43dd8448eb211c80319c\n"),
+        "{view}"
+    );
+    let line = view
+        .lines()
+        .find(|l| l.starts_with("invoke_agent support"))
+        .unwrap_or_else(|| panic!("no root line in\n{view}"));
+    assert!(
+        line.contains(" agent ") && line.contains("5 ms") && line.contains('█'),
+        "{line}"
+    );
+    let out = run(
+        mesh.token("acme", &[Role::Viewer]),
+        &["-o", "json", "trace", TRACE_ID],
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["trace_id"], TRACE_ID);
+    let out = run(mesh.token("globex", &[Role::Viewer]), &["trace", TRACE_ID]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{out:?}"
+    );
+
     let bad = acme.get("/v1/traces/not-hex").send().await.unwrap();
     assert_eq!(bad.status(), 400);
     let unknown = acme.get("/v1/traces?tenant=globex").send().await.unwrap();
