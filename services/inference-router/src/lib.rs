@@ -83,6 +83,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             ),
         );
     }
+    // One round of readiness probes before serving, so a backend that is
+    // still loading (or scaled to zero) is known as such from the first
+    // request; bounded by the probe interval.
+    watch::probe_round(&router).await;
     frame.supervisor().spawn(
         "backend-scrape",
         watch::scrape_loop(router.clone(), frame.stop()),

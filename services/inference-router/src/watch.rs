@@ -62,70 +62,80 @@ pub async fn reload_loop(
 /// pools, scrapes its `/metrics`, all at once, every tick: the shortest
 /// `health.interval` or `scrape_interval` of the table (one tick for all
 /// keeps this one loop; a pool with a longer interval is probed more often
-/// than it asked, which costs one small GET).
+/// than it asked, which costs one small GET). The service runs one round
+/// ([`probe_round`]) before it starts, so this loop waits a tick first.
 pub async fn scrape_loop(
     router: Arc<Router>,
     stop: CancellationToken,
 ) -> Result<(), std::convert::Infallible> {
     loop {
-        let table = router.table();
-        let pools: Vec<_> = table.pools.values().cloned().collect();
-        let interval = pools
-            .iter()
-            .flat_map(|p| {
-                let scrape =
-                    (p.spec.strategy == Strategy::QueueAware).then_some(p.spec.scrape_interval);
-                std::iter::once(p.spec.health.interval).chain(scrape)
-            })
-            .min()
-            .unwrap_or(Duration::from_secs(1));
-        let probes = pools.iter().flat_map(|pool| {
-            let router = &router;
-            pool.backends.iter().map(move |backend| async move {
-                let target = Target {
-                    base: backend.url(),
-                    api_key: backend.api_key(),
-                    first_byte: interval,
-                    total: interval,
-                };
-                let health = router.client().get(&target, &pool.spec.health.path);
-                let metrics = async {
-                    if pool.spec.strategy != Strategy::QueueAware {
-                        return;
-                    }
-                    let scrape = Target {
-                        api_key: None,
-                        ..target
-                    };
-                    let load = match router.client().get(&scrape, "/metrics").await {
-                        Ok(response) => match response.text().await {
-                            Ok(text) => parse_vllm_load(&text),
-                            Err(_) => None,
-                        },
-                        Err(error) => {
-                            tracing::debug!(backend = %backend.url(), %error, "metrics scrape failed");
-                            None
-                        }
-                    };
-                    // A backend that cannot be scraped loses its stale numbers:
-                    // its score falls back to this router's in-flight count.
-                    backend.set_load(load);
-                };
-                let (health, ()) = futures::join!(health, metrics);
-                backend.set_ready(ready(&health));
-            })
-        });
-        let probes = futures::future::join_all(probes);
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            _ = probes => {}
+            () = tokio::time::sleep(tick(&router)) => {}
         }
-        drop(table);
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            () = tokio::time::sleep(interval) => {}
+            () = probe_round(&router) => {}
         }
     }
+}
+
+/// The loop's period for the current table.
+fn tick(router: &Router) -> Duration {
+    let table = router.table();
+    table
+        .pools
+        .values()
+        .flat_map(|p| {
+            let scrape =
+                (p.spec.strategy == Strategy::QueueAware).then_some(p.spec.scrape_interval);
+            std::iter::once(p.spec.health.interval).chain(scrape)
+        })
+        .min()
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// One probe of every backend of the current table, each bounded by the
+/// tick; returns when all have answered or timed out.
+pub async fn probe_round(router: &Router) {
+    let table = router.table();
+    let interval = tick(router);
+    let probes = table.pools.values().flat_map(|pool| {
+        pool.backends.iter().map(move |backend| async move {
+            let target = Target {
+                base: backend.url(),
+                api_key: backend.api_key(),
+                first_byte: interval,
+                total: interval,
+            };
+            let health = router.client().get(&target, &pool.spec.health.path);
+            let metrics = async {
+                if pool.spec.strategy != Strategy::QueueAware {
+                    return;
+                }
+                let scrape = Target {
+                    api_key: None,
+                    ..target
+                };
+                let load = match router.client().get(&scrape, "/metrics").await {
+                    Ok(response) => match response.text().await {
+                        Ok(text) => parse_vllm_load(&text),
+                        Err(_) => None,
+                    },
+                    Err(error) => {
+                        tracing::debug!(backend = %backend.url(), %error, "metrics scrape failed");
+                        None
+                    }
+                };
+                // A backend that cannot be scraped loses its stale numbers:
+                // its score falls back to this router's in-flight count.
+                backend.set_load(load);
+            };
+            let (health, ()) = futures::join!(health, metrics);
+            backend.set_ready(ready(&health));
+        })
+    });
+    futures::future::join_all(probes).await;
 }
 
 /// A readiness probe's verdict: any answer below 500 is a server that is

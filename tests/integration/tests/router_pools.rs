@@ -1140,3 +1140,39 @@ async fn grpc_embeddings_match_the_http_face() {
     let status = client.embed(unknown).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound, "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backends_are_probed_before_the_router_serves() {
+    let stop = CancellationToken::new();
+    // Loading for longer than the test runs.
+    let url = sim(
+        SimConfig {
+            startup_delay: Duration::from_secs(600),
+            ..sim_config(0, FailureMode::None)
+        },
+        &stop,
+    )
+    .await;
+    let yaml = format!(
+        "pools:\n  gpu:\n    backends: [{}]\n    limits: {{queue_timeout_ms: 300}}\nroutes:\n  \"*\": {{pool: gpu}}\n",
+        backends_yaml(std::slice::from_ref(&url))
+    );
+    let h = start(&yaml, stop).await;
+    // The very first request already knows the backend is loading: it
+    // waits in the queue instead of reaching it and getting its 503.
+    let response = h.post(&chat("sim-model"), &[]).await;
+    assert_eq!(response.status(), 503);
+    let error: Value = response.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("no backend became ready"), "{message}");
+    let metrics = h.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "router_backend_requests_total",
+            &[("backend", &url), ("outcome", "server_error")]
+        ),
+        None,
+        "{metrics}"
+    );
+}
