@@ -33,6 +33,11 @@ pub struct Config {
     pub max_page_size: u64,
     /// Range of `GET /api/aggregates` when the caller names no `from_ms`.
     pub aggregate_default_range: Duration,
+    /// Deepest nesting of a trace tree served by the query API; deeper
+    /// observations hang under their ancestor at this level (see
+    /// [`crate::store::build_tree`]). JSON readers with serde_json's default
+    /// recursion limit (the CLI) parse up to about 60 levels.
+    pub max_tree_depth: usize,
     /// Most buckets one aggregate query may ask for.
     pub aggregate_max_buckets: i64,
     /// The operator's model price table (YAML, see [`crate::prices`]);
@@ -78,6 +83,7 @@ impl Config {
                 Duration::from_secs(24 * 3600),
             )?,
             aggregate_max_buckets: env::parse_or(env, &var("AGGREGATE_MAX_BUCKETS"), 1_000)?,
+            max_tree_depth: env::parse_or(env, &var("MAX_TREE_DEPTH"), 48)?,
             prices_file: Some(env::string_or(env, &var("PRICES_FILE"), ""))
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),

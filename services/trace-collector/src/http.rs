@@ -51,6 +51,7 @@ pub struct HttpState {
     pub max_page_size: u64,
     pub aggregate_default_range_ms: i64,
     pub aggregate_max_buckets: i64,
+    pub max_tree_depth: usize,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -404,7 +405,7 @@ async fn get_trace(
             "trace_id: must be 32 hex digits".to_owned(),
         );
     }
-    match store::get(&state.db, &tenant, &trace_id).await {
+    match store::get(&state.db, &tenant, &trace_id, state.max_tree_depth).await {
         Ok(Some(tree)) => axum::Json(tree).into_response(),
         // Another tenant's trace is indistinguishable from a missing one.
         Ok(None) => api_error(ErrorCode::NotFound, format!("trace {trace_id} not found")),

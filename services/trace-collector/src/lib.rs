@@ -226,6 +226,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             aggregate_default_range_ms: i64::try_from(config.aggregate_default_range.as_millis())
                 .unwrap_or(i64::MAX),
             aggregate_max_buckets: config.aggregate_max_buckets.max(1),
+            max_tree_depth: config.max_tree_depth,
         }),
     );
     let admin_addr = frame.admin_addr;

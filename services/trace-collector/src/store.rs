@@ -394,6 +394,11 @@ pub struct ObservationNode {
     /// This observation's cost plus its descendants', USD.
     pub total_cost_usd: f64,
     pub attributes: serde_json::Value,
+    /// True when this observation sits deeper than the tree's depth limit
+    /// and is shown under its ancestor at the limit instead of under its
+    /// parent (`parent_span_id` still names the real parent).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub depth_capped: bool,
     pub children: Vec<ObservationNode>,
 }
 
@@ -407,11 +412,13 @@ pub struct TraceTree {
     pub scores: Vec<ScoreView>,
 }
 
-/// One trace of `tenant` as a tree; `None` when the tenant has no such trace.
+/// One trace of `tenant` as a tree, nested at most `max_depth` levels (see
+/// [`build_tree`]); `None` when the tenant has no such trace.
 pub async fn get(
     db: &DatabaseConnection,
     tenant: &str,
     trace_id: &str,
+    max_depth: usize,
 ) -> Result<Option<TraceTree>, DbErr> {
     let Some(row) = trace::Entity::find()
         .filter(trace::Column::Tenant.eq(tenant))
@@ -430,16 +437,24 @@ pub async fn get(
         .await?;
     Ok(Some(TraceTree {
         trace: row.into(),
-        observations: build_tree(observations),
+        observations: build_tree(observations, max_depth),
         scores: scores::of_trace(db, tenant, trace_id).await?,
     }))
 }
 
 /// Nests observations under their parents; one whose parent is missing
 /// (not arrived yet, or never sent) is shown as a root. Iterative, so a
-/// deep trace cannot overflow the stack; a parent cycle (malformed input)
-/// is broken by treating its members as roots.
-pub fn build_tree(observations: Vec<observation::Model>) -> Vec<ObservationNode> {
+/// deep trace cannot overflow the stack while it is built; a parent cycle
+/// (malformed input) is broken by treating its members as roots.
+///
+/// The result is nested at most `max_depth` levels (at least 2): an
+/// observation deeper than that is hung under its ancestor at the last
+/// level, marked `depth_capped`. Serializing, parsing (serde_json stops at
+/// 128 levels by default) and dropping a tree are recursive, so without the
+/// cap one sender's chain of spans, each the parent of the next, could
+/// overflow the stack of whoever reads the trace, this service included.
+pub fn build_tree(observations: Vec<observation::Model>, max_depth: usize) -> Vec<ObservationNode> {
+    let max_depth = max_depth.max(2);
     let index: HashMap<String, usize> = observations
         .iter()
         .enumerate()
@@ -453,18 +468,43 @@ pub fn build_tree(observations: Vec<observation::Model>) -> Vec<ObservationNode>
             index.get(p).copied().filter(|&j| j != i)
         }
     };
-    // Depth of each node, detecting cycles (treated as roots).
+    // Break parent cycles (their members become roots) in one pass: each
+    // node is walked once, so a long chain costs O(n), not O(n^2).
     let n = observations.len();
     let mut parent: Vec<Option<usize>> = (0..n).map(parent_of).collect();
+    #[derive(Clone, Copy, PartialEq)]
+    enum Seen {
+        New,
+        OnPath,
+        Done,
+    }
+    let mut seen = vec![Seen::New; n];
+    let mut path = Vec::new();
     for start in 0..n {
-        let (mut steps, mut at) = (0, start);
-        while let Some(p) = parent[at] {
-            steps += 1;
-            if steps > n {
-                parent[start] = None;
-                break;
+        path.clear();
+        let mut at = start;
+        loop {
+            match seen[at] {
+                Seen::New => {
+                    seen[at] = Seen::OnPath;
+                    path.push(at);
+                    match parent[at] {
+                        Some(p) => at = p,
+                        None => break,
+                    }
+                }
+                Seen::OnPath => {
+                    let from = path.iter().position(|&m| m == at).unwrap_or(0);
+                    for &member in &path[from..] {
+                        parent[member] = None;
+                    }
+                    break;
+                }
+                Seen::Done => break,
             }
-            at = p;
+        }
+        for &m in &path {
+            seen[m] = Seen::Done;
         }
     }
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -473,6 +513,38 @@ pub fn build_tree(observations: Vec<observation::Model>) -> Vec<ObservationNode>
         match p {
             Some(p) => children[*p].push(i),
             None => roots.push(i),
+        }
+    }
+    // Depth from the roots (a root is level 1); a node past `max_depth`
+    // moves under `anchor`, its ancestor at level `max_depth - 1`.
+    let mut capped = vec![false; n];
+    let mut level = vec![1_usize; n];
+    let mut anchor: Vec<Option<usize>> = vec![None; n];
+    let mut stack: Vec<usize> = roots.clone();
+    while let Some(i) = stack.pop() {
+        if level[i] + 1 == max_depth {
+            anchor[i] = Some(i);
+        }
+        for &c in &children[i] {
+            level[c] = level[i] + 1;
+            anchor[c] = anchor[i];
+            if level[c] > max_depth
+                && let Some(a) = anchor[i]
+            {
+                parent[c] = Some(a);
+                level[c] = max_depth;
+                capped[c] = true;
+            }
+            stack.push(c);
+        }
+    }
+    if capped.iter().any(|c| *c) {
+        // Rebuild in index order, so siblings keep their start-time order.
+        children = vec![Vec::new(); n];
+        for (i, p) in parent.iter().enumerate() {
+            if let Some(p) = p {
+                children[*p].push(i);
+            }
         }
     }
     // Post-order: build each node after its children.
@@ -517,6 +589,7 @@ pub fn build_tree(observations: Vec<observation::Model>) -> Vec<ObservationNode>
             cost_usd: o.total_cost_usd,
             total_cost_usd,
             attributes: o.attributes,
+            depth_capped: capped[i],
             children: kids,
         });
     }
@@ -556,12 +629,15 @@ mod tests {
 
     #[test]
     fn nests_children_rolls_up_tokens_and_keeps_orphans() {
-        let tree = build_tree(vec![
-            obs("root", "", 1, 0),
-            obs("a", "root", 2, 5),
-            obs("b", "a", 3, 7),
-            obs("orphan", "missing", 4, 1),
-        ]);
+        let tree = build_tree(
+            vec![
+                obs("root", "", 1, 0),
+                obs("a", "root", 2, 5),
+                obs("b", "a", 3, 7),
+                obs("orphan", "missing", 4, 1),
+            ],
+            64,
+        );
         assert_eq!(tree.len(), 2);
         assert_eq!(tree[0].span_id, "root");
         assert_eq!(tree[0].total_input_tokens, 12);
@@ -572,9 +648,47 @@ mod tests {
         assert_eq!(tree[1].parent_span_id.as_deref(), Some("missing"));
     }
 
+    /// A chain of 20k spans, each the parent of the next: nested 8 deep,
+    /// the rest under the 7th, in order; serializing and dropping it stays
+    /// shallow (without the cap both overflow the test thread's stack).
+    #[test]
+    fn a_deep_chain_is_capped_at_the_depth_limit() {
+        let n = 20_000_i64;
+        let chain: Vec<observation::Model> = (0..n)
+            .map(|i| {
+                let parent = if i == 0 {
+                    String::new()
+                } else {
+                    format!("s{}", i - 1)
+                };
+                obs(&format!("s{i}"), &parent, i, 1)
+            })
+            .collect();
+        let tree = build_tree(chain, 8);
+        assert_eq!(tree.len(), 1);
+        let mut at = &tree[0];
+        for _ in 0..6 {
+            assert_eq!(at.children.len(), 1);
+            assert!(!at.depth_capped);
+            at = &at.children[0];
+        }
+        assert_eq!(at.span_id, "s6");
+        // s7 is at level 8 under s6 itself; s8.. are capped under s6.
+        assert_eq!(at.children.len(), usize::try_from(n - 7).unwrap());
+        assert_eq!(at.children[0].span_id, "s7");
+        assert!(!at.children[0].depth_capped);
+        assert!(at.children[1].depth_capped);
+        assert_eq!(at.children[1].parent_span_id.as_deref(), Some("s7"));
+        assert!(at.children.iter().all(|c| c.children.is_empty()));
+        assert_eq!(tree[0].total_input_tokens, n);
+        let json = serde_json::to_string(&tree).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back[0]["span_id"], "s0");
+    }
+
     #[test]
     fn a_parent_cycle_does_not_hang_or_lose_nodes() {
-        let tree = build_tree(vec![obs("a", "b", 1, 1), obs("b", "a", 2, 1)]);
+        let tree = build_tree(vec![obs("a", "b", 1, 1), obs("b", "a", 2, 1)], 64);
         let count = |nodes: &[ObservationNode]| -> usize {
             let mut stack: Vec<&ObservationNode> = nodes.iter().collect();
             let mut n = 0;
@@ -620,7 +734,10 @@ mod tests {
         store(&db, "acme", vec![row("02", "01", 20, 5)])
             .await
             .unwrap();
-        let early = get(&db, "acme", &"0a".repeat(16)).await.unwrap().unwrap();
+        let early = get(&db, "acme", &"0a".repeat(16), 64)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(early.trace.name, None);
         store(
             &db,
@@ -636,7 +753,10 @@ mod tests {
         )
         .await
         .unwrap();
-        let tree = get(&db, "acme", &"0a".repeat(16)).await.unwrap().unwrap();
+        let tree = get(&db, "acme", &"0a".repeat(16), 64)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(tree.trace.name.as_deref(), Some("span 01"));
         assert_eq!(tree.trace.agent.as_deref(), Some("support"));
         assert_eq!(tree.trace.observation_count, 2);
@@ -645,7 +765,7 @@ mod tests {
         assert_eq!(tree.observations.len(), 1);
         assert_eq!(tree.observations[0].children.len(), 1);
         assert!(
-            get(&db, "globex", &"0a".repeat(16))
+            get(&db, "globex", &"0a".repeat(16), 64)
                 .await
                 .unwrap()
                 .is_none()
@@ -668,7 +788,12 @@ mod tests {
         );
 
         assert_eq!(delete_older_than(&db, 11).await.unwrap(), 1);
-        assert!(get(&db, "acme", &"0a".repeat(16)).await.unwrap().is_none());
+        assert!(
+            get(&db, "acme", &"0a".repeat(16), 64)
+                .await
+                .unwrap()
+                .is_none()
+        );
         let left = observation::Entity::find().all(&db).await.unwrap();
         assert!(left.is_empty(), "{left:?}");
     }
