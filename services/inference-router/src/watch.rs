@@ -49,6 +49,12 @@ pub async fn reload_loop(
                 router.replace(spec);
                 metrics.reload("ok");
                 tracing::info!(path = %path.display(), "route table reloaded");
+                // Backends new in this table are taken as ready until
+                // probed: probe now rather than at the next tick.
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = probe_round(&router) => {}
+                }
             }
             Err(error) => {
                 metrics.reload("error");
