@@ -58,6 +58,26 @@ fn var(name: &str) -> String {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let config = Self::read(env)?;
+        // A forward try and the wait before the next must fit in the
+        // ack-wait the writer's in-progress acks renew, or JetStream would
+        // redeliver a batch that is still being forwarded.
+        if let Some(forward) = &config.forward {
+            let ack_wait = config.shared.bus.task_ack_wait;
+            if forward.timeout + forward.max_backoff >= ack_wait {
+                return Err(ConfigError::Invalid {
+                    var: "AGENTMESH_TRACES_FORWARD_TIMEOUT_MS".to_owned(),
+                    reason: format!(
+                        "with AGENTMESH_TRACES_FORWARD_MAX_BACKOFF_MS it must stay under the bus ack-wait ({} ms)",
+                        ack_wait.as_millis()
+                    ),
+                });
+            }
+        }
+        Ok(config)
+    }
+
+    fn read(env: &Env) -> Result<Self, ConfigError> {
         let hours: u64 = env::parse_or(env, &var("RETENTION_HOURS"), 720)?;
         Ok(Self {
             shared: SharedConfig::from_env(env)?,
@@ -135,5 +155,21 @@ mod tests {
             .collect();
         let err = Config::from_env(&bad).unwrap_err();
         assert!(err.to_string().contains("RETENTION_HOURS"), "{err}");
+        let forward = |timeout: &str| -> Env {
+            [
+                (
+                    "AGENTMESH_TRACES_FORWARD_OTLP_URL",
+                    "http://tempo:4318/v1/traces",
+                ),
+                ("AGENTMESH_TRACES_FORWARD_TIMEOUT_MS", timeout),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+        };
+        let c = Config::from_env(&forward("5000")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.forward.is_some());
+        let err = Config::from_env(&forward("60000")).unwrap_err();
+        assert!(err.to_string().contains("FORWARD_TIMEOUT_MS"), "{err}");
     }
 }
