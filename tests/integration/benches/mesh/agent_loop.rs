@@ -5,10 +5,11 @@
 //!
 //! Baselines in the same run, on the same processes: the bare HTTP call to
 //! the same tool endpoint, and the bare streamed model call through the
-//! router's gRPC API with the same conversation size. The worker's
-//! per-step overhead is what a step costs inside a task (one model call,
-//! one tool call, their journal events, acks and the projection) beyond
-//! those two bare calls.
+//! router's gRPC API, and a task of the same agent shape with no tool step
+//! (one model call). A step's cost inside a task is the difference between
+//! the three-step and the no-step task over three; its overhead is that
+//! minus the bare tool and model calls (the journal events and their acks,
+//! the tool-call event, the argument validation, the loop).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,6 +57,16 @@ pub async fn run(n: usize, concurrency: usize) -> anyhow::Result<()> {
                 "maxSteps": STEPS + 1,
                 "tools": [{"name": "add", "spec": {"type": "api", "config": {"endpoint": tools.url("/add")},
                     "parameters": {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}}}],
+            }),
+        )
+        .await?;
+    client
+        .apply_agent(
+            "answerer",
+            json!({
+                "model": "sim-model",
+                "systemPrompt": format!("bench agent\n[[agentmesh-sim-script]]\n{}", json!([{"content": "done"}])),
+                "tools": [{"name": "add", "spec": {"type": "api", "config": {"endpoint": tools.url("/add")}}}],
             }),
         )
         .await?;
@@ -128,7 +139,7 @@ pub async fn run(n: usize, concurrency: usize) -> anyhow::Result<()> {
             }
         })
     };
-    let run_tasks = |count: usize, parallel: usize| {
+    let run_tasks = |agent: &'static str, count: usize, parallel: usize| {
         let client = client.clone();
         let arrivals = arrivals.clone();
         async move {
@@ -139,7 +150,7 @@ pub async fn run(n: usize, concurrency: usize) -> anyhow::Result<()> {
                     let arrivals = arrivals.clone();
                     async move {
                         let submitted = Instant::now();
-                        let id = client.submit("looper", &format!("task {i}")).await?;
+                        let id = client.submit(agent, &format!("task {i}")).await?;
                         let done = arrivals.wait(&id, Duration::from_secs(120)).await?;
                         Ok(done - submitted)
                     }
@@ -153,10 +164,11 @@ pub async fn run(n: usize, concurrency: usize) -> anyhow::Result<()> {
         }
     };
     // Warm-up (connections, consumers, prepared statements).
-    run_tasks(20, 4).await?;
+    run_tasks("looper", 20, 4).await?;
     let sequential_n = (n / 4).max(50);
-    let (sequential, _) = run_tasks(sequential_n, 1).await?;
-    let (loaded, elapsed) = run_tasks(n, concurrency).await?;
+    let (no_steps, _) = run_tasks("answerer", sequential_n, 1).await?;
+    let (sequential, _) = run_tasks("looper", sequential_n, 1).await?;
+    let (loaded, elapsed) = run_tasks("looper", n, concurrency).await?;
     collector.abort();
     let calls = tools.calls_to("/add").len();
     let expected = (20 + sequential_n + n) * STEPS as usize + bare_tool.len();
@@ -166,6 +178,7 @@ pub async fn run(n: usize, concurrency: usize) -> anyhow::Result<()> {
 
     let tool = Stats::of(bare_tool);
     let model = Stats::of(bare_model);
+    let task_none = Stats::of(no_steps);
     let task_seq = Stats::of(sequential);
     let task_loaded = Stats::of(loaded);
     let steps_per_s = (n as f64 * f64::from(STEPS)) / elapsed.as_secs_f64();
@@ -184,6 +197,11 @@ pub async fn run(n: usize, concurrency: usize) -> anyhow::Result<()> {
             rate: None,
         },
         Row {
+            label: "task, no tool step, sequential".into(),
+            stats: task_none,
+            rate: None,
+        },
+        Row {
             label: format!("task, {STEPS} tool steps, sequential"),
             stats: task_seq,
             rate: None,
@@ -196,7 +214,7 @@ pub async fn run(n: usize, concurrency: usize) -> anyhow::Result<()> {
     ]);
     // A task is STEPS tool steps plus the final model call.
     let bare_task = tool.p50 * STEPS + model.p50 * (STEPS + 1);
-    let per_step = task_seq.p50.saturating_sub(model.p50) / STEPS;
+    let per_step = task_seq.p50.saturating_sub(task_none.p50) / STEPS;
     let bare_step = tool.p50 + model.p50;
     println!(
         "  bare calls of one task (p50): {} ; the task end to end (p50, sequential): {} ({:.1}x)",
@@ -205,7 +223,7 @@ pub async fn run(n: usize, concurrency: usize) -> anyhow::Result<()> {
         ratio(task_seq.p50, bare_task)
     );
     println!(
-        "  per step (p50, sequential): {} vs the bare tool + model calls {} -> worker overhead {} per step ({:.1}x the bare tool call)",
+        "  per step (p50, sequential; 3-step task minus no-step task, over 3): {} vs the bare tool + model calls {} -> worker overhead {} per step ({:.1}x the bare tool call)",
         fmt_duration(per_step),
         fmt_duration(bare_step),
         fmt_duration(per_step.saturating_sub(bare_step)),
