@@ -98,6 +98,16 @@ impl Api {
             .await
     }
 
+    /// A page of traces (`GET /v1/traces`).
+    pub async fn traces(&self, query: &[(&str, String)]) -> anyhow::Result<Value> {
+        self.send(
+            self.http
+                .get(format!("{}/v1/traces", self.base))
+                .query(query),
+        )
+        .await
+    }
+
     pub async fn tasks(&self, query: &[(&str, String)]) -> anyhow::Result<Value> {
         self.send(
             self.http

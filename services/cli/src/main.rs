@@ -120,6 +120,27 @@ enum Command {
     },
     /// Show one task.
     Task { id: String },
+    /// List traces (newest first); `agentmesh trace <id>` shows one.
+    Traces {
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// `error` (some observation failed) or `ok`.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        min_latency_ms: Option<i64>,
+        /// USD.
+        #[arg(long)]
+        min_cost: Option<f64>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
     /// Show one trace as a waterfall tree (names, durations on a shared
     /// time axis, tokens, cost, errors); `-o json` prints the API's JSON.
     Trace {
@@ -256,6 +277,37 @@ async fn main() -> anyhow::Result<()> {
                     if let Some(next) = page["nextCursor"].as_str() {
                         println!("(more: --cursor {next})");
                     }
+                }
+            }
+            Ok(())
+        }
+        Command::Traces {
+            agent,
+            session,
+            user,
+            status,
+            min_latency_ms,
+            min_cost,
+            limit,
+            cursor,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(agent.map(|a| ("agent", a)));
+            query.extend(session.map(|s| ("session_id", s)));
+            query.extend(user.map(|u| ("user_id", u)));
+            query.extend(status.map(|s| ("status", s)));
+            query.extend(min_latency_ms.map(|m| ("min_latency_ms", m.to_string())));
+            query.extend(min_cost.map(|c| ("min_cost", c.to_string())));
+            query.extend(cursor.map(|c| ("cursor", c)));
+            let page = api.traces(&query).await?;
+            match cli.output {
+                Format::Json => println!("{page}"),
+                Format::Human => {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                        .unwrap_or(0);
+                    print!("{}", trace_view::list_table(&page, now_ms));
                 }
             }
             Ok(())

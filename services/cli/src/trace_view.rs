@@ -271,10 +271,68 @@ pub fn render(trace: &Value, layout: Layout) -> String {
     out
 }
 
+/// `agentmesh traces`: one line per trace of a `GET /v1/traces` page,
+/// newest first, with the cursor of the next page.
+pub fn list_table(page: &Value, now_ms: i64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<32}  {:<28}  {:<14}  {:>10}  {:>9}  {:>4}  {:>3}  {:>11}  {:>10}",
+        "TRACE ID", "NAME", "AGENT", "STARTED", "LATENCY", "OBS", "ERR", "TOKENS I/O", "COST"
+    );
+    for t in page["data"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let _ = writeln!(
+            out,
+            "{:<32}  {:<28}  {:<14}  {:>10}  {:>9}  {:>4}  {:>3}  {:>11}  {:>10}",
+            t["trace_id"].as_str().unwrap_or("-"),
+            fit(t["name"].as_str().unwrap_or("-"), 28),
+            fit(t["agent"].as_str().unwrap_or("-"), 14),
+            format!(
+                "{} ago",
+                duration(now_ms - int(t, "start_ms")).replace(' ', "")
+            ),
+            duration(int(t, "latency_ms")),
+            int(t, "observation_count"),
+            int(t, "error_count"),
+            tokens(int(t, "input_tokens"), int(t, "output_tokens")),
+            cost(t["total_cost_usd"].as_f64().unwrap_or(0.0)),
+        );
+    }
+    if let Some(next) = page["next_cursor"].as_str() {
+        let _ = writeln!(out, "(more: --cursor {next})");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn lists_a_page_of_traces() {
+        let page = json!({
+            "data": [{
+                "trace_id": "0af7651916cd43dd8448eb211c80319c", "name": "invoke_agent support",
+                "agent": "support", "start_ms": 1_000, "latency_ms": 2_000,
+                "observation_count": 5, "error_count": 1, "input_tokens": 320,
+                "output_tokens": 45, "total_cost_usd": 0.000_075,
+            }, {"trace_id": "1bf7651916cd43dd8448eb211c80319c", "start_ms": 61_000}],
+            "next_cursor": "1000.7",
+        });
+        let want = "\
+TRACE ID                          NAME                          AGENT              STARTED    LATENCY   OBS  ERR   TOKENS I/O        COST
+0af7651916cd43dd8448eb211c80319c  invoke_agent support          support          1m01s ago     2.00 s     5    1       320/45   $0.000075
+1bf7651916cd43dd8448eb211c80319c  -                             -                1.00s ago       0 ms     0    0            -           -
+(more: --cursor 1000.7)
+";
+        let have = list_table(&page, 62_000);
+        assert_eq!(have, want, "\n{have}");
+    }
 
     fn node(name: &str, kind: &str, start: i64, end: i64, children: Vec<Value>) -> Value {
         json!({

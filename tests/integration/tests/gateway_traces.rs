@@ -192,6 +192,25 @@ async fn traces_are_served_through_the_gateway_for_the_tokens_tenant_only() {
     );
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["trace_id"], TRACE_ID);
+    let out = run(
+        mesh.token("acme", &[Role::Viewer]),
+        &["traces", "--status", "ok"],
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && listed
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.starts_with(TRACE_ID)),
+        "{listed}"
+    );
+    let out = run(mesh.token("globex", &[Role::Viewer]), &["traces"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "only the header"
+    );
     let out = run(mesh.token("globex", &[Role::Viewer]), &["trace", TRACE_ID]);
     assert!(!out.status.success());
     assert!(
