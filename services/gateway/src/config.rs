@@ -23,10 +23,24 @@ pub struct Config {
     pub traces_url: String,
     /// gRPC address of the retrieval service.
     pub retrieval_url: String,
-    /// HS256 secret for bearer JWTs (`AGENTMESH_GATEWAY_JWT_SECRET`).
-    pub jwt_secret: Vec<u8>,
-    /// Accepted clock skew on `exp`.
+    /// HS256 secret for bearer JWTs (`AGENTMESH_GATEWAY_JWT_SECRET`);
+    /// optional when a JWKS is configured.
+    pub jwt_secret: Option<Vec<u8>>,
+    /// Accepted clock skew on `exp` and `nbf`.
     pub jwt_leeway: Duration,
+    /// RS256/ES256 public keys: a JWKS file (`_JWKS_FILE`), read at start.
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// Or a JWKS URL (`_JWKS_URL`), fetched at start and every
+    /// `jwks_refresh` (a failed fetch keeps the keys it has).
+    pub jwks_url: Option<String>,
+    pub jwks_refresh: Duration,
+    /// Required `iss` and `aud` (`_JWT_ISSUER`, `_JWT_AUDIENCE`), when set.
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    /// Claims naming the tenant and the roles (`_JWT_TENANT_CLAIM`,
+    /// `_JWT_ROLES_CLAIM`; default `tenant`, `roles`).
+    pub jwt_tenant_claim: String,
+    pub jwt_roles_claim: String,
     /// Largest request body; larger is 413.
     pub max_body_bytes: usize,
     /// Upper bound of one unary call to the orchestrator.
@@ -62,8 +76,23 @@ pub const MIN_SECRET_BYTES: usize = 32;
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let secret = env::required(env, &var("JWT_SECRET"))?;
-        if secret.len() < MIN_SECRET_BYTES {
+        let jwks_file = env::optional(env, &var("JWKS_FILE")).map(std::path::PathBuf::from);
+        let jwks_url = env::optional(env, &var("JWKS_URL"));
+        if jwks_file.is_some() && jwks_url.is_some() {
+            return Err(ConfigError::Invalid {
+                var: var("JWKS_URL"),
+                reason: format!("set {} or this, not both", var("JWKS_FILE")),
+            });
+        }
+        let secret = match env::optional(env, &var("JWT_SECRET")) {
+            Some(secret) => Some(secret),
+            // Public keys alone are enough.
+            None if jwks_file.is_some() || jwks_url.is_some() => None,
+            None => Some(env::required(env, &var("JWT_SECRET"))?),
+        };
+        if let Some(secret) = &secret
+            && secret.len() < MIN_SECRET_BYTES
+        {
             return Err(ConfigError::Invalid {
                 var: var("JWT_SECRET"),
                 reason: format!("must be at least {MIN_SECRET_BYTES} bytes"),
@@ -87,8 +116,15 @@ impl Config {
                 .to_owned(),
             retrieval_url: env::string_or(env, &var("RETRIEVAL_URL"), "http://127.0.0.1:7004"),
             model_timeout: env::millis_or(env, &var("MODEL_TIMEOUT_MS"), Duration::from_secs(600))?,
-            jwt_secret: secret.into_bytes(),
+            jwt_secret: secret.map(String::into_bytes),
             jwt_leeway: env::millis_or(env, &var("JWT_LEEWAY_MS"), Duration::from_secs(30))?,
+            jwks_file,
+            jwks_url,
+            jwks_refresh: env::millis_or(env, &var("JWKS_REFRESH_MS"), Duration::from_secs(300))?,
+            jwt_issuer: env::optional(env, &var("JWT_ISSUER")),
+            jwt_audience: env::optional(env, &var("JWT_AUDIENCE")),
+            jwt_tenant_claim: env::string_or(env, &var("JWT_TENANT_CLAIM"), "tenant"),
+            jwt_roles_claim: env::string_or(env, &var("JWT_ROLES_CLAIM"), "roles"),
             max_body_bytes: env::parse_or(env, &var("MAX_BODY_BYTES"), 256 * 1024)?,
             upstream_timeout: env::millis_or(
                 env,

@@ -89,7 +89,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         _ => None,
     };
     let state = state::AppState {
-        verifier: mesh_auth::Verifier::hs256(&config.jwt_secret, config.jwt_leeway.as_secs()),
+        verifier: verifier(&config).await?,
         orchestrator: ControlPlaneClient::new(channel),
         retrieval: retrieval::client(&config.retrieval_url).with_context(|| {
             format!(
@@ -107,6 +107,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         metrics,
         submit_limiter,
     };
+
+    if let Some(url) = &config.jwks_url {
+        frame.supervisor().spawn(
+            "jwks refresh",
+            refresh_jwks(
+                state.verifier.clone(),
+                url.clone(),
+                config.jwks_refresh,
+                frame.stop(),
+            ),
+        );
+    }
 
     let http_listener = bind(config.http_listen, "http").await?;
     let http_addr = http_listener.local_addr()?;
@@ -147,4 +159,72 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         admin_addr,
         stopped: frame.ready().await,
     })
+}
+
+/// The token verifier: the HS256 secret and/or the JWKS keys, with the
+/// configured issuer, audience and claims. A JWKS URL is fetched now (the
+/// gateway does not start without keys) and then refreshed by
+/// [`refresh_jwks`].
+async fn verifier(config: &Config) -> anyhow::Result<mesh_auth::Verifier> {
+    let verifier = mesh_auth::Verifier::new(
+        config.jwt_secret.as_deref(),
+        mesh_auth::TokenRules {
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            leeway_secs: config.jwt_leeway.as_secs(),
+            tenant_claim: config.jwt_tenant_claim.clone(),
+            roles_claim: config.jwt_roles_claim.clone(),
+        },
+    );
+    if let Some(path) = &config.jwks_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("AGENTMESH_GATEWAY_JWKS_FILE: read {}", path.display()))?;
+        let n = verifier
+            .set_jwks(&text)
+            .with_context(|| format!("AGENTMESH_GATEWAY_JWKS_FILE: {}", path.display()))?;
+        tracing::info!(keys = n, "JWKS loaded from file");
+    }
+    if let Some(url) = &config.jwks_url {
+        let text = fetch_jwks(url)
+            .await
+            .with_context(|| format!("AGENTMESH_GATEWAY_JWKS_URL: {url}"))?;
+        let n = verifier
+            .set_jwks(&text)
+            .with_context(|| format!("AGENTMESH_GATEWAY_JWKS_URL: {url}"))?;
+        tracing::info!(keys = n, "JWKS loaded");
+    }
+    Ok(verifier)
+}
+
+async fn fetch_jwks(url: &str) -> anyhow::Result<String> {
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(response.text().await?)
+}
+
+/// Re-fetches the JWKS every `interval` so key rotation needs no restart;
+/// a failed fetch or a document without usable keys keeps the current set.
+async fn refresh_jwks(
+    verifier: mesh_auth::Verifier,
+    url: String,
+    interval: std::time::Duration,
+    stop: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match fetch_jwks(&url).await.map(|text| verifier.set_jwks(&text)) {
+            Ok(Ok(n)) => tracing::debug!(keys = n, "JWKS refreshed"),
+            Ok(Err(error)) => tracing::warn!(%error, "JWKS refresh kept the current keys"),
+            Err(error) => tracing::warn!(%error, "JWKS fetch failed; keeping the current keys"),
+        }
+    }
 }
