@@ -1,0 +1,385 @@
+//! The roles table walked route by route: for every REST route and public
+//! gRPC method, a token of each role gets 403 / PERMISSION_DENIED exactly
+//! when its role is below what `gateway::auth::required_role` says for the
+//! route's operation, and is let through (whatever the answer) otherwise.
+#![allow(clippy::unwrap_used)]
+
+use gateway::auth::{Operation, required_role};
+use mesh_auth::Role;
+use mesh_integration::{Mesh, MeshOptions};
+use serde_json::json;
+
+const ROLES: [Role; 4] = [Role::Viewer, Role::User, Role::Operator, Role::Admin];
+const TASK: &str = "01a21c6c-b7dc-7754-9ada-b988b57fa1bc";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_rest_route_and_grpc_method_enforces_its_role() {
+    let mesh = Mesh::start(MeshOptions::default()).await.unwrap();
+    let base = format!("http://{}", mesh.gateway.http_addr);
+    let http = reqwest::Client::new();
+    let routes: Vec<(
+        reqwest::Method,
+        String,
+        Option<serde_json::Value>,
+        Operation,
+    )> = vec![
+        (
+            reqwest::Method::PUT,
+            "/v1/agents/a".into(),
+            Some(json!({"model": "m"})),
+            Operation::ApplyAgent,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/agents/a".into(),
+            None,
+            Operation::GetAgent,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/agents/a/tasks".into(),
+            Some(json!({"input": "x"})),
+            Operation::SubmitTask,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/tools".into(),
+            None,
+            Operation::ListTools,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/tools/t".into(),
+            Some(json!({"type": "api", "config": {"endpoint": "http://127.0.0.1:9/x"}})),
+            Operation::ApplyTool,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/tools/t".into(),
+            None,
+            Operation::GetTool,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/schemas/agent".into(),
+            None,
+            Operation::GetSchema,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/tasks".into(),
+            None,
+            Operation::ListTasks,
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/v1/tasks/{TASK}"),
+            None,
+            Operation::GetTask,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/tasks/{TASK}/cancel"),
+            None,
+            Operation::CancelTask,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/tasks/{TASK}/approve"),
+            None,
+            Operation::ResolveApproval,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/tasks/{TASK}/reject"),
+            None,
+            Operation::ResolveApproval,
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/v1/tasks/{TASK}/events"),
+            None,
+            Operation::WatchTask,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/chat/completions".into(),
+            Some(
+                json!({"model": "sim-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}),
+            ),
+            Operation::ChatCompletion,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/models".into(),
+            None,
+            Operation::ListModels,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/traces".into(),
+            None,
+            Operation::ListTraces,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/traces/aggregates".into(),
+            None,
+            Operation::TraceAggregates,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/traces/0af7651916cd43dd8448eb211c80319c".into(),
+            None,
+            Operation::GetTrace,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/collections".into(),
+            Some(json!({"name": "c", "embeddingModel": "none", "dimension": 4})),
+            Operation::CreateCollection,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/collections".into(),
+            None,
+            Operation::ReadCollections,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/collections/c".into(),
+            None,
+            Operation::ReadCollections,
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v1/collections/c".into(),
+            None,
+            Operation::DeleteCollection,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/collections/c/documents".into(),
+            Some(json!({"documents": []})),
+            Operation::WriteDocuments,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/collections/c/documents/d".into(),
+            None,
+            Operation::ReadCollections,
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v1/collections/c/documents/d".into(),
+            None,
+            Operation::WriteDocuments,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/collections/c/documents/delete".into(),
+            Some(json!({"ids": ["d"]})),
+            Operation::WriteDocuments,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/collections/c/search".into(),
+            Some(json!({"query": "x"})),
+            Operation::Search,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/collections/c/ingest".into(),
+            Some(json!({"documents": []})),
+            Operation::WriteDocuments,
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/v1/ingest-jobs/{TASK}"),
+            None,
+            Operation::ReadCollections,
+        ),
+    ];
+    for (method, path, body, op) in &routes {
+        for role in ROLES {
+            let mut request = http
+                .request(method.clone(), format!("{base}{path}"))
+                .bearer_auth(mesh.token("acme", &[role]));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let status = request.send().await.unwrap().status();
+            let allowed = role >= required_role(*op);
+            if allowed {
+                assert!(
+                    status != 401 && status != 403,
+                    "{method} {path} as {role:?}: {status}"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    403,
+                    "{method} {path} as {role:?} ({op:?} needs {:?})",
+                    required_role(*op)
+                );
+            }
+        }
+    }
+
+    // The public gRPC faces: the same operations, the same table.
+    let url = mesh.gateway_grpc_url();
+    for role in ROLES {
+        let token = mesh.token("acme", &[role]);
+        let mut agents = mesh_proto::agent_service_client::AgentServiceClient::connect(url.clone())
+            .await
+            .unwrap();
+        let mut tools = mesh_proto::tool_service_client::ToolServiceClient::connect(url.clone())
+            .await
+            .unwrap();
+        let mut tasks = mesh_proto::task_service_client::TaskServiceClient::connect(url.clone())
+            .await
+            .unwrap();
+        let calls: Vec<(Operation, Result<(), tonic::Status>)> = vec![
+            (
+                Operation::ApplyAgent,
+                agents
+                    .apply_agent(with(
+                        &token,
+                        mesh_proto::ApplyAgentRequest {
+                            name: "a".into(),
+                            spec: Some(mesh_proto::AgentSpec {
+                                model: "m".into(),
+                                ..Default::default()
+                            }),
+                        },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::GetAgent,
+                agents
+                    .get_agent(with(
+                        &token,
+                        mesh_proto::GetAgentRequest { name: "a".into() },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::ApplyTool,
+                tools
+                    .apply_tool(with(
+                        &token,
+                        mesh_proto::ApplyToolRequest {
+                            name: "t".into(),
+                            spec: None,
+                        },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::GetTool,
+                tools
+                    .get_tool(with(
+                        &token,
+                        mesh_proto::GetToolRequest { name: "t".into() },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::ListTools,
+                tools
+                    .list_tools(with(&token, mesh_proto::ListToolsRequest {}))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::SubmitTask,
+                tasks
+                    .submit_task(with(
+                        &token,
+                        mesh_proto::SubmitTaskRequest {
+                            agent: "a".into(),
+                            input: "x".into(),
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::GetTask,
+                tasks
+                    .get_task(with(&token, mesh_proto::GetTaskRequest { id: TASK.into() }))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::ListTasks,
+                tasks
+                    .list_tasks(with(&token, mesh_proto::ListTasksRequest::default()))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::CancelTask,
+                tasks
+                    .cancel_task(with(
+                        &token,
+                        mesh_proto::CancelTaskRequest { id: TASK.into() },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::ResolveApproval,
+                tasks
+                    .resolve_approval(with(
+                        &token,
+                        mesh_proto::ResolveApprovalRequest {
+                            id: TASK.into(),
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::WatchTask,
+                tasks
+                    .watch_task(with(
+                        &token,
+                        mesh_proto::WatchTaskRequest {
+                            id: TASK.into(),
+                            after_seq: 0,
+                        },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+        ];
+        for (op, result) in calls {
+            let denied = matches!(&result, Err(s) if s.code() == tonic::Code::PermissionDenied);
+            let unauthenticated =
+                matches!(&result, Err(s) if s.code() == tonic::Code::Unauthenticated);
+            assert!(!unauthenticated, "{op:?} as {role:?}: {result:?}");
+            assert_eq!(
+                denied,
+                role < required_role(op),
+                "{op:?} as {role:?}: {result:?}"
+            );
+        }
+    }
+}
+
+fn with<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
