@@ -36,6 +36,10 @@ pub enum Operation {
     GetTrace,
     /// Counts, latency, tokens and cost of traces over time buckets.
     TraceAggregates,
+    /// Score a trace or an observation (evaluations, user feedback).
+    ScoreTrace,
+    /// Create, list and revoke the tenant's Langfuse ingestion keys.
+    ManageTraceKeys,
     /// Retrieval (RAG) through the retrieval service.
     CreateCollection,
     DeleteCollection,
@@ -54,6 +58,9 @@ pub fn required_role(op: Operation) -> Role {
         Operation::WriteDocuments => Role::User,
         Operation::ReadCollections | Operation::Search => Role::Viewer,
         Operation::ApplyAgent | Operation::ApplyTool => Role::Operator,
+        // Credentials that let an application write the tenant's traces.
+        Operation::ManageTraceKeys => Role::Admin,
+        Operation::ScoreTrace => Role::User,
         Operation::SubmitTask
         | Operation::CancelTask
         | Operation::ResolveApproval

@@ -48,6 +48,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(crate::openai::models))
         .route("/v1/traces", get(crate::traces::list))
         .route("/v1/traces/aggregates", get(crate::traces::aggregates))
+        .route("/v1/traces/scores", post(crate::traces::post_score))
+        .route(
+            "/v1/trace-keys",
+            post(crate::traces::create_key).get(crate::traces::list_keys),
+        )
+        .route(
+            "/v1/trace-keys/{public_key}",
+            axum::routing::delete(crate::traces::revoke_key),
+        )
         .route("/v1/traces/{trace_id}", get(crate::traces::get))
         .merge(crate::retrieval::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })

@@ -1,9 +1,11 @@
 //! Traces for API users: `GET /v1/traces` (filters and cursor passed
 //! through), `GET /v1/traces/{trace_id}` (one trace as a tree) and
 //! `GET /v1/traces/aggregates` (counts, latency, tokens and cost per agent
-//! or model over time buckets), served by
-//! the trace-collector's query API on behalf of the caller's tenant, which
-//! comes from the token and nowhere else.
+//! or model over time buckets), `POST /v1/traces/scores` (a score on a trace
+//! or an observation) and the tenant's Langfuse-compatible ingestion keys
+//! (`/v1/trace-keys`: create, list, revoke), served by the trace-collector
+//! on behalf of the caller's tenant, which comes from the token and nowhere
+//! else.
 
 use std::collections::HashMap;
 
@@ -59,11 +61,30 @@ async fn forward(
     path: &str,
     query: &[(String, String)],
 ) -> Result<Response, ApiError> {
-    let response = state
+    send(state, tenant, reqwest::Method::GET, path, query, None).await
+}
+
+/// One call to the collector's API as `tenant`; its answer (status and
+/// body, errors included) is relayed as is.
+async fn send(
+    state: &AppState,
+    tenant: &str,
+    method: reqwest::Method,
+    path: &str,
+    query: &[(String, String)],
+    body: Option<axum::body::Bytes>,
+) -> Result<Response, ApiError> {
+    let mut request = state
         .http
-        .get(format!("{}{path}", state.config.traces_url))
+        .request(method, format!("{}{path}", state.config.traces_url))
         .query(query)
-        .header(mesh_runtime::grpc::TENANT_METADATA, tenant)
+        .header(mesh_runtime::grpc::TENANT_METADATA, tenant);
+    if let Some(body) = body {
+        request = request
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body);
+    }
+    let response = request
         .timeout(state.config.upstream_timeout)
         .send()
         .await
@@ -112,4 +133,76 @@ pub async fn aggregates(
     only(&params, &AGGREGATE_PARAMS)?;
     let query: Vec<(String, String)> = params.into_iter().collect();
     forward(&state, &principal.tenant, "/api/aggregates", &query).await
+}
+
+/// `POST /v1/traces/scores`: `{traceId, observationId?, name, value,
+/// comment?}`, validated by the collector (its errors name the field).
+pub async fn post_score(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::ScoreTrace)?;
+    send(
+        &state,
+        &principal.tenant,
+        reqwest::Method::POST,
+        "/api/scores",
+        &[],
+        Some(body),
+    )
+    .await
+}
+
+/// `POST /v1/trace-keys`: a new public/secret key pair for the Langfuse
+/// ingestion endpoint; the secret is shown once.
+pub async fn create_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::ManageTraceKeys)?;
+    send(
+        &state,
+        &principal.tenant,
+        reqwest::Method::POST,
+        "/api/keys",
+        &[],
+        None,
+    )
+    .await
+}
+
+/// `GET /v1/trace-keys`: the tenant's key pairs (public halves only).
+pub async fn list_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::ManageTraceKeys)?;
+    forward(&state, &principal.tenant, "/api/keys", &[]).await
+}
+
+/// `DELETE /v1/trace-keys/{public_key}`: revokes a key pair.
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(public_key): Path<String>,
+) -> Result<Response, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::ManageTraceKeys)?;
+    if public_key.is_empty()
+        || public_key.len() > 128
+        || !public_key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::invalid("public_key", "not a key id"));
+    }
+    send(
+        &state,
+        &principal.tenant,
+        reqwest::Method::DELETE,
+        &format!("/api/keys/{public_key}"),
+        &[],
+        None,
+    )
+    .await
 }
