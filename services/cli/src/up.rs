@@ -311,9 +311,6 @@ async fn run_inner(
         .or_insert_with(|| format!("http://{}", orchestrator.grpc_addr));
     env.entry("AGENTMESH_GATEWAY_ROUTER_URL".into())
         .or_insert_with(|| format!("http://{}", router.http_addr));
-    let worker = agent_worker::start(agent_worker::Config::from_env(env)?, shutdown.clone())
-        .await
-        .context("agent-worker")?;
     env.entry("AGENTMESH_RETRIEVAL_EMBEDDINGS_URL".into())
         .or_insert_with(|| format!("http://{}", router.http_addr));
     let retrieval = retrieval::start(retrieval::config_from_env(env)?, shutdown.clone())
@@ -321,6 +318,15 @@ async fn run_inner(
         .context("retrieval")?;
     env.entry("AGENTMESH_GATEWAY_RETRIEVAL_URL".into())
         .or_insert_with(|| format!("http://{}", retrieval.grpc_addr));
+    // The worker's tools reach these: `agent` tools submit sub-tasks to the
+    // orchestrator, `retrieval` tools search through the retrieval service.
+    env.entry("AGENTMESH_WORKER_ORCHESTRATOR_URL".into())
+        .or_insert_with(|| format!("http://{}", orchestrator.grpc_addr));
+    env.entry("AGENTMESH_WORKER_RETRIEVAL_URL".into())
+        .or_insert_with(|| format!("http://{}", retrieval.grpc_addr));
+    let worker = agent_worker::start(agent_worker::Config::from_env(env)?, shutdown.clone())
+        .await
+        .context("agent-worker")?;
     let traces = trace_collector::start(trace_collector::config_from_env(env)?, shutdown.clone())
         .await
         .context("trace-collector")?;
