@@ -685,6 +685,9 @@ impl ControlPlane for ControlService {
             let mut queued = Vec::new();
             let mut hold = false;
             if !req.session_id.is_empty() {
+                crate::convert::lock_session(&txn, &tenant, &req.agent, &req.session_id)
+                    .await
+                    .map_err(db_error)?;
                 let busy = task::Entity::find()
                     .filter(task::Column::Tenant.eq(&tenant))
                     .filter(task::Column::Agent.eq(&req.agent))

@@ -138,6 +138,42 @@ pub fn approval_from_json(value: &serde_json::Value) -> PendingApproval {
     }
 }
 
+/// Serializes the decisions about one session (submit under the `enqueue`
+/// and `reject` policies, release of the next held task) until the
+/// transaction ends: on PostgreSQL with a transaction-scoped advisory lock
+/// on the session; SQLite serializes writing transactions already.
+pub async fn lock_session<C: sea_orm::ConnectionTrait>(
+    txn: &C,
+    tenant: &str,
+    agent: &str,
+    session: &str,
+) -> Result<(), sea_orm::DbErr> {
+    if txn.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        return Ok(());
+    }
+    // A stable key: FNV-1a over the three names (DefaultHasher's output
+    // may change between Rust releases, and replicas must agree).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in tenant
+        .bytes()
+        .chain([0])
+        .chain(agent.bytes())
+        .chain([0])
+        .chain(session.bytes())
+    {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let key = i64::from_ne_bytes(hash.to_ne_bytes());
+    txn.query_one_raw(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DatabaseBackend::Postgres,
+        "SELECT pg_advisory_xact_lock($1)",
+        [key.into()],
+    ))
+    .await
+    .map(|_| ())
+}
+
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

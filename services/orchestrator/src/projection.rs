@@ -320,6 +320,7 @@ impl Projector {
             return Ok(());
         }
         let txn = self.db.begin().await?;
+        crate::convert::lock_session(&txn, tenant, &done.agent, &done.session_id).await?;
         let session = task::Entity::find()
             .filter(task::Column::Tenant.eq(tenant))
             .filter(task::Column::Agent.eq(&done.agent))

@@ -582,6 +582,45 @@ async fn concurrency_policies_per_session() {
         .wait_for(&second_interrupt, &["succeeded"], WAIT)
         .await
         .unwrap();
+
+    // Submits racing on an idle session: still one task at a time.
+    let ids: Vec<String> = futures::future::join_all((0..6).map(|i| {
+        let client = client.clone();
+        async move {
+            client
+                .submit_in_session("enqueue", &format!("racer {i}"), "race")
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let mut spans = Vec::new();
+    for id in &ids {
+        client.wait_for(id, &["succeeded"], WAIT).await.unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let task = loop {
+            let task = client.task(id).await.unwrap();
+            if task["startedAt"].is_string() {
+                break task;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no start time: {task}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        spans.push((
+            task["startedAt"].as_str().unwrap().to_owned(),
+            task["finishedAt"].as_str().unwrap().to_owned(),
+        ));
+    }
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "two tasks of one session overlapped: {spans:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
