@@ -20,7 +20,7 @@ use mesh_proto::{
 };
 use tracing::Instrument as _;
 
-use crate::events::TaskEvents;
+use crate::events::{TaskEvents, now_ms};
 use crate::journal::Journal;
 use crate::memory::MemoryError;
 use crate::runner::{RunError, TaskRunner, attempt_of, classify};
@@ -490,11 +490,4 @@ fn memory_error(error: MemoryError) -> RunError {
         MemoryError::NotConfigured => RunError::Fatal(error.to_string()),
         MemoryError::Redis(_) => RunError::Retryable(error.to_string()),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }

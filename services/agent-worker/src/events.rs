@@ -43,7 +43,7 @@ impl TaskEvents {
         TaskEvent {
             task_id: self.task_id.clone(),
             tenant: self.tenant.clone(),
-            at_ms: chrono_now_ms(),
+            at_ms: now_ms(),
             kind: Some(kind),
         }
     }
@@ -97,7 +97,7 @@ impl TaskEvents {
     }
 }
 
-fn chrono_now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

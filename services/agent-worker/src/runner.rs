@@ -65,9 +65,6 @@ enum Outcome {
     Cancelled,
     /// A redelivery of a task whose terminal event is already stored.
     AlreadyFinished,
-    /// Paused on a `human` tool call until the orchestrator dispatches it
-    /// again with the decision.
-    AwaitingApproval,
 }
 
 /// A channel connected on first use. `Config::from_env` refuses malformed
@@ -296,11 +293,6 @@ impl TaskRunner {
                 self.ack(delivery).await;
                 None
             }
-            Ok(Outcome::AwaitingApproval) => {
-                tracing::info!("task paused for an approval");
-                self.ack(delivery).await;
-                Some("awaiting_approval")
-            }
             Ok(Outcome::Cancelled) => {
                 let cancelled = Kind::Cancelled(TaskCancelled {
                     reason: "cancelled by request".to_owned(),
@@ -322,8 +314,10 @@ impl TaskRunner {
                     .await;
                 Some("invalid_request")
             }
+            // Paused on a `human` tool call until the orchestrator
+            // dispatches the task again with the decision.
             Err(RunError::AwaitingApproval) => {
-                // `execute` turns this into an outcome; kept for totality.
+                tracing::info!("task paused for an approval");
                 self.ack(delivery).await;
                 Some("awaiting_approval")
             }
@@ -494,11 +488,7 @@ impl TaskRunner {
         tokio::pin!(deadline);
         loop {
             tokio::select! {
-                result = &mut inference => return match result {
-                    Ok(completed) => Ok(Outcome::Completed(completed)),
-                    Err(RunError::AwaitingApproval) => Ok(Outcome::AwaitingApproval),
-                    Err(error) => Err(error),
-                },
+                result = &mut inference => return result.map(Outcome::Completed),
                 _ = progress.tick() => {
                     if let Err(error) = delivery.in_progress().await {
                         tracing::warn!(%error, "in-progress ack failed");
