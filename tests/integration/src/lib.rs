@@ -13,7 +13,7 @@ pub mod tool_server;
 
 pub use client::RestClient;
 pub use infra::{Nats, fresh_postgres};
-pub use mesh::{IsolatedWorker, Mesh, MeshOptions, WorkerReplicas};
+pub use mesh::{IsolatedWorker, Mesh, MeshOptions, WorkerReplicas, postgres_mesh};
 
 /// The secret tests sign tokens with.
 pub const TEST_JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";

@@ -63,6 +63,20 @@ impl Default for MeshOptions {
     }
 }
 
+/// A mesh on a fresh PostgreSQL database (what most integration tests
+/// run on); panics, as a test helper, when it cannot start.
+pub async fn postgres_mesh(options: MeshOptions) -> Mesh {
+    let url = crate::infra::fresh_postgres()
+        .await
+        .expect("fresh postgres database");
+    Mesh::start(MeshOptions {
+        database_url: Some(url),
+        ..options
+    })
+    .await
+    .expect("mesh starts")
+}
+
 /// One running mesh. Dropping it stops every service.
 pub struct Mesh {
     pub nats: Nats,

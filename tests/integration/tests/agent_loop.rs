@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mesh_integration::infra::redis_url;
 use mesh_integration::tool_server::{ToolServer, ToolServerOptions};
-use mesh_integration::{IsolatedWorker, Mesh, MeshOptions, RestClient, fresh_postgres};
+use mesh_integration::{IsolatedWorker, Mesh, MeshOptions, RestClient, postgres_mesh};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -55,16 +55,6 @@ fn tenant(prefix: &str) -> String {
         "{prefix}-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )
-}
-
-async fn postgres_mesh(options: MeshOptions) -> Mesh {
-    let url = fresh_postgres().await.expect("fresh postgres database");
-    Mesh::start(MeshOptions {
-        database_url: Some(url),
-        ..options
-    })
-    .await
-    .expect("mesh starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,20 +7,10 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use mesh_bus::StreamKind;
-use mesh_integration::{IsolatedWorker, Mesh, MeshOptions, fresh_postgres};
+use mesh_integration::{IsolatedWorker, Mesh, MeshOptions, fresh_postgres, postgres_mesh};
 use model_sim::{FailureMode, SimConfig};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn postgres_mesh(options: MeshOptions) -> Mesh {
-    let url = fresh_postgres().await.expect("fresh postgres database");
-    Mesh::start(MeshOptions {
-        database_url: Some(url),
-        ..options
-    })
-    .await
-    .expect("mesh starts")
-}
 
 fn slow_sim(inter_token_ms: u64) -> SimConfig {
     SimConfig {

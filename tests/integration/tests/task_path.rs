@@ -5,22 +5,12 @@
 use std::time::Duration;
 
 use mesh_integration::client::SseEvent;
-use mesh_integration::{Mesh, MeshOptions, fresh_postgres};
+use mesh_integration::{Mesh, MeshOptions, postgres_mesh};
 use mesh_proto::task_service_client::TaskServiceClient;
 use mesh_proto::{SubmitTaskRequest, TaskStatus, WatchTaskRequest, task_event::Kind};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn postgres_mesh(options: MeshOptions) -> Mesh {
-    let url = fresh_postgres().await.expect("fresh postgres database");
-    Mesh::start(MeshOptions {
-        database_url: Some(url),
-        ..options
-    })
-    .await
-    .expect("mesh starts")
-}
 
 /// Checks the shape every complete event history must have: strictly
 /// increasing sequences, `started` first, exactly one terminal event and
