@@ -409,6 +409,7 @@ impl ControlPlane for ControlService {
     ) -> Result<Response<ApplyAgentResponse>, Status> {
         let tenant = tenant_of(&request)?;
         let span = server_span(&request, "ApplyAgent");
+        let actor = crate::audit::actor_of(&request);
         let req = request.into_inner();
         async {
             validate_name("name", "agent", &req.name)?;
@@ -461,6 +462,12 @@ impl ControlPlane for ControlService {
                 .insert(&txn)
                 .await
                 .map_err(db_error)?;
+                crate::audit::record(
+                    &txn,
+                    crate::audit::applied(&tenant, actor, "agent", &row.name, row.version),
+                )
+                .await
+                .map_err(db_error)?;
             }
             txn.commit().await.map_err(db_error)?;
             // The agent's work queue consumer exists from the first apply,
@@ -487,6 +494,7 @@ impl ControlPlane for ControlService {
     ) -> Result<Response<ApplyToolResponse>, Status> {
         let tenant = tenant_of(&request)?;
         let span = server_span(&request, "ApplyTool");
+        let actor = crate::audit::actor_of(&request);
         let req = request.into_inner();
         async {
             mesh_spec::validate_tool_name("name", &req.name).map_err(field_error)?;
@@ -537,6 +545,12 @@ impl ControlPlane for ControlService {
                     ..Default::default()
                 }
                 .insert(&txn)
+                .await
+                .map_err(db_error)?;
+                crate::audit::record(
+                    &txn,
+                    crate::audit::applied(&tenant, actor, "tool", &row.name, row.version),
+                )
                 .await
                 .map_err(db_error)?;
             }
@@ -813,6 +827,53 @@ impl ControlPlane for ControlService {
             .instrument(span)
             .await?;
         Ok(Response::new(task_from_row(&row)))
+    }
+
+    // API keys and the audit log live in their own modules.
+    async fn create_api_key(
+        &self,
+        request: Request<mesh_proto::CreateApiKeyRequest>,
+    ) -> Result<Response<mesh_proto::CreateApiKeyResponse>, Status> {
+        crate::api_keys::create(&self.db, request)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<mesh_proto::ListApiKeysRequest>,
+    ) -> Result<Response<mesh_proto::ListApiKeysResponse>, Status> {
+        crate::api_keys::list(&self.db, request, self.limits.max_page_size)
+            .await
+            .map(Response::new)
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<mesh_proto::RevokeApiKeyRequest>,
+    ) -> Result<Response<mesh_proto::ApiKey>, Status> {
+        crate::api_keys::revoke(&self.db, request)
+            .await
+            .map(Response::new)
+    }
+
+    async fn verify_api_key(
+        &self,
+        request: Request<mesh_proto::VerifyApiKeyRequest>,
+    ) -> Result<Response<mesh_proto::ApiKey>, Status> {
+        crate::api_keys::verify(&self.db, request)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<mesh_proto::ListAuditEntriesRequest>,
+    ) -> Result<Response<mesh_proto::ListAuditEntriesResponse>, Status> {
+        let (default, max) = (self.limits.default_page_size, self.limits.max_page_size);
+        crate::audit::list(&self.db, request, default, max)
+            .await
+            .map(Response::new)
     }
 
     async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<Task>, Status> {

@@ -7,6 +7,8 @@
 //! ones are acked or left to redeliver), let the relay finish its batch,
 //! close the database.
 
+mod api_keys;
+pub mod audit;
 mod config;
 mod control;
 mod convert;

@@ -7,7 +7,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTables), Box::new(ToolsAndSessions)]
+        vec![
+            Box::new(CreateTables),
+            Box::new(ToolsAndSessions),
+            Box::new(super::m0003_api_keys_and_audit::ApiKeysAndAudit),
+        ]
     }
 
     fn migration_table_name() -> sea_orm::DynIden {

@@ -4,6 +4,9 @@
 
 pub mod agent;
 pub mod agent_version;
+pub mod api_key;
+pub mod audit_entry;
+mod m0003_api_keys_and_audit;
 mod migrations;
 pub mod outbox;
 pub mod task;
