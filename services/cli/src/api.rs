@@ -108,6 +108,50 @@ impl Api {
         .await
     }
 
+    /// A retrieval collection; `None` when the tenant has none of that name.
+    pub async fn collection(&self, name: &str) -> anyhow::Result<Option<Value>> {
+        let response = self
+            .http
+            .get(format!("{}/v1/collections/{name}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["error"]["message"].as_str().unwrap_or("no details");
+            bail!("{status}: {message}");
+        }
+        Ok(Some(body))
+    }
+
+    /// Creates a collection with the retrieval service's defaults.
+    pub async fn create_collection(&self, name: &str) -> anyhow::Result<Value> {
+        self.send(
+            self.http
+                .post(format!("{}/v1/collections", self.base))
+                .json(&json!({ "name": name })),
+        )
+        .await
+    }
+
+    /// Upserts documents (chunked and embedded before the answer).
+    pub async fn upsert_documents(&self, collection: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(
+            self.http
+                .post(format!(
+                    "{}/v1/collections/{collection}/documents",
+                    self.base
+                ))
+                .json(body),
+        )
+        .await
+    }
+
     pub async fn tasks(&self, query: &[(&str, String)]) -> anyhow::Result<Value> {
         self.send(
             self.http

@@ -3,10 +3,13 @@
 
 mod api;
 mod autoscale;
+mod ingest;
 mod manifest;
 mod output;
+mod progress;
 mod trace_view;
 mod up;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -107,7 +110,7 @@ enum Command {
         #[arg(long, default_value = "")]
         comment: String,
     },
-    /// List tasks (newest first).
+    /// List tasks (newest first); `--watch` keeps the list live.
     Tasks {
         #[arg(long)]
         agent: Option<String>,
@@ -115,9 +118,20 @@ enum Command {
         status: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         cursor: Option<String>,
+        /// Poll until Ctrl-C: a redrawn table on a terminal, otherwise one
+        /// line (or, with -o json, one JSON object) per task that appears or
+        /// changes.
+        #[arg(short = 'w', long)]
+        watch: bool,
+        /// How often --watch polls: 500ms, 2s, 1m (at least 200ms).
+        #[arg(long, default_value = "2s", value_parser = watch::parse_interval)]
+        interval: std::time::Duration,
     },
+    /// Upload a folder of text documents into a retrieval collection, with
+    /// a progress bar.
+    Ingest(ingest::IngestArgs),
     /// Show one task.
     Task { id: String },
     /// List traces (newest first); `agentmesh trace <id>` shows one.
@@ -254,16 +268,22 @@ async fn main() -> anyhow::Result<()> {
                 None => bail!("task {id} ended without a terminal event"),
             }
         }
+        Command::Ingest(args) => ingest::run(&api, args, cli.output).await,
         Command::Tasks {
             agent,
             status,
             limit,
             cursor,
+            watch,
+            interval,
         } => {
             let mut query = vec![("limit", limit.to_string())];
             query.extend(agent.map(|a| ("agent", a)));
             query.extend(status.map(|s| ("status", s)));
             query.extend(cursor.map(|c| ("cursor", c)));
+            if watch {
+                return watch::run(&api, &query, interval, cli.output).await;
+            }
             let page = api.tasks(&query).await?;
             match cli.output {
                 Format::Json => println!("{page}"),

@@ -9,14 +9,21 @@ pub enum Format {
 }
 
 pub fn task_table(tasks: &[Value]) {
-    println!(
-        "{:<36}  {:<16}  {:<10}  {:>7}  CREATED",
+    print!("{}", task_table_text(tasks));
+}
+
+/// The task list as `agentmesh tasks` prints it (also a frame of `--watch`).
+pub fn task_table_text(tasks: &[Value]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:<36}  {:<16}  {:<18}  {:>7}  CREATED\n",
         "ID", "AGENT", "STATUS", "TOKENS"
     );
     for t in tasks {
         let tokens = t["usage"]["outputTokens"].as_u64().unwrap_or_default();
-        println!(
-            "{:<36}  {:<16}  {:<10}  {:>7}  {}",
+        let _ = writeln!(
+            out,
+            "{:<36}  {:<16}  {:<18}  {:>7}  {}",
             t["id"].as_str().unwrap_or_default(),
             t["agent"].as_str().unwrap_or_default(),
             t["status"].as_str().unwrap_or_default(),
@@ -24,6 +31,7 @@ pub fn task_table(tasks: &[Value]) {
             t["createdAt"].as_str().unwrap_or_default(),
         );
     }
+    out
 }
 
 pub fn task_detail(t: &Value) {

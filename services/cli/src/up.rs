@@ -46,8 +46,9 @@ pub struct UpArgs {
     no_demo: bool,
 }
 
+/// A phase of start-up or shutdown: a spinner on a terminal, a line otherwise.
 fn step(message: &str) {
-    eprintln!("==> {message}");
+    crate::progress::phase(message);
 }
 
 /// A child process that is stopped (SIGTERM, then SIGKILL) when dropped
@@ -228,6 +229,7 @@ pub async fn run(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     while let Some(child) = children.pop() {
         child.stop().await;
     }
+    crate::progress::done();
     telemetry.shutdown();
     result
 }
@@ -359,6 +361,7 @@ async fn run_inner(
         let started = Instant::now();
         let task = api.submit(&agent.metadata.name, &args.prompt, None).await?;
         let id = task["id"].as_str().unwrap_or_default().to_owned();
+        crate::progress::done();
         eprintln!();
         let last = api.follow(&id, Format::Human).await?;
         eprintln!();
@@ -370,6 +373,7 @@ async fn run_inner(
         ));
     }
 
+    crate::progress::done();
     println!();
     println!("agentmesh is running (Ctrl-C stops it)");
     println!("  REST      {base}   (SSE: GET /v1/tasks/<id>/events)");
@@ -425,6 +429,7 @@ async fn run_inner(
         traces.stopped.wait().await,
     ];
     step("services stopped");
+    crate::progress::done();
     for result in stopped {
         result?;
     }
