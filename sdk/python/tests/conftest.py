@@ -6,10 +6,12 @@ a mesh in-process and runs this suite with its addresses in the environment:
 - AGENTMESH_SDK_VIEWER_TOKEN: a viewer token of the same tenant
 - AGENTMESH_SDK_OTHER_TOKEN: a viewer token of another tenant
 - AGENTMESH_SDK_OTLP_URL: the trace-collector's OTLP/HTTP base URL
+- AGENTMESH_SDK_SERVICE_TOKEN: a service token for that receiver (optional:
+  only where the mesh checks service tokens)
 - AGENTMESH_SDK_TENANT: that tenant
 - AGENTMESH_SDK_MODEL: a model the mesh's simulator serves
 
-Tests marked ``mesh`` fail (not skip) when these are missing.
+The live tests fail (not skip) when the required ones are missing.
 """
 
 import os
@@ -35,6 +37,7 @@ class Mesh:
         self.viewer_token = _env("AGENTMESH_SDK_VIEWER_TOKEN")
         self.other_tenant_token = _env("AGENTMESH_SDK_OTHER_TOKEN")
         self.otlp_url = _env("AGENTMESH_SDK_OTLP_URL")
+        self.service_token = os.environ.get("AGENTMESH_SDK_SERVICE_TOKEN", "")
         self.tenant = _env("AGENTMESH_SDK_TENANT")
         self.model = _env("AGENTMESH_SDK_MODEL")
 

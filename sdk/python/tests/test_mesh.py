@@ -33,6 +33,18 @@ def script(turns) -> str:
     return "You are a test agent.\n[[agentmesh-sim-script]]\n" + json.dumps(turns)
 
 
+def settled(client, task_id: str, status: str):
+    """The task once its record shows ``status``: the orchestrator projects
+    events into the record asynchronously, so it can trail the stream."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        task = client.tasks.get(task_id)
+        if status_name(task.status) == status:
+            return task
+        assert time.monotonic() < deadline, f"task {task_id} stayed {status_name(task.status)}"
+        time.sleep(0.05)
+
+
 def agent_yaml(name: str, model: str) -> str:
     return f"""
 apiVersion: agentmesh.dev/v1alpha1
@@ -74,8 +86,8 @@ def test_run_streams_typed_events_to_the_final_answer(client, mesh, name):
     assert answer and answer == seen[-1].output
     # The streamed deltas add up to the answer.
     assert "".join(e.content for e in seen if isinstance(e, Delta)) == answer
-    task = client.tasks.get(run.id)
-    assert status_name(task.status) == "succeeded" and task.output == answer
+    task = settled(client, run.id, "succeeded")
+    assert task.output == answer
     # Watching a finished task replays its events and ends.
     replay = list(client.tasks.watch(run.id, timeout=WAIT))
     assert [e.seq for e in replay] == seqs
@@ -113,8 +125,7 @@ def test_an_approval_pauses_the_task_until_approved(client, mesh, name):
     for event in run:
         if isinstance(event, ApprovalRequested):
             requested = event
-            paused = client.tasks.get(run.id)
-            assert status_name(paused.status) == "awaiting_approval"
+            paused = settled(client, run.id, "awaiting_approval")
             assert paused.approval.tool == "ask_human"
             client.tasks.approve(run.id, comment="go ahead")
         if isinstance(event, ApprovalResolved):
@@ -133,6 +144,7 @@ def test_an_approval_pauses_the_task_until_approved(client, mesh, name):
     rejected = client.tasks.run(name, "clean up again", timeout=WAIT)
     for event in rejected:
         if isinstance(event, ApprovalRequested):
+            settled(client, rejected.id, "awaiting_approval")
             client.tasks.reject(rejected.id, comment="not today")
     assert '"approved":false' in rejected.answer
 
@@ -142,6 +154,7 @@ def test_get_and_list_find_the_tenants_tasks(client, mesh, name):
     ids = [client.tasks.run(name, f"task {i}", timeout=WAIT) for i in range(3)]
     for run in ids:
         run.wait()
+        settled(client, run.id, "succeeded")
     listed = client.tasks.list(agent=name)
     assert {t.id for t in listed.tasks} == {r.id for r in ids}
     assert all(t.agent == name for t in listed.tasks)
@@ -168,9 +181,10 @@ def test_cancel_ends_a_paused_task(client, mesh, name):
     run = client.tasks.run(name, "wait for me", timeout=WAIT)
     for event in run:
         if isinstance(event, ApprovalRequested):
+            settled(client, run.id, "awaiting_approval")
             client.tasks.cancel(run.id)
     assert isinstance(run.result, agentmesh.Cancelled), run.result
-    assert status_name(client.tasks.get(run.id).status) == "cancelled"
+    settled(client, run.id, "cancelled")
 
 
 def _export_trace(mesh, trace_id: str) -> None:
@@ -202,10 +216,12 @@ def _export_trace(mesh, trace_id: str) -> None:
             }
         ]
     }
+    headers = {"content-type": "application/json", "agentmesh-tenant": mesh.tenant}
+    if mesh.service_token:
+        # The collector's receiver is internal: services prove who they are.
+        headers["agentmesh-service-token"] = mesh.service_token
     request = urllib.request.Request(
-        mesh.otlp_url.rstrip("/") + "/v1/traces",
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json", "agentmesh-tenant": mesh.tenant},
+        mesh.otlp_url.rstrip("/") + "/v1/traces", data=json.dumps(body).encode(), headers=headers
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
@@ -272,8 +288,10 @@ def test_the_async_client_does_the_same(mesh, name):
             seen = [event async for event in run]
             assert isinstance(seen[0], Started) and isinstance(seen[-1], Completed), seen
             assert run.answer == seen[-1].output and run.answer
-            task = await mesh_client.tasks.get(run.id)
-            assert status_name(task.status) == "succeeded"
+            deadline = time.monotonic() + WAIT
+            while status_name((await mesh_client.tasks.get(run.id)).status) != "succeeded":
+                assert time.monotonic() < deadline, "the task record never caught up"
+                await asyncio.sleep(0.05)
             listed = await mesh_client.tasks.list(agent=name)
             assert [t.id for t in listed.tasks] == [run.id]
             with pytest.raises(NotFound):
