@@ -38,6 +38,15 @@ impl GroupBy {
         }
     }
 
+    /// The name the APIs use (`by=`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tenant => "tenant",
+            Self::Agent => "agent",
+            Self::Model => "model",
+        }
+    }
+
     /// What one counted row is.
     pub fn unit(self) -> &'static str {
         match self {

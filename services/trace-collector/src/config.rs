@@ -45,6 +45,12 @@ pub struct Config {
     pub prices_file: Option<PathBuf>,
     /// How often the price file's mtime is polled.
     pub prices_reload_interval: Duration,
+    /// How long a valid Langfuse key pair is trusted without reading the
+    /// database again: a revocation through another replica takes effect
+    /// within it (zero: read on every export). See [`crate::keys::KeyCache`].
+    pub key_cache_ttl: Duration,
+    /// Most key pairs held by that cache.
+    pub key_cache_entries: usize,
     /// Re-export of every accepted span (`AGENTMESH_TRACES_FORWARD_*`, see
     /// [`crate::forward`]); `None` when off.
     pub forward: Option<crate::forward::ForwardConfig>,
@@ -112,6 +118,8 @@ impl Config {
                 &var("PRICES_RELOAD_MS"),
                 Duration::from_secs(5),
             )?,
+            key_cache_ttl: env::millis_or(env, &var("KEY_CACHE_TTL_MS"), Duration::from_secs(10))?,
+            key_cache_entries: env::parse_or(env, &var("KEY_CACHE_ENTRIES"), 10_000)?,
             forward: crate::forward::ForwardConfig::from_env(env)?,
         })
     }

@@ -52,6 +52,7 @@ pub struct HttpState {
     pub aggregate_default_range_ms: i64,
     pub aggregate_max_buckets: i64,
     pub max_tree_depth: usize,
+    pub keys: keys::KeyCache,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -152,6 +153,7 @@ async fn export(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: B
 /// The tenant of the Basic-auth key pair. Failures say nothing about
 /// which half was wrong, and only the public key is ever logged.
 async fn basic_tenant(
+    cache: &keys::KeyCache,
     db: &DatabaseConnection,
     headers: &HeaderMap,
 ) -> Result<String, (ErrorCode, String)> {
@@ -163,7 +165,7 @@ async fn basic_tenant(
         .ok_or_else(|| {
             unauthenticated("authorization: basic auth with public_key:secret_key required")
         })?;
-    match keys::authenticate(db, &public_key, &secret_key).await {
+    match cache.authenticate(db, &public_key, &secret_key).await {
         Ok(Some(tenant)) => Ok(tenant),
         Ok(None) => {
             tracing::info!(%public_key, "langfuse ingest refused: unknown, wrong or revoked key");
@@ -181,7 +183,7 @@ async fn langfuse_export(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let tenant = basic_tenant(&state.db, &headers).await;
+    let tenant = basic_tenant(&state.keys, &state.db, &headers).await;
     let mut response = export_as(&state, &headers, body, tenant).await;
     if response.status() == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
@@ -493,6 +495,7 @@ async fn revoke_key(
     };
     match keys::revoke(&state.db, &tenant, &public_key).await {
         Ok(true) => {
+            state.keys.forget(&public_key);
             tracing::info!(%tenant, %public_key, "api key revoked");
             StatusCode::NO_CONTENT.into_response()
         }

@@ -3,6 +3,10 @@
 //! at creation, and stored only as its SHA-256; it is never logged. A
 //! wrong, unknown or revoked key is indistinguishable to the caller.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use base64::Engine as _;
 use mesh_store::traces::api_key;
 use rand::RngCore as _;
@@ -137,21 +141,116 @@ pub fn parse_basic(header: &str) -> Option<(String, String)> {
     Some((public.to_owned(), secret.to_owned()))
 }
 
+/// The tenant and secret hash of an unrevoked key.
+async fn lookup(db: &DatabaseConnection, public_key: &str) -> Result<Option<Valid>, DbErr> {
+    Ok(api_key::Entity::find()
+        .filter(api_key::Column::PublicKey.eq(public_key))
+        .one(db)
+        .await?
+        .filter(|k| k.revoked_at_ms.is_none())
+        .map(|k| Valid {
+            tenant: k.tenant,
+            secret_hash: k.secret_hash,
+            fetched: Instant::now(),
+        }))
+}
+
 /// The tenant of a valid, unrevoked key pair; `None` for anything else.
 pub async fn authenticate(
     db: &DatabaseConnection,
     public_key: &str,
     secret_key: &str,
 ) -> Result<Option<String>, DbErr> {
-    let presented = hash_secret(secret_key);
-    let row = api_key::Entity::find()
-        .filter(api_key::Column::PublicKey.eq(public_key))
-        .one(db)
-        .await?;
-    Ok(row
-        .filter(|k| k.revoked_at_ms.is_none())
-        .filter(|k| constant_time_eq(k.secret_hash.as_bytes(), presented.as_bytes()))
-        .map(|k| k.tenant))
+    Ok(lookup(db, public_key)
+        .await?
+        .and_then(|k| k.check(secret_key)))
+}
+
+#[derive(Clone)]
+struct Valid {
+    tenant: String,
+    secret_hash: String,
+    fetched: Instant,
+}
+
+impl Valid {
+    fn check(self, secret_key: &str) -> Option<String> {
+        let presented = hash_secret(secret_key);
+        constant_time_eq(self.secret_hash.as_bytes(), presented.as_bytes()).then_some(self.tenant)
+    }
+}
+
+/// [`authenticate`] with the valid keys it found kept for `ttl`, so an
+/// exporter that sends every few seconds costs one database read per key
+/// and `ttl`, not one per export. The secret is still checked on every
+/// call (against the cached hash). A revocation through this replica
+/// ([`KeyCache::forget`]) applies at once; one through another replica (or
+/// straight in the database) applies within `ttl`. Unknown and revoked
+/// keys are never cached, so a key created elsewhere works at once. At
+/// most `max_entries` keys are held; a full cache drops its expired
+/// entries, then everything. A zero `ttl` turns caching off.
+#[derive(Clone)]
+pub struct KeyCache {
+    entries: Arc<Mutex<HashMap<String, Valid>>>,
+    ttl: Duration,
+    max_entries: usize,
+}
+
+impl KeyCache {
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        Self {
+            entries: Arc::default(),
+            ttl,
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Valid>> {
+        // A poisoned map still holds whole entries (each insert is one).
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub async fn authenticate(
+        &self,
+        db: &DatabaseConnection,
+        public_key: &str,
+        secret_key: &str,
+    ) -> Result<Option<String>, DbErr> {
+        if self.ttl.is_zero() {
+            return authenticate(db, public_key, secret_key).await;
+        }
+        let cached = self
+            .entries()
+            .get(public_key)
+            .filter(|k| k.fetched.elapsed() < self.ttl)
+            .cloned();
+        if let Some(valid) = cached {
+            return Ok(valid.check(secret_key));
+        }
+        let Some(valid) = lookup(db, public_key).await? else {
+            self.forget(public_key);
+            return Ok(None);
+        };
+        {
+            let mut entries = self.entries();
+            if entries.len() >= self.max_entries {
+                let ttl = self.ttl;
+                entries.retain(|_, k| k.fetched.elapsed() < ttl);
+                if entries.len() >= self.max_entries {
+                    entries.clear();
+                }
+            }
+            entries.insert(public_key.to_owned(), valid.clone());
+        }
+        Ok(valid.check(secret_key))
+    }
+
+    /// Drops a key (revoked through this replica).
+    pub fn forget(&self, public_key: &str) {
+        self.entries().remove(public_key);
+    }
 }
 
 #[cfg(test)]
@@ -204,5 +303,43 @@ mod tests {
             None
         );
         assert!(list(&db, "acme").await.unwrap()[0].revoked_at_ms.is_some());
+    }
+
+    /// A cached key is checked against its secret on every call, outlives
+    /// a revocation made elsewhere by at most the TTL, and is gone at once
+    /// when forgotten.
+    #[tokio::test]
+    async fn the_cache_keeps_valid_keys_for_its_ttl_only() {
+        let db = mesh_store::connect("sqlite::memory:", 1).await.unwrap();
+        mesh_store::traces::migrate(&db).await.unwrap();
+        let cache = KeyCache::new(Duration::from_millis(300), 4);
+        let key = create(&db, "acme").await.unwrap();
+        let auth = |secret: String| {
+            let (cache, db, public) = (cache.clone(), db.clone(), key.public_key.clone());
+            async move { cache.authenticate(&db, &public, &secret).await.unwrap() }
+        };
+        assert_eq!(auth(key.secret_key.clone()).await.as_deref(), Some("acme"));
+        assert_eq!(auth("sk-am-0".to_owned()).await, None);
+        // Revoked in the database (another replica): cached until the TTL.
+        assert!(revoke(&db, "acme", &key.public_key).await.unwrap());
+        assert_eq!(auth(key.secret_key.clone()).await.as_deref(), Some("acme"));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(auth(key.secret_key.clone()).await, None);
+        // Forgotten (revoked through this replica): at once.
+        let other = create(&db, "acme").await.unwrap();
+        let check = || cache.authenticate(&db, &other.public_key, &other.secret_key);
+        assert_eq!(check().await.unwrap().as_deref(), Some("acme"));
+        assert!(revoke(&db, "acme", &other.public_key).await.unwrap());
+        cache.forget(&other.public_key);
+        assert_eq!(check().await.unwrap(), None);
+        // Bounded: more keys than entries never grows it past the bound.
+        for _ in 0..10 {
+            let k = create(&db, "acme").await.unwrap();
+            cache
+                .authenticate(&db, &k.public_key, &k.secret_key)
+                .await
+                .unwrap();
+        }
+        assert!(cache.entries().len() <= 4);
     }
 }

@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod keys;
 pub mod mapping;
 pub mod prices;
+pub mod query;
 pub mod scores;
 pub mod store;
 pub mod writer;
@@ -206,12 +207,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let grpc_addr = listener.local_addr()?;
     frame.spawn_grpc(
         listener,
-        frame.grpc().add_service(
-            TraceServiceServer::new(grpc::GrpcReceiver {
-                receiver: receiver.clone(),
-            })
-            .max_decoding_message_size(config.max_body_bytes),
-        ),
+        frame
+            .grpc()
+            .add_service(
+                TraceServiceServer::new(grpc::GrpcReceiver {
+                    receiver: receiver.clone(),
+                })
+                .max_decoding_message_size(config.max_body_bytes),
+            )
+            .add_service(mesh_proto::trace_query_server::TraceQueryServer::new(
+                query::TraceQueryGrpc {
+                    db: db.clone(),
+                    limits: query_limits(&config),
+                },
+            )),
     );
     let listener = bind(config.http_listen, "http").await?;
     let http_addr = listener.local_addr()?;
@@ -227,6 +236,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 .unwrap_or(i64::MAX),
             aggregate_max_buckets: config.aggregate_max_buckets.max(1),
             max_tree_depth: config.max_tree_depth,
+            keys: keys::KeyCache::new(config.key_cache_ttl, config.key_cache_entries),
         }),
     );
     let admin_addr = frame.admin_addr;
@@ -237,6 +247,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         admin_addr,
         stopped: frame.ready().await,
     })
+}
+
+/// The page, tree and aggregate limits both query faces apply.
+fn query_limits(config: &Config) -> query::QueryLimits {
+    query::QueryLimits {
+        default_page_size: config.default_page_size.min(config.max_page_size).max(1),
+        max_page_size: config.max_page_size.max(1),
+        aggregate_default_range_ms: i64::try_from(config.aggregate_default_range.as_millis())
+            .unwrap_or(i64::MAX),
+        aggregate_max_buckets: config.aggregate_max_buckets.max(1),
+        max_tree_depth: config.max_tree_depth,
+    }
 }
 
 async fn lag_gauge(

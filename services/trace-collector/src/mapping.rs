@@ -109,6 +109,22 @@ fn int_attr(attributes: &[KeyValue], keys: &[&str]) -> Option<i64> {
         })
 }
 
+/// Token counts from Langfuse's `langfuse.observation.usage_details` (a
+/// JSON object as a string, as the Langfuse SDK v3 sends it): `input` and
+/// `output`, or the OpenAI and GenAI spellings.
+fn langfuse_usage(attributes: &[KeyValue]) -> (Option<i64>, Option<i64>) {
+    let Some(details) = string_attr(attributes, &["langfuse.observation.usage_details"])
+        .and_then(|text| serde_json::from_str::<Map<String, Json>>(&text).ok())
+    else {
+        return (None, None);
+    };
+    let count = |keys: &[&str]| keys.iter().find_map(|k| details.get(*k)?.as_i64());
+    (
+        count(&["input", "input_tokens", "prompt_tokens"]),
+        count(&["output", "output_tokens", "completion_tokens"]),
+    )
+}
+
 /// The Langfuse observation type, in the order Langfuse documents:
 /// `langfuse.observation.type`, then `gen_ai.operation.name`, then tool
 /// attributes, then model attributes, else `span`.
@@ -168,6 +184,7 @@ pub fn map_span(span: &Span, resource: &[KeyValue], scope: &str) -> ObservationR
         None => ("unset", None),
     };
     let lookup = |keys: &[&str]| string_attr(attrs, keys).or_else(|| string_attr(resource, keys));
+    let (langfuse_input, langfuse_output) = langfuse_usage(attrs);
     let mut attributes = Map::new();
     attributes.insert("attributes".to_owned(), attributes_to_json(attrs));
     attributes.insert("resource".to_owned(), attributes_to_json(resource));
@@ -187,13 +204,26 @@ pub fn map_span(span: &Span, resource: &[KeyValue], scope: &str) -> ObservationR
         level: if status_code == "error" {
             "ERROR"
         } else {
-            "DEFAULT"
+            match string_attr(attrs, &["langfuse.observation.level"]).as_deref() {
+                Some("ERROR") => "ERROR",
+                Some("WARNING") => "WARNING",
+                Some("DEBUG") => "DEBUG",
+                _ => "DEFAULT",
+            }
         },
-        model: string_attr(attrs, &["gen_ai.response.model", "gen_ai.request.model"]),
+        model: string_attr(
+            attrs,
+            &[
+                "gen_ai.response.model",
+                "gen_ai.request.model",
+                "langfuse.observation.model.name",
+            ],
+        ),
         input_tokens: int_attr(
             attrs,
             &["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"],
         )
+        .or(langfuse_input)
         .unwrap_or(0)
         .max(0),
         output_tokens: int_attr(
@@ -203,6 +233,7 @@ pub fn map_span(span: &Span, resource: &[KeyValue], scope: &str) -> ObservationR
                 "gen_ai.usage.completion_tokens",
             ],
         )
+        .or(langfuse_output)
         .unwrap_or(0)
         .max(0),
         agent: lookup(&["gen_ai.agent.name"]),
@@ -315,5 +346,38 @@ mod tests {
             row.attributes["attributes"]["gen_ai.usage.input_tokens"],
             12
         );
+    }
+
+    /// What the Langfuse Python SDK v3 sends for a generation: the model
+    /// and usage only in its own attributes (usage as a JSON string).
+    #[test]
+    fn maps_langfuse_model_usage_and_level() {
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![0xab; 8],
+            name: "llm-call".to_owned(),
+            attributes: vec![
+                s("langfuse.observation.type", "generation"),
+                s("langfuse.observation.model.name", "gpt-4o"),
+                s(
+                    "langfuse.observation.usage_details",
+                    r#"{"input": 21, "output": 8}"#,
+                ),
+                s("langfuse.observation.level", "WARNING"),
+            ],
+            ..Default::default()
+        };
+        let row = map_span(&span, &[], "langfuse-sdk");
+        assert_eq!(row.kind, "generation");
+        assert_eq!(row.model.as_deref(), Some("gpt-4o"));
+        assert_eq!((row.input_tokens, row.output_tokens), (21, 8));
+        assert_eq!(row.level, "WARNING");
+        // GenAI attributes win where both are present; junk usage is none.
+        let mut both = span.clone();
+        both.attributes
+            .push(kv("gen_ai.usage.input_tokens", Value::IntValue(3)));
+        both.attributes[2] = s("langfuse.observation.usage_details", "not json");
+        let row = map_span(&both, &[], "");
+        assert_eq!((row.input_tokens, row.output_tokens), (3, 0));
     }
 }

@@ -1,18 +1,20 @@
 //! The trace-collector's reads and writes on `trc_traces` and
 //! `trc_observations`. Writes are idempotent: an observation is inserted
-//! once (a duplicate is ignored by the unique key), and the trace row is
-//! recomputed from its observations with monotone merges (min start, max
-//! end, max totals), so repeated, reordered or concurrent recomputations
-//! all converge on the same row.
+//! once (a duplicate is ignored by the unique key), and only the
+//! observations an insert actually added are added to their trace's row,
+//! in the same transaction, so the totals count every observation exactly
+//! once however batches repeat, reorder or race. Storing a batch costs the
+//! same whether its trace holds ten observations or ten thousand: the row
+//! is never recomputed from all of them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use mesh_store::traces::{observation, score, trace};
-use sea_orm::sea_query::{Expr, ExprTrait as _, Func, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait as _, Func, OnConflict, Query};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait as _, Condition, DatabaseConnection, DbErr, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _, QuerySelect as _,
+    ColumnTrait as _, Condition, ConnectionTrait as _, DatabaseConnection, DbErr, EntityTrait as _,
+    QueryFilter as _, QueryOrder as _, QuerySelect as _, QueryTrait as _, TransactionTrait as _,
 };
 use serde::Serialize;
 
@@ -30,109 +32,159 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Stores the observations of one TRACES message and recomputes the
-/// traces they belong to.
+/// What one new observation adds to its trace's row.
+struct Added {
+    trace_id: String,
+    span_id: String,
+    /// The root's name (`None` for any other observation).
+    root_name: Option<String>,
+    agent: Option<String>,
+    session_id: Option<String>,
+    user_id: Option<String>,
+    start_ms: i64,
+    end_ms: i64,
+    error: bool,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_usd: f64,
+}
+
+/// Stores the observations of one TRACES message and adds the new ones to
+/// the traces they belong to, in one transaction: the observations that
+/// the insert actually added (RETURNING skips duplicates) are summed per
+/// trace and added to the trace rows by one upsert. The work per message is
+/// proportional to the message, never to what its traces already hold.
 pub async fn store(
     db: &DatabaseConnection,
     tenant: &str,
-    rows: Vec<ObservationRow>,
+    mut rows: Vec<ObservationRow>,
 ) -> Result<(), DbErr> {
-    let mut traces: Vec<String> = rows.iter().map(|r| r.trace_id.clone()).collect();
-    traces.sort();
-    traces.dedup();
-    let models: Vec<observation::ActiveModel> = rows
+    // One order for every writer: concurrent transactions take the unique
+    // index entries and then the trace rows in the same order, so they wait
+    // for each other rather than deadlock.
+    rows.sort_unstable_by(|a, b| (&a.trace_id, &a.span_id).cmp(&(&b.trace_id, &b.span_id)));
+    rows.dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id);
+    let (models, added): (Vec<_>, Vec<_>) = rows
         .into_iter()
-        .map(|r| observation::ActiveModel {
-            id: NotSet,
-            tenant: Set(tenant.to_owned()),
-            trace_id: Set(r.trace_id),
-            span_id: Set(r.span_id),
-            parent_span_id: Set(r.parent_span_id),
-            name: Set(r.name),
-            kind: Set(r.kind.to_owned()),
-            start_ms: Set(r.start_ms),
-            end_ms: Set(r.end_ms),
-            status_code: Set(r.status_code.to_owned()),
-            status_message: Set(r.status_message),
-            level: Set(r.level.to_owned()),
-            model: Set(r.model),
-            input_tokens: Set(r.input_tokens),
-            output_tokens: Set(r.output_tokens),
-            agent: Set(r.agent),
-            session_id: Set(r.session_id),
-            user_id: Set(r.user_id),
-            attributes: Set(r.attributes),
-            input_cost_usd: Set(r.cost.map(|c| c.input)),
-            output_cost_usd: Set(r.cost.map(|c| c.output)),
-            total_cost_usd: Set(r.cost.map(|c| c.total)),
+        .map(|r| {
+            let added = Added {
+                trace_id: r.trace_id.clone(),
+                span_id: r.span_id.clone(),
+                root_name: r.parent_span_id.is_empty().then(|| r.name.clone()),
+                agent: r.agent.clone(),
+                session_id: r.session_id.clone(),
+                user_id: r.user_id.clone(),
+                start_ms: r.start_ms,
+                end_ms: r.end_ms,
+                error: r.level == "ERROR",
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                cost_usd: r.cost.map_or(0.0, |c| c.total),
+            };
+            let model = observation::ActiveModel {
+                id: NotSet,
+                tenant: Set(tenant.to_owned()),
+                trace_id: Set(r.trace_id),
+                span_id: Set(r.span_id),
+                parent_span_id: Set(r.parent_span_id),
+                name: Set(r.name),
+                kind: Set(r.kind.to_owned()),
+                start_ms: Set(r.start_ms),
+                end_ms: Set(r.end_ms),
+                status_code: Set(r.status_code.to_owned()),
+                status_message: Set(r.status_message),
+                level: Set(r.level.to_owned()),
+                model: Set(r.model),
+                input_tokens: Set(r.input_tokens),
+                output_tokens: Set(r.output_tokens),
+                agent: Set(r.agent),
+                session_id: Set(r.session_id),
+                user_id: Set(r.user_id),
+                attributes: Set(r.attributes),
+                input_cost_usd: Set(r.cost.map(|c| c.input)),
+                output_cost_usd: Set(r.cost.map(|c| c.output)),
+                total_cost_usd: Set(r.cost.map(|c| c.total)),
+            };
+            (model, added)
         })
-        .collect();
+        .unzip();
+    if models.is_empty() {
+        return Ok(());
+    }
+    let txn = db.begin().await?;
+    let backend = txn.get_database_backend();
+    let mut inserted: HashSet<(String, String)> = HashSet::new();
     let mut models = models.into_iter().peekable();
     while models.peek().is_some() {
         let chunk: Vec<_> = models.by_ref().take(INSERT_CHUNK).collect();
-        observation::Entity::insert_many(chunk)
-            .on_conflict(
-                OnConflict::columns([
-                    observation::Column::Tenant,
-                    observation::Column::TraceId,
-                    observation::Column::SpanId,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
-            .try_insert()
-            .exec_without_returning(db)
+        let mut insert = observation::Entity::insert_many(chunk).on_conflict(
+            OnConflict::columns([
+                observation::Column::Tenant,
+                observation::Column::TraceId,
+                observation::Column::SpanId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        );
+        insert.query().returning(
+            Query::returning().columns([observation::Column::TraceId, observation::Column::SpanId]),
+        );
+        for row in txn.query_all_raw(insert.build(backend)).await? {
+            inserted.insert((row.try_get("", "trace_id")?, row.try_get("", "span_id")?));
+        }
+    }
+    let new: Vec<Added> = added
+        .into_iter()
+        .filter(|a| inserted.contains(&(a.trace_id.clone(), a.span_id.clone())))
+        .collect();
+    let traces: Vec<trace::ActiveModel> = new
+        .chunk_by(|a, b| a.trace_id == b.trace_id)
+        .map(|group| totals(tenant, group))
+        .collect();
+    let mut traces = traces.into_iter().peekable();
+    while traces.peek().is_some() {
+        let chunk: Vec<_> = traces.by_ref().take(INSERT_CHUNK).collect();
+        trace::Entity::insert_many(chunk)
+            .on_conflict(add_on_conflict())
+            .exec_without_returning(&txn)
             .await?;
     }
-    for trace_id in traces {
-        recompute(db, tenant, &trace_id).await?;
-    }
-    Ok(())
+    txn.commit().await
 }
 
-/// Rolls a trace's observations up into its row (see the module docs for
-/// why the merges make this safe to run concurrently).
-async fn recompute(db: &DatabaseConnection, tenant: &str, trace_id: &str) -> Result<(), DbErr> {
-    let observations = observation::Entity::find()
-        .filter(observation::Column::Tenant.eq(tenant))
-        .filter(observation::Column::TraceId.eq(trace_id))
-        .all(db)
-        .await?;
-    let Some(first) = observations.first() else {
-        return Ok(());
-    };
-    let root = observations.iter().find(|o| o.parent_span_id.is_empty());
-    let pick = |f: fn(&observation::Model) -> Option<String>| {
-        root.and_then(f).or_else(|| observations.iter().find_map(f))
+/// The row that the new observations `group` (of one trace) add.
+fn totals(tenant: &str, group: &[Added]) -> trace::ActiveModel {
+    let root = group.iter().find(|a| a.root_name.is_some());
+    let pick = |f: fn(&Added) -> &Option<String>| {
+        root.and_then(|r| f(r).clone())
+            .or_else(|| group.iter().find_map(|a| f(a).clone()))
     };
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-    let row = trace::ActiveModel {
+    trace::ActiveModel {
         id: NotSet,
         tenant: Set(tenant.to_owned()),
-        trace_id: Set(trace_id.to_owned()),
-        name: Set(root.map(|r| r.name.clone())),
-        agent: Set(pick(|o| o.agent.clone())),
-        session_id: Set(pick(|o| o.session_id.clone())),
-        user_id: Set(pick(|o| o.user_id.clone())),
-        start_ms: Set(observations
-            .iter()
-            .map(|o| o.start_ms)
-            .min()
-            .unwrap_or(first.start_ms)),
-        end_ms: Set(observations
-            .iter()
-            .map(|o| o.end_ms)
-            .max()
-            .unwrap_or(first.end_ms)),
-        observation_count: Set(count(observations.len())),
-        error_count: Set(count(
-            observations.iter().filter(|o| o.level == "ERROR").count(),
-        )),
-        input_tokens: Set(observations.iter().map(|o| o.input_tokens).sum()),
-        output_tokens: Set(observations.iter().map(|o| o.output_tokens).sum()),
+        trace_id: Set(group[0].trace_id.clone()),
+        name: Set(root.and_then(|r| r.root_name.clone())),
+        agent: Set(pick(|a| &a.agent)),
+        session_id: Set(pick(|a| &a.session_id)),
+        user_id: Set(pick(|a| &a.user_id)),
+        start_ms: Set(group.iter().map(|a| a.start_ms).min().unwrap_or(0)),
+        end_ms: Set(group.iter().map(|a| a.end_ms).max().unwrap_or(0)),
+        observation_count: Set(count(group.len())),
+        error_count: Set(count(group.iter().filter(|a| a.error).count())),
+        input_tokens: Set(group.iter().map(|a| a.input_tokens).sum()),
+        output_tokens: Set(group.iter().map(|a| a.output_tokens).sum()),
         updated_at_ms: Set(now_ms()),
-        total_cost_usd: Set(observations.iter().filter_map(|o| o.total_cost_usd).sum()),
-    };
+        total_cost_usd: Set(group.iter().map(|a| a.cost_usd).sum()),
+    }
+}
+
+/// Adds an incoming trace row to the stored one: counts and sums add up
+/// (each observation is added once: only its first insert returns it), the
+/// time range widens, and the root's name, agent, session and user win
+/// over values taken from other observations (the incoming row has a name
+/// only when it carries the root), which only fill what is still empty.
+fn add_on_conflict() -> OnConflict {
     let table = "trc_traces";
     let merge = |column: &str, greatest: bool| {
         let current = Expr::cust(format!("{table}.{column}"));
@@ -143,29 +195,29 @@ async fn recompute(db: &DatabaseConnection, tenant: &str, trace_id: &str) -> Res
             Func::least([current, incoming])
         }
     };
-    let keep = |column: &str| Expr::cust(format!("COALESCE(excluded.{column}, {table}.{column})"));
+    let add = |column: &str| Expr::cust(format!("{table}.{column} + excluded.{column}"));
+    let root_first = |column: &str| {
+        Expr::cust(format!(
+            "CASE WHEN excluded.name IS NOT NULL \
+             THEN COALESCE(excluded.{column}, {table}.{column}) \
+             ELSE COALESCE({table}.{column}, excluded.{column}) END"
+        ))
+    };
     let mut on_conflict = OnConflict::columns([trace::Column::Tenant, trace::Column::TraceId]);
     on_conflict
         .value(trace::Column::StartMs, merge("start_ms", false))
         .value(trace::Column::EndMs, merge("end_ms", true))
-        .value(
-            trace::Column::ObservationCount,
-            merge("observation_count", true),
-        )
-        .value(trace::Column::ErrorCount, merge("error_count", true))
-        .value(trace::Column::InputTokens, merge("input_tokens", true))
-        .value(trace::Column::OutputTokens, merge("output_tokens", true))
-        .value(trace::Column::TotalCostUsd, merge("total_cost_usd", true))
-        .value(trace::Column::Name, keep("name"))
-        .value(trace::Column::Agent, keep("agent"))
-        .value(trace::Column::SessionId, keep("session_id"))
-        .value(trace::Column::UserId, keep("user_id"))
+        .value(trace::Column::ObservationCount, add("observation_count"))
+        .value(trace::Column::ErrorCount, add("error_count"))
+        .value(trace::Column::InputTokens, add("input_tokens"))
+        .value(trace::Column::OutputTokens, add("output_tokens"))
+        .value(trace::Column::TotalCostUsd, add("total_cost_usd"))
+        .value(trace::Column::Name, root_first("name"))
+        .value(trace::Column::Agent, root_first("agent"))
+        .value(trace::Column::SessionId, root_first("session_id"))
+        .value(trace::Column::UserId, root_first("user_id"))
         .update_column(trace::Column::UpdatedAtMs);
-    trace::Entity::insert(row)
-        .on_conflict(on_conflict)
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
+    on_conflict
 }
 
 /// Deletes traces (and their observations and scores) that started

@@ -1080,3 +1080,336 @@ async fn the_list_filters_by_agent_session_user_time_status_and_latency() {
     assert_eq!(chat["level"], "ERROR");
     assert_eq!(chat["status_message"], "backend unavailable");
 }
+
+/// A request to the collector's internal gRPC query API as `tenant`.
+fn as_tenant<T>(tenant: &str, message: T) -> tonic::Request<T> {
+    mesh_runtime::grpc::outgoing(tenant, message).unwrap()
+}
+
+/// `agentmesh.v1.TraceQuery` on the internal gRPC port answers what REST
+/// answers (the same filters, cursor, tree and aggregates), for the tenant
+/// of the metadata only, and names the proto's field in its errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_grpc_query_api_answers_like_rest_per_tenant() {
+    use mesh_proto::trace_query_client::TraceQueryClient;
+    let collector = Collector::start(|_| {}).await;
+    let base = now_nanos() - 60_000_000_000;
+    let traces: Vec<AgentTrace> = (0..3)
+        .map(|i| AgentTrace::new(base + i * 1_000_000_000))
+        .collect();
+    for trace in &traces {
+        collector.export_protobuf("acme", &trace.all()).await;
+    }
+    for trace in &traces {
+        collector.wait_trace("acme", &trace.id(), 3).await;
+    }
+    let mut client = TraceQueryClient::connect(format!("http://{}", collector.running().grpc_addr))
+        .await
+        .unwrap();
+
+    // Newest first, two pages through the same cursor as REST.
+    let page = client
+        .list_traces(as_tenant(
+            "acme",
+            mesh_proto::ListTracesRequest {
+                page_size: 2,
+                agent: "support".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = page.traces.iter().map(|t| t.trace_id.as_str()).collect();
+    assert_eq!(ids, [traces[2].id(), traces[1].id()]);
+    let (_, rest) = collector.get(Some("acme"), "/api/traces?limit=2").await;
+    assert_eq!(rest["next_cursor"], page.next_page_token.as_str());
+    let last = client
+        .list_traces(as_tenant(
+            "acme",
+            mesh_proto::ListTracesRequest {
+                page_size: 2,
+                page_token: page.next_page_token.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(last.traces.len(), 1);
+    assert_eq!(last.traces[0].trace_id, traces[0].id());
+    assert_eq!(last.next_page_token, "");
+    let summary = &last.traces[0];
+    assert_eq!(
+        (
+            summary.observation_count,
+            summary.input_tokens,
+            summary.output_tokens
+        ),
+        (3, 10, 5)
+    );
+    assert_eq!(summary.agent, "support");
+    assert_eq!(summary.latency_ms, 100);
+    // Filters are REST's: min latency above every trace, no rows.
+    let none = client
+        .list_traces(as_tenant(
+            "acme",
+            mesh_proto::ListTracesRequest {
+                min_latency_ms: Some(101),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.traces.is_empty(), "{none:?}");
+
+    // One trace as a tree, rolled up.
+    let tree = client
+        .get_trace(as_tenant(
+            "acme",
+            mesh_proto::GetTraceRequest {
+                trace_id: traces[0].id().to_uppercase(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tree.trace.as_ref().unwrap().trace_id, traces[0].id());
+    assert_eq!(tree.observations.len(), 1);
+    let root = &tree.observations[0];
+    assert_eq!(
+        (root.r#type.as_str(), root.parent_span_id.as_str()),
+        ("agent", "")
+    );
+    assert_eq!((root.total_input_tokens, root.total_output_tokens), (10, 5));
+    let kinds: Vec<&str> = root.children.iter().map(|c| c.r#type.as_str()).collect();
+    assert_eq!(kinds, ["generation", "tool"]);
+    assert_eq!(root.children[0].model, "smollm2");
+    assert_eq!(root.children[0].parent_span_id, traces[0].span_id(0));
+    let attributes: Value = serde_json::from_str(&root.attributes_json).unwrap();
+    assert_eq!(
+        attributes["attributes"]["gen_ai.agent.name"], "support",
+        "{attributes}"
+    );
+
+    // Aggregates: by model, generations.
+    let by_model = client
+        .aggregates(as_tenant(
+            "acme",
+            mesh_proto::TraceAggregatesRequest {
+                by: "model".into(),
+                interval: "1d".into(),
+                from_ms: Some(0),
+                to_ms: Some(i64::try_from(now_nanos() / 1_000_000).unwrap() + 1),
+                ..Default::default()
+            },
+        ))
+        .await;
+    // 1d buckets since the epoch are over the default bucket limit.
+    let refused = by_model.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().starts_with("interval:"), "{refused:?}");
+    let by_model = client
+        .aggregates(as_tenant(
+            "acme",
+            mesh_proto::TraceAggregatesRequest {
+                by: "model".into(),
+                interval: "1h".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (by_model.by.as_str(), by_model.unit.as_str()),
+        ("model", "generation")
+    );
+    let counted: i64 = by_model.buckets.iter().map(|b| b.count).sum();
+    assert_eq!(counted, 3, "{by_model:?}");
+    assert!(by_model.buckets.iter().all(|b| b.model == "smollm2"));
+    assert!(
+        by_model.buckets[0]
+            .latency
+            .as_ref()
+            .unwrap()
+            .p50_ms
+            .is_some()
+    );
+
+    // Tenant isolation and bad input, naming the proto's fields.
+    let other = client
+        .get_trace(as_tenant(
+            "globex",
+            mesh_proto::GetTraceRequest {
+                trace_id: traces[0].id(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::NotFound);
+    let listed = client
+        .list_traces(as_tenant(
+            "globex",
+            mesh_proto::ListTracesRequest::default(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.traces.is_empty());
+    let anonymous = client
+        .list_traces(tonic::Request::new(mesh_proto::ListTracesRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    for (request, field) in [
+        (
+            mesh_proto::ListTracesRequest {
+                page_token: "garbage".into(),
+                ..Default::default()
+            },
+            "page_token:",
+        ),
+        (
+            mesh_proto::ListTracesRequest {
+                page_size: 100_000,
+                ..Default::default()
+            },
+            "page_size:",
+        ),
+        (
+            mesh_proto::ListTracesRequest {
+                status: "broken".into(),
+                ..Default::default()
+            },
+            "status:",
+        ),
+    ] {
+        let error = client
+            .list_traces(as_tenant("acme", request))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument, "{field}");
+        assert!(error.message().starts_with(field), "{error:?}");
+    }
+    let error = client
+        .get_trace(as_tenant(
+            "acme",
+            mesh_proto::GetTraceRequest {
+                trace_id: "nope".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert!(error.message().starts_with("trace_id:"), "{error:?}");
+}
+
+/// The writer adds each new observation to its trace's totals exactly once,
+/// whatever the interleaving: eight writers store overlapping batches of
+/// one trace (every span sent by three of them, in different orders and
+/// groupings, the root among them) at once on PostgreSQL; the trace row
+/// then equals the sums over the observations stored, and the root's
+/// name and agent won.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_add_each_observation_once_to_the_totals() {
+    use trace_collector::mapping::ObservationRow;
+    let url = fresh_postgres().await.unwrap();
+    let db = mesh_store::connect(&url, 16).await.unwrap();
+    mesh_store::traces::migrate(&db).await.unwrap();
+    let trace_id = hex(&random_bytes(16));
+    let other_trace = hex(&random_bytes(16));
+    let spans = 240_usize;
+    let row = |trace: &str, i: usize| ObservationRow {
+        trace_id: trace.to_owned(),
+        span_id: format!("{:016x}", i + 1),
+        parent_span_id: if i == 0 {
+            String::new()
+        } else {
+            format!("{:016x}", 1)
+        },
+        name: format!("span {i}"),
+        kind: "span",
+        start_ms: 1_000 + i64::try_from(i).unwrap(),
+        end_ms: 2_000 + i64::try_from(i).unwrap(),
+        status_code: "unset",
+        status_message: None,
+        level: if i % 7 == 0 { "ERROR" } else { "DEFAULT" },
+        model: None,
+        input_tokens: i64::try_from(i).unwrap(),
+        output_tokens: 1,
+        agent: Some(if i == 0 { "root-agent" } else { "child-agent" }.to_owned()),
+        session_id: None,
+        user_id: None,
+        attributes: json!({}),
+        cost: Some(trace_collector::prices::Cost {
+            input: 0.0,
+            output: 0.0,
+            total: 0.5,
+        }),
+    };
+    let writers: Vec<_> = (0..8_usize)
+        .map(|w| {
+            let db = db.clone();
+            // Writer w sends the spans i with i % 8 in {w, w+1, w+2}, in
+            // batches of 7, forwards or backwards, plus a span of another
+            // trace in every batch.
+            let mut mine: Vec<ObservationRow> = (0..spans)
+                .filter(|i| (i % 8 + 8 - w) % 8 < 3)
+                .map(|i| row(&trace_id, i))
+                .collect();
+            if w % 2 == 1 {
+                mine.reverse();
+            }
+            let batches: Vec<Vec<ObservationRow>> = mine
+                .chunks(7)
+                .enumerate()
+                .map(|(k, chunk)| {
+                    let mut batch = chunk.to_vec();
+                    batch.push(row(&other_trace, k));
+                    batch
+                })
+                .collect();
+            tokio::spawn(async move {
+                for batch in batches {
+                    trace_collector::store::store(&db, "acme", batch).await?;
+                }
+                Ok::<_, sea_orm::DbErr>(())
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+    let tree = trace_collector::store::get(&db, "acme", &trace_id, 48)
+        .await
+        .unwrap()
+        .unwrap();
+    let t = &tree.trace;
+    let n = i64::try_from(spans).unwrap();
+    assert_eq!(t.observation_count, n);
+    assert_eq!(t.error_count, (n + 6) / 7);
+    assert_eq!(t.input_tokens, n * (n - 1) / 2);
+    assert_eq!(t.output_tokens, n);
+    assert!((t.total_cost_usd - 0.5 * n as f64).abs() < 1e-6, "{t:?}");
+    assert_eq!((t.start_ms, t.end_ms), (1_000, 2_000 + n - 1));
+    assert_eq!(t.name.as_deref(), Some("span 0"));
+    assert_eq!(t.agent.as_deref(), Some("root-agent"));
+    assert_eq!(tree.observations.len(), 1);
+    assert_eq!(tree.observations[0].children.len(), spans - 1);
+    // The other trace got each of its spans once too, rolled up the same.
+    let other = trace_collector::store::get(&db, "acme", &other_trace, 48)
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = i64::try_from(
+        other
+            .observations
+            .iter()
+            .map(|o| 1 + o.children.len())
+            .sum::<usize>(),
+    )
+    .unwrap();
+    assert_eq!(other.trace.observation_count, stored);
+    db.close().await.unwrap();
+}

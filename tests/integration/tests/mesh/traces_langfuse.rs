@@ -483,6 +483,80 @@ async fn the_langfuse_endpoint_takes_spans_under_the_tenant_of_the_key() {
     collector.wait_trace("acme", &late.id(), late.count()).await;
 }
 
+/// Key pairs are cached for AGENTMESH_TRACES_KEY_CACHE_TTL_MS: a key
+/// revoked by another replica (here: straight in the shared database) is
+/// still taken from the cache until the TTL, refused after it; a revocation
+/// through this replica applies at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_key_is_refused_within_the_cache_ttl() {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait as _, QueryFilter as _};
+    let ttl = Duration::from_secs(3);
+    let collector = Collector::start(|c| c.key_cache_ttl = ttl).await;
+    let (_, key) = collector
+        .post_json(Some("acme"), "/api/keys", &json!({}))
+        .await;
+    let public = key["public_key"].as_str().unwrap().to_owned();
+    let secret = key["secret_key"].as_str().unwrap().to_owned();
+    let post = || async {
+        langfuse_post(
+            &collector,
+            Some((&public, &secret)),
+            None,
+            &Trace::new(&[("gpt-4o", 1, 1)]),
+        )
+        .await
+        .status()
+    };
+    let cached_at = tokio::time::Instant::now();
+    assert_eq!(post().await, 200);
+    let db = sea_orm::Database::connect(&collector.database_url)
+        .await
+        .unwrap();
+    use mesh_store::traces::api_key;
+    let revoked = api_key::Entity::update_many()
+        .col_expr(api_key::Column::RevokedAtMs, Expr::value(1_i64))
+        .filter(api_key::Column::PublicKey.eq(&public))
+        .exec(&db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    assert_eq!(revoked.rows_affected, 1);
+    assert_eq!(post().await, 200, "served from the cache within the TTL");
+    assert!(
+        cached_at.elapsed() < ttl,
+        "too slow to observe the cache; the assertion above proves nothing"
+    );
+    tokio::time::sleep_until(cached_at + ttl + Duration::from_millis(200)).await;
+    assert_eq!(post().await, 401, "refused once the TTL is over");
+
+    // Revoked through this replica: refused at once, cached or not.
+    let (_, key) = collector
+        .post_json(Some("acme"), "/api/keys", &json!({}))
+        .await;
+    let (public, secret) = (
+        key["public_key"].as_str().unwrap().to_owned(),
+        key["secret_key"].as_str().unwrap().to_owned(),
+    );
+    let trace = Trace::new(&[("gpt-4o", 1, 1)]);
+    let status = langfuse_post(&collector, Some((&public, &secret)), None, &trace)
+        .await
+        .status();
+    assert_eq!(status, 200);
+    let response = collector
+        .http
+        .delete(collector.url(&format!("/api/keys/{public}")))
+        .header("agentmesh-tenant", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let status = langfuse_post(&collector, Some((&public, &secret)), None, &trace)
+        .await
+        .status();
+    assert_eq!(status, 401);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scores_attach_to_traces_and_observations_within_their_tenant() {
     let collector = Collector::start(|_| {}).await;
