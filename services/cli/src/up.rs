@@ -334,6 +334,8 @@ async fn run_inner(
         .context("trace-collector")?;
     env.entry("AGENTMESH_GATEWAY_TRACES_URL".into())
         .or_insert_with(|| format!("http://{}", traces.http_addr));
+    env.entry("AGENTMESH_GATEWAY_TRACES_GRPC_URL".into())
+        .or_insert_with(|| format!("http://{}", traces.grpc_addr));
     let gateway = gateway::start(gateway::Config::from_env(env)?, shutdown.clone())
         .await
         .context("gateway")?;

@@ -21,6 +21,8 @@ pub struct Config {
     pub model_timeout: Duration,
     /// HTTP address of the trace-collector's query API.
     pub traces_url: String,
+    /// gRPC address of the trace-collector's query API (`TraceQuery`).
+    pub traces_grpc_url: String,
     /// gRPC address of the retrieval service.
     pub retrieval_url: String,
     /// HS256 secret for bearer JWTs (`AGENTMESH_GATEWAY_JWT_SECRET`);
@@ -114,6 +116,7 @@ impl Config {
             traces_url: env::string_or(env, &var("TRACES_URL"), "http://127.0.0.1:4318")
                 .trim_end_matches('/')
                 .to_owned(),
+            traces_grpc_url: env::string_or(env, &var("TRACES_GRPC_URL"), "http://127.0.0.1:4317"),
             retrieval_url: env::string_or(env, &var("RETRIEVAL_URL"), "http://127.0.0.1:7004"),
             model_timeout: env::millis_or(env, &var("MODEL_TIMEOUT_MS"), Duration::from_secs(600))?,
             jwt_secret: secret.map(String::into_bytes),

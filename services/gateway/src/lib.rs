@@ -16,6 +16,7 @@ mod ratelimit;
 mod rest;
 mod retrieval;
 mod state;
+mod trace_grpc;
 mod traces;
 mod views;
 
@@ -144,6 +145,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .add_service(
             mesh_proto::retrieval_server::RetrievalServer::new(retrieval::PublicRetrieval {
                 state: state.clone(),
+            })
+            .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            mesh_proto::trace_query_server::TraceQueryServer::new(trace_grpc::PublicTraces {
+                state: state.clone(),
+                collector: trace_grpc::client(&config.traces_grpc_url).with_context(|| {
+                    format!(
+                        "AGENTMESH_GATEWAY_TRACES_GRPC_URL: {:?}",
+                        config.traces_grpc_url
+                    )
+                })?,
             })
             .max_decoding_message_size(max_message),
         )

@@ -205,6 +205,7 @@ impl Mesh {
         gateway_config.submit_rate_per_minute = options.submit_rate_per_minute;
         gateway_config.router_url = format!("http://{}", router.http_addr);
         gateway_config.traces_url = format!("http://{}", traces.http_addr);
+        gateway_config.traces_grpc_url = format!("http://{}", traces.grpc_addr);
         if let Some(config) = &retrieval_config {
             gateway_config.retrieval_url = format!("http://{}", config.grpc_listen);
         }

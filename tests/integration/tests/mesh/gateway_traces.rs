@@ -226,4 +226,93 @@ async fn traces_are_served_through_the_gateway_for_the_tokens_tenant_only() {
         400,
         "the tenant comes from the token, never a parameter"
     );
+
+    // The public gRPC face: agentmesh.v1.TraceQuery, tenant from the token.
+    let mut traces =
+        mesh_proto::trace_query_client::TraceQueryClient::connect(mesh.gateway_grpc_url())
+            .await
+            .unwrap();
+    let get = |token: String| {
+        bearer(
+            token,
+            mesh_proto::GetTraceRequest {
+                trace_id: TRACE_ID.into(),
+            },
+        )
+    };
+    let tree = traces
+        .get_trace(get(mesh.token("acme", &[Role::Viewer])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tree.trace.as_ref().unwrap().trace_id, TRACE_ID);
+    assert_eq!(tree.observations[0].r#type, "agent", "{tree:?}");
+    assert_eq!(tree.observations[0].name, "invoke_agent support");
+    let other = traces
+        .get_trace(get(mesh.token("globex", &[Role::Viewer])))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::NotFound);
+    let anonymous = traces
+        .get_trace(tonic::Request::new(mesh_proto::GetTraceRequest {
+            trace_id: TRACE_ID.into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    // A tenant header from the caller is ignored: the token decides.
+    let mut smuggled = bearer(
+        mesh.token("globex", &[Role::Viewer]),
+        mesh_proto::ListTracesRequest::default(),
+    );
+    smuggled
+        .metadata_mut()
+        .insert("agentmesh-tenant", "acme".parse().unwrap());
+    let listed = traces.list_traces(smuggled).await.unwrap().into_inner();
+    assert!(listed.traces.is_empty(), "{listed:?}");
+    let listed = traces
+        .list_traces(bearer(
+            mesh.token("acme", &[Role::Viewer]),
+            mesh_proto::ListTracesRequest {
+                status: "ok".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.traces.len(), 1);
+    assert_eq!(listed.traces[0].trace_id, TRACE_ID);
+    let bad = traces
+        .list_traces(bearer(
+            mesh.token("acme", &[Role::Viewer]),
+            mesh_proto::ListTracesRequest {
+                page_token: "garbage".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().starts_with("page_token:"), "{bad:?}");
+    let totals = traces
+        .aggregates(bearer(
+            mesh.token("acme", &[Role::Viewer]),
+            mesh_proto::TraceAggregatesRequest {
+                by: "agent".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(totals.buckets.iter().map(|b| b.count).sum::<i64>(), 1);
+}
+
+fn bearer<T>(token: String, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
 }

@@ -239,6 +239,9 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
         let mut tasks = mesh_proto::task_service_client::TaskServiceClient::connect(url.clone())
             .await
             .unwrap();
+        let mut traces = mesh_proto::trace_query_client::TraceQueryClient::connect(url.clone())
+            .await
+            .unwrap();
         let calls: Vec<(Operation, Result<(), tonic::Status>)> = vec![
             (
                 Operation::ApplyAgent,
@@ -357,6 +360,32 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                             after_seq: 0,
                         },
                     ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::ListTraces,
+                traces
+                    .list_traces(with(&token, mesh_proto::ListTracesRequest::default()))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::GetTrace,
+                traces
+                    .get_trace(with(
+                        &token,
+                        mesh_proto::GetTraceRequest {
+                            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+                        },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::TraceAggregates,
+                traces
+                    .aggregates(with(&token, mesh_proto::TraceAggregatesRequest::default()))
                     .await
                     .map(drop),
             ),
