@@ -31,3 +31,4 @@ mod task_path;
 mod trace_context;
 mod traces;
 mod traces_langfuse;
+mod traces_langfuse_sdk;
