@@ -39,6 +39,9 @@ mod retrieval;
 #[path = "mesh/agent_loop.rs"]
 mod agent_loop;
 
+#[path = "mesh/traces_big.rs"]
+mod traces_big;
+
 // === scenarios ===
 
 struct Scenario {
@@ -1403,6 +1406,8 @@ async fn traces(n: usize, concurrency: usize) -> anyhow::Result<()> {
         "  target writer >= 10000 spans/s into PostgreSQL: {writer_rate:.0} spans/s -> {}",
         verdict(writer_rate >= 10_000.0)
     );
+    traces_big::many_observations(2_000, 20).await?;
+    traces_big::langfuse_ingest(2_000, concurrency).await?;
     drop(nats);
     Ok(())
 }
