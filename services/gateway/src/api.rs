@@ -33,6 +33,7 @@ impl AppState {
     fn request<T>(&self, principal: &Principal, message: T) -> Result<tonic::Request<T>, ApiError> {
         let mut request = mesh_runtime::grpc::outgoing(&principal.tenant, message)?;
         request.set_timeout(self.config.upstream_timeout);
+        crate::api_keys::set_actor(&mut request, principal);
         Ok(request)
     }
 

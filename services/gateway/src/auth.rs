@@ -40,6 +40,10 @@ pub enum Operation {
     ScoreTrace,
     /// Create, list and revoke the tenant's Langfuse ingestion keys.
     ManageTraceKeys,
+    /// Create, list and revoke the tenant's API keys.
+    ManageApiKeys,
+    /// Read the tenant's audit log.
+    ReadAuditLog,
     /// Retrieval (RAG) through the retrieval service.
     CreateCollection,
     DeleteCollection,
@@ -60,6 +64,8 @@ pub fn required_role(op: Operation) -> Role {
         Operation::ApplyAgent | Operation::ApplyTool => Role::Operator,
         // Credentials that let an application write the tenant's traces.
         Operation::ManageTraceKeys => Role::Admin,
+        // Credentials of machine clients, and who changed what.
+        Operation::ManageApiKeys | Operation::ReadAuditLog => Role::Admin,
         Operation::ScoreTrace => Role::User,
         Operation::SubmitTask
         | Operation::CancelTask
@@ -79,15 +85,20 @@ pub fn required_role(op: Operation) -> Role {
     }
 }
 
-/// Verifies the `Authorization` value and checks the role for `op`.
+/// Verifies the caller and checks the role for `op`: the request's API key
+/// when it sent one (resolved by a layer before the handler, see
+/// [`crate::api_keys`]), else the JWT in the `Authorization` value.
 pub fn authorize(
     verifier: &Verifier,
     authorization: Option<&str>,
     op: Operation,
 ) -> Result<Principal, ApiError> {
-    let principal = verifier
-        .verify_header(authorization)
-        .map_err(ApiError::unauthenticated)?;
+    let principal = match crate::api_keys::resolved() {
+        Some(outcome) => outcome?,
+        None => verifier
+            .verify_header(authorization)
+            .map_err(ApiError::unauthenticated)?,
+    };
     if mesh_bus::names::validate("tenant", &principal.tenant).is_err() {
         return Err(ApiError::unauthenticated(
             "token tenant claim is not a valid tenant name",

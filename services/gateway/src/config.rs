@@ -54,6 +54,8 @@ pub struct Config {
     pub submit_rate_per_minute: u32,
     /// Timeout of one Redis call.
     pub redis_timeout: Duration,
+    /// How long resolved API keys are cached (`_API_KEY_CACHE_*`).
+    pub api_key_cache: crate::api_keys::KeyCacheConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -145,6 +147,7 @@ impl Config {
                 &var("REDIS_TIMEOUT_MS"),
                 Duration::from_millis(250),
             )?,
+            api_key_cache: crate::api_keys::KeyCacheConfig::from_env(env)?,
         })
     }
 

@@ -3,7 +3,9 @@
 //! event streams read straight from EVENTS. It owns nothing durable: agents
 //! and tasks live in the orchestrator, behind its internal gRPC API.
 
+mod access;
 mod api;
+mod api_keys;
 pub mod auth;
 mod config;
 mod error;
@@ -107,6 +109,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config: Arc::new(config.clone()),
         metrics,
         submit_limiter,
+        api_keys: api_keys::KeyCache::new(config.api_key_cache.clone()),
     };
 
     if let Some(url) = &config.jwks_url {
@@ -130,25 +133,29 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let max_message = config.max_body_bytes;
     let grpc = frame
         .grpc()
-        .add_service(
+        .add_service(api_keys::WithApiKeys::new(
+            state.clone(),
             AgentServiceServer::new(grpc::PublicGrpc {
                 state: state.clone(),
             })
             .max_decoding_message_size(max_message),
-        )
-        .add_service(
+        ))
+        .add_service(api_keys::WithApiKeys::new(
+            state.clone(),
             ToolServiceServer::new(grpc::PublicGrpc {
                 state: state.clone(),
             })
             .max_decoding_message_size(max_message),
-        )
-        .add_service(
+        ))
+        .add_service(api_keys::WithApiKeys::new(
+            state.clone(),
             mesh_proto::retrieval_server::RetrievalServer::new(retrieval::PublicRetrieval {
                 state: state.clone(),
             })
             .max_decoding_message_size(max_message),
-        )
-        .add_service(
+        ))
+        .add_service(api_keys::WithApiKeys::new(
+            state.clone(),
             mesh_proto::trace_query_server::TraceQueryServer::new(trace_grpc::PublicTraces {
                 state: state.clone(),
                 collector: trace_grpc::client(&config.traces_grpc_url).with_context(|| {
@@ -159,11 +166,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 })?,
             })
             .max_decoding_message_size(max_message),
-        )
-        .add_service(
+        ))
+        .add_service(api_keys::WithApiKeys::new(
+            state.clone(),
             TaskServiceServer::new(grpc::PublicGrpc { state })
                 .max_decoding_message_size(max_message),
-        );
+        ));
     frame.spawn_grpc(grpc_listener, grpc);
     tracing::info!(%http_addr, %grpc_addr, %admin_addr, "gateway ready");
     Ok(Running {

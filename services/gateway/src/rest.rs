@@ -59,10 +59,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/traces/{trace_id}", get(crate::traces::get))
         .merge(crate::retrieval::routes())
+        .merge(crate::access::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         // Layers run outside-in: metrics see every request, including ones
         // the body limit refuses; the limit applies before any handler reads.
         .layer(DefaultBodyLimit::max(max_body))
+        // Inside metrics, so a refused key is counted like a refused token.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::api_keys::resolve_rest,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,

@@ -22,4 +22,6 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Present when `REDIS_URL` is set and the submit limit is on.
     pub submit_limiter: Option<crate::ratelimit::RateLimiter>,
+    /// API keys this replica has resolved recently.
+    pub api_keys: crate::api_keys::KeyCache,
 }

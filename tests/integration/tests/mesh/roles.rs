@@ -199,6 +199,30 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
             None,
             Operation::ReadCollections,
         ),
+        (
+            reqwest::Method::POST,
+            "/v1/api-keys".into(),
+            Some(json!({"name": "ci", "role": "viewer"})),
+            Operation::ManageApiKeys,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/api-keys".into(),
+            None,
+            Operation::ManageApiKeys,
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v1/api-keys/0123456789abcdef".into(),
+            None,
+            Operation::ManageApiKeys,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/audit".into(),
+            None,
+            Operation::ReadAuditLog,
+        ),
     ];
     for (method, path, body, op) in &routes {
         for role in ROLES {
