@@ -9,7 +9,10 @@ The trace: `invoke_agent support` (GenAI agent attributes) with a
 through the query API. Needs opentelemetry-sdk and the two OTLP exporters
 (scripts/test installs them into .venv).
 
-Usage: otel-client-check.py --protocol http|grpc --endpoint URL --tenant T
+Usage: otel-client-check.py --protocol http|grpc --endpoint URL --tenant T [--service-token JWT]
+
+The collector honours the tenant header only with a service token
+(`agentmesh-service-token`), which --service-token sends.
 """
 
 from __future__ import annotations
@@ -24,14 +27,17 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 
-def exporter(protocol: str, endpoint: str, tenant: str):
+def exporter(protocol: str, endpoint: str, tenant: str, service_token: str):
+    headers = {"agentmesh-tenant": tenant}
+    if service_token:
+        headers["agentmesh-service-token"] = service_token
     if protocol == "http":
         from opentelemetry.exporter.otlp.proto.http import Compression
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter(
             endpoint=f"{endpoint.rstrip('/')}/v1/traces",
-            headers={"agentmesh-tenant": tenant},
+            headers=headers,
             compression=Compression.Gzip,
             timeout=10,
         )
@@ -40,7 +46,7 @@ def exporter(protocol: str, endpoint: str, tenant: str):
     return OTLPSpanExporter(
         endpoint=endpoint,
         insecure=True,
-        headers=(("agentmesh-tenant", tenant),),
+        headers=tuple(headers.items()),
         timeout=10,
     )
 
@@ -50,12 +56,13 @@ def main() -> int:
     parser.add_argument("--protocol", choices=["http", "grpc"], required=True)
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--tenant", required=True)
+    parser.add_argument("--service-token", default="")
     args = parser.parse_args()
 
     provider = TracerProvider(resource=Resource.create({"service.name": f"otel-python-{args.protocol}"}))
     # Simple (synchronous) processor: each span is exported as it ends, and
     # an export failure is reported before this script exits.
-    provider.add_span_processor(SimpleSpanProcessor(exporter(args.protocol, args.endpoint, args.tenant)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter(args.protocol, args.endpoint, args.tenant, args.service_token)))
     tracer = provider.get_tracer("agentmesh.otel-client-check")
 
     with tracer.start_as_current_span(

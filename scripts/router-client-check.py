@@ -34,12 +34,15 @@ def main():
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--model", default="sim-model")
     parser.add_argument("--tenant", default="default")
+    # The router honours the tenant header only with a service token.
+    parser.add_argument("--service-token", default="")
     args = parser.parse_args()
 
     client = openai.OpenAI(
         base_url=args.base_url,
         api_key="unused",
-        default_headers={"agentmesh-tenant": args.tenant},
+        default_headers={"agentmesh-tenant": args.tenant}
+        | ({"agentmesh-service-token": args.service_token} if args.service_token else {}),
         max_retries=0,
         timeout=30,
     )

@@ -8,6 +8,8 @@
 //! skew; the tenant and roles come from configurable claims. This crate
 //! never logs tokens or secrets.
 
+pub mod service;
+
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 

@@ -87,6 +87,12 @@ pub struct SharedConfig {
     pub otlp_endpoint: Option<String>,
     /// `AGENTMESH_BUS_*`
     pub bus: BusConfig,
+    /// `AGENTMESH_SERVICE_KEY` or `AGENTMESH_SERVICE_KEY_FILE`, and the
+    /// token lifetimes (see [`mesh_auth::service`]). `None` when no key is
+    /// set: a service that serves or calls internal gRPC then refuses to
+    /// start ([`crate::service_auth::init`]); tools that only read the bus
+    /// do not need it.
+    pub service_auth: Option<mesh_auth::service::ServiceAuthConfig>,
 }
 
 impl SharedConfig {
@@ -151,6 +157,12 @@ impl SharedConfig {
             redis_url: optional(env, "REDIS_URL"),
             otlp_endpoint: optional(env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
             bus,
+            service_auth: mesh_auth::service::ServiceAuthConfig::from_env(env).map_err(|e| {
+                ConfigError::Invalid {
+                    var: e.var.to_owned(),
+                    reason: e.reason,
+                }
+            })?,
         })
     }
 }

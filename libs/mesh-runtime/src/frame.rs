@@ -12,10 +12,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::server::{HealthReporter, HealthService};
 
+use crate::service_auth::GrpcAuthLayer;
 use crate::{Readiness, Stopped, Supervisor};
 
 /// The gRPC health service (`grpc.health.v1.Health`).
 pub type HealthGrpc = tonic_health::pb::health_server::HealthServer<HealthService>;
+
+/// A gRPC server of the mesh: tonic's router behind the service
+/// authentication layer.
+pub type GrpcRouter = tonic::transport::server::Router<
+    tower::layer::util::Stack<GrpcAuthLayer, tower::layer::util::Identity>,
+>;
 
 #[derive(Debug)]
 pub struct ServiceFrame {
@@ -24,6 +31,8 @@ pub struct ServiceFrame {
     reporter: HealthReporter,
     /// Connections that must be up for the service to be ready.
     required: Vec<mesh_bus::Bus>,
+    /// What [`ServiceFrame::grpc`] checks callers with.
+    service_verifier: Option<mesh_auth::service::ServiceVerifier>,
     pub admin_addr: SocketAddr,
 }
 
@@ -55,6 +64,7 @@ impl ServiceFrame {
             readiness,
             reporter,
             required: Vec::new(),
+            service_verifier: None,
             admin_addr,
         })
     }
@@ -68,15 +78,43 @@ impl ServiceFrame {
         &self.supervisor
     }
 
-    /// A gRPC server builder with the health service already added.
-    pub fn grpc(&self) -> tonic::transport::server::Router {
-        tonic::transport::Server::builder().add_service(HealthGrpc::new(
-            HealthService::from_health_reporter(self.reporter.clone()),
-        ))
+    /// Sets up service authentication for `service` (see
+    /// [`crate::service_auth::init`]): its outgoing calls carry its token
+    /// from now on, and [`ServiceFrame::grpc`] checks callers. Returns the
+    /// verifier, for an internal HTTP face.
+    pub fn service_auth(
+        &mut self,
+        shared: &crate::SharedConfig,
+        service: &str,
+    ) -> Result<mesh_auth::service::ServiceVerifier, crate::ConfigError> {
+        let verifier = crate::service_auth::init(shared, service)?;
+        self.service_verifier = Some(verifier.clone());
+        Ok(verifier)
+    }
+
+    /// An internal gRPC server builder with the health service already
+    /// added: every call but health needs a service token (none is
+    /// accepted unless [`ServiceFrame::service_auth`] ran first).
+    pub fn grpc(&self) -> GrpcRouter {
+        tonic::transport::Server::builder()
+            .layer(GrpcAuthLayer::internal(self.service_verifier.clone()))
+            .add_service(self.health())
+    }
+
+    /// The gateway's public gRPC server: callers bring user credentials,
+    /// which its handlers check.
+    pub fn public_grpc(&self) -> GrpcRouter {
+        tonic::transport::Server::builder()
+            .layer(GrpcAuthLayer::public())
+            .add_service(self.health())
+    }
+
+    fn health(&self) -> HealthGrpc {
+        HealthGrpc::new(HealthService::from_health_reporter(self.reporter.clone()))
     }
 
     /// Serves `router` on `listener` until the service stops.
-    pub fn spawn_grpc(&self, listener: TcpListener, router: tonic::transport::server::Router) {
+    pub fn spawn_grpc(&self, listener: TcpListener, router: GrpcRouter) {
         // TCP_NODELAY: streamed responses are many small writes; with
         // Nagle and delayed ACKs each one can stall for ~40 ms.
         let incoming =

@@ -11,6 +11,7 @@ pub mod error;
 pub mod frame;
 pub mod grpc;
 pub mod queue_service;
+pub mod service_auth;
 pub mod shutdown;
 pub mod supervisor;
 

@@ -5,6 +5,11 @@
 //!
 //! This crate never decides *what* a service measures; services own their
 //! metric families and register them in their own [`Registry`].
+//!
+//! The OTLP exporter sends the process's service token
+//! ([`mesh_auth::service::installed`]) with every export, so the mesh's
+//! trace-collector accepts it; spans name their tenant with the
+//! [`TENANT_ATTRIBUTE`] attribute, since one export mixes tenants.
 
 mod propagation;
 
@@ -17,7 +22,7 @@ pub use propagation::{
 };
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt as _, util::SubscriberInitExt as _};
 
@@ -72,6 +77,7 @@ pub fn init(
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
+            .with_interceptor(ServiceToken)
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
         builder = builder.with_batch_exporter(exporter);
@@ -102,6 +108,37 @@ pub fn init(
     Ok(TelemetryGuard {
         provider: installed.then_some(provider),
     })
+}
+
+/// The span attribute naming the tenant a span was recorded for (the
+/// trace-collector files a service's spans under it).
+pub const TENANT_ATTRIBUTE: &str = "agentmesh.tenant";
+
+/// Adds the process's service token to each export. Read per export, so a
+/// credential installed after [`init`] (services install theirs at start)
+/// and every refresh of the token are picked up. Without a credential the
+/// export goes out bare and an agentmesh collector refuses it.
+#[derive(Debug, Clone, Copy)]
+struct ServiceToken;
+
+impl tonic::service::Interceptor for ServiceToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(credential) = mesh_auth::service::installed() {
+            let token = credential
+                .token()
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+            let value = token
+                .parse()
+                .map_err(|_| tonic::Status::internal("service token is not a metadata value"))?;
+            request
+                .metadata_mut()
+                .insert(mesh_auth::service::SERVICE_TOKEN_HEADER, value);
+        }
+        Ok(request)
+    }
 }
 
 /// The Prometheus text exposition of a registry (`/metrics`).

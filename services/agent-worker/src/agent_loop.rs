@@ -222,6 +222,7 @@ impl TaskRunner {
             gen_ai.usage.output_tokens = tracing::field::Empty,
             gen_ai.response.finish_reasons = tracing::field::Empty,
             agentmesh.step = step,
+            agentmesh.tenant = %task.tenant,
         );
         let call = async {
             let request = mesh_runtime::grpc::outgoing(&task.tenant, request)
@@ -447,6 +448,7 @@ impl TaskRunner {
             gen_ai.tool.call.id = %call.id,
             error.r#type = tracing::field::Empty,
             agentmesh.step = step,
+            agentmesh.tenant = %task.tenant,
         );
         let started = Instant::now();
         let output = toolbox

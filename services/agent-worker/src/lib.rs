@@ -52,6 +52,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         &shutdown,
     )
     .await?;
+    frame.service_auth(&config.shared, "agent-worker")?;
     let admin_addr = frame.admin_addr;
 
     let bus = Bus::connect(

@@ -226,6 +226,8 @@ impl TaskRunner {
             gen_ai.agent.name = %agent,
             task.id = %task.task_id,
             tenant = %delivery.tenant,
+            // What the trace-collector files this service's spans under.
+            agentmesh.tenant = %delivery.tenant,
             attempt = attempt_of(&delivery),
         );
         mesh_telemetry::set_parent(&span, delivery.parent.clone());

@@ -197,6 +197,18 @@ fn jwt_secret(data_dir: &Path) -> anyhow::Result<String> {
     Ok(secret)
 }
 
+/// The mesh key of this data directory (service tokens of the internal
+/// calls), created once; returns its file.
+fn service_key_file(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join("service-key");
+    if !path.exists() {
+        let bytes: [u8; 48] = rand::random();
+        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        write_private(&path, &key)?;
+    }
+    Ok(path)
+}
+
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     #[cfg(unix)]
@@ -298,6 +310,17 @@ async fn run_inner(
         None => jwt_secret(data_dir)?,
     };
     env.insert("AGENTMESH_GATEWAY_JWT_SECRET".into(), secret.clone());
+    // Internal calls carry service tokens signed with one mesh key: the
+    // operator's when set, else this data directory's.
+    if !env.contains_key(mesh_auth::service::KEY_VAR)
+        && !env.contains_key(mesh_auth::service::KEY_FILE_VAR)
+    {
+        let path = service_key_file(data_dir)?;
+        env.insert(
+            mesh_auth::service::KEY_FILE_VAR.into(),
+            path.display().to_string(),
+        );
+    }
 
     step("starting the services (SQLite under the data directory)");
     let router =

@@ -23,7 +23,12 @@ impl AppState {
         authorization: Option<&str>,
         op: Operation,
     ) -> Result<Principal, ApiError> {
-        authorize(&self.verifier, authorization, op)
+        let principal = authorize(&self.verifier, authorization, op)?;
+        // The request's span (see `rest::record_metrics`) is filed under
+        // the caller's tenant by the trace-collector.
+        tracing::Span::current()
+            .record(mesh_telemetry::TENANT_ATTRIBUTE, principal.tenant.as_str());
+        Ok(principal)
     }
 
     fn client(&self) -> ControlPlaneClient<Channel> {

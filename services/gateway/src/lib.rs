@@ -59,6 +59,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         &shutdown,
     )
     .await?;
+    // Its own gRPC face is public (user JWTs); this is the credential of
+    // its calls to the internal services.
+    frame.service_auth(&config.shared, "gateway")?;
     let admin_addr = frame.admin_addr;
 
     let bus = Bus::connect(
@@ -132,7 +135,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let grpc_addr = grpc_listener.local_addr()?;
     let max_message = config.max_body_bytes;
     let grpc = frame
-        .grpc()
+        .public_grpc()
         .add_service(api_keys::WithApiKeys::new(
             state.clone(),
             AgentServiceServer::new(grpc::PublicGrpc {

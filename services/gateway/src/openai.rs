@@ -58,6 +58,13 @@ fn upstream_headers(tenant: &str) -> reqwest::header::HeaderMap {
     if let Ok(value) = tenant.parse() {
         headers.insert(mesh_runtime::grpc::TENANT_METADATA, value);
     }
+    // The router honours the tenant header only with a service token.
+    if let Some(token) = mesh_runtime::service_auth::token()
+        .ok()
+        .and_then(|t| t.parse().ok())
+    {
+        headers.insert(mesh_runtime::service_auth::TOKEN_HEADER, token);
+    }
     headers
 }
 

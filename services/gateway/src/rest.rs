@@ -93,6 +93,8 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
         http.request.method = %method,
         http.route = %route,
         http.response.status_code = tracing::field::Empty,
+        // Set once the caller is authenticated (`AppState::authorize`).
+        agentmesh.tenant = tracing::field::Empty,
     );
     mesh_telemetry::set_parent(&span, mesh_telemetry::extract_http(request.headers()));
     let response = next.run(request).instrument(span.clone()).await;

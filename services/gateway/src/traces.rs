@@ -79,6 +79,10 @@ async fn send(
         .request(method, format!("{}{path}", state.config.traces_url))
         .query(query)
         .header(mesh_runtime::grpc::TENANT_METADATA, tenant);
+    // The collector honours the tenant header only with a service token.
+    if let Ok(token) = mesh_runtime::service_auth::token() {
+        request = request.header(mesh_runtime::service_auth::TOKEN_HEADER, token);
+    }
     if let Some(body) = body {
         request = request
             .header(header::CONTENT_TYPE, "application/json")

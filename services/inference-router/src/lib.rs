@@ -59,13 +59,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     };
     let mut registry = mesh_telemetry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
-    let frame = ServiceFrame::start(
+    let mut frame = ServiceFrame::start(
         "agentmesh.v1.InferenceService",
         config.admin_listen,
         registry,
         &shutdown,
     )
     .await?;
+    let service_verifier = frame.service_auth(&config.shared, "inference-router")?;
     let admin_addr = frame.admin_addr;
 
     let client = backend::Client::new(&config).context("build backend client")?;
@@ -112,6 +113,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         },
         config.max_body_bytes,
     );
+    // The tenant header is honoured only with a service token; OpenAI
+    // clients without either are served as the default tenant.
+    let app = mesh_runtime::service_auth::guard_tenant_header(app, service_verifier, &[]);
     frame.spawn_http(http_listener, app);
 
     let grpc_listener = bind(config.grpc_listen, "grpc").await?;

@@ -50,6 +50,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         &shutdown,
     )
     .await?;
+    frame.service_auth(&config.shared, "orchestrator")?;
     let url = mesh_store::resolve_url(
         config.shared.database_url.as_deref(),
         &config.data_dir,

@@ -203,8 +203,17 @@ impl Embedder for RemoteEmbedder {
                 .timeout(self.timeout)
                 .header(mesh_runtime::grpc::TENANT_METADATA, &self.tenant)
                 .json(&serde_json::json!({"model": self.model, "input": batch}));
-            if let Some(key) = &self.api_key {
-                request = request.bearer_auth(key);
+            match &self.api_key {
+                Some(key) => request = request.bearer_auth(key),
+                // No API key: the endpoint is the mesh's inference-router,
+                // which honours the tenant header only with a service
+                // token. The token never goes to a provider that wants a
+                // key of its own.
+                None => {
+                    if let Ok(token) = mesh_runtime::service_auth::token() {
+                        request = request.header(mesh_runtime::service_auth::TOKEN_HEADER, token);
+                    }
+                }
             }
             let response = request.send().await.map_err(|e| {
                 RetrievalError::Unavailable(format!("embeddings endpoint unreachable: {e}"))

@@ -139,6 +139,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     );
     let mut frame =
         ServiceFrame::start(SPEC.grpc_service, config.admin_listen, registry, &shutdown).await?;
+    frame.service_auth(&config.shared, "retrieval")?;
 
     let url = mesh_store::resolve_url(
         config.shared.database_url.as_deref(),

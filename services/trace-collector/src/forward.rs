@@ -20,6 +20,9 @@
 //! another agentmesh collector reads) and the operator's extra headers
 //! (`AGENTMESH_TRACES_FORWARD_HEADERS`, `key=value,...` as
 //! `OTEL_EXPORTER_OTLP_HEADERS` spells them, e.g. a vendor's API key).
+//! Another agentmesh collector honours that tenant only with a service
+//! token: `AGENTMESH_TRACES_FORWARD_SERVICE_TOKEN=true` sends this
+//! collector's (off by default: the mesh's token never goes to a vendor).
 //! Plain `http://` only: the workspace's HTTP client has no TLS yet.
 
 use std::future::Future;
@@ -45,6 +48,9 @@ pub struct ForwardConfig {
     /// Wait before the second try; doubles per try up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// Send this process's service token (the target is another agentmesh
+    /// collector on the same mesh key).
+    pub service_token: bool,
 }
 
 const PREFIX: &str = "AGENTMESH_TRACES_FORWARD_";
@@ -102,6 +108,7 @@ impl ForwardConfig {
                 &var("MAX_BACKOFF_MS"),
                 Duration::from_secs(5),
             )?,
+            service_token: env::parse_or(environment, &var("SERVICE_TOKEN"), false)?,
         };
         if config.timeout.is_zero() {
             return Err(invalid("TIMEOUT_MS", "must be positive"));
@@ -190,6 +197,13 @@ impl Forwarder {
                 .body(body.clone());
             for (name, value) in &self.config.headers {
                 call = call.header(name, value);
+            }
+            // Without a credential the target refuses (401), which counts
+            // as a failed forward like any refusal.
+            if self.config.service_token
+                && let Ok(token) = mesh_runtime::service_auth::token()
+            {
+                call = call.header(mesh_runtime::service_auth::TOKEN_HEADER, token);
             }
             match call.send().await {
                 Ok(response) if response.status().is_success() => {
@@ -302,6 +316,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(350),
+            service_token: false,
         };
         let waits: Vec<u128> = (1..=4)
             .map(|n| config.backoff_after(n).as_millis())

@@ -145,8 +145,18 @@ fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-async fn export(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: Body) -> Response {
-    let tenant = tenant(&headers);
+async fn export(
+    State(state): State<Arc<HttpState>>,
+    caller: Option<axum::Extension<mesh_runtime::service_auth::ServiceCaller>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // An authenticated service that names no tenant for the call (its own
+    // OTLP exporter) names one per span: see `crate::span_tenant`.
+    let tenant = match (caller, headers.contains_key(TENANT_METADATA)) {
+        (Some(_), false) => Ok(None),
+        _ => tenant(&headers).map(Some),
+    };
     export_as(&state, &headers, body, tenant).await
 }
 
@@ -183,7 +193,9 @@ async fn langfuse_export(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let tenant = basic_tenant(&state.keys, &state.db, &headers).await;
+    let tenant = basic_tenant(&state.keys, &state.db, &headers)
+        .await
+        .map(Some);
     let mut response = export_as(&state, &headers, body, tenant).await;
     if response.status() == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
@@ -194,12 +206,13 @@ async fn langfuse_export(
     response
 }
 
-/// The OTLP/HTTP export, once the caller's tenant is resolved (or not).
+/// The OTLP/HTTP export, once the caller's tenant is resolved (or not);
+/// `Ok(None)`: an authenticated service naming tenants per span.
 async fn export_as(
     state: &HttpState,
     headers: &HeaderMap,
     body: Body,
-    tenant: Result<String, (ErrorCode, String)>,
+    tenant: Result<Option<String>, (ErrorCode, String)>,
 ) -> Response {
     let media = headers
         .get(header::CONTENT_TYPE)
@@ -286,7 +299,11 @@ async fn export_as(
         Ok(r) => r,
         Err(message) => return fail(ErrorCode::InvalidArgument, message),
     };
-    match state.receiver.export(&tenant, request).await {
+    let exported = match &tenant {
+        Some(tenant) => state.receiver.export(tenant, request).await,
+        None => state.receiver.export_by_span_tenant(request).await,
+    };
+    match exported {
         Ok(partial_success) => {
             let response = ExportTraceServiceResponse { partial_success };
             let bytes = match format {

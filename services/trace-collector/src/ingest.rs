@@ -235,6 +235,40 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// Enqueues an export of an authenticated internal sender whose spans
+    /// name their tenants (see [`crate::span_tenant`]): each tenant's spans
+    /// as one export; spans naming none are dropped and counted as
+    /// rejected.
+    pub async fn export_by_span_tenant(
+        &self,
+        request: ExportTraceServiceRequest,
+    ) -> Result<Option<ExportTracePartialSuccess>, IngestError> {
+        let split = crate::span_tenant::split_by_tenant(request);
+        let (mut rejected, mut message) = (split.untenanted, None);
+        if split.untenanted > 0 {
+            self.metrics
+                .rejected
+                .inc_by(u64::try_from(split.untenanted).unwrap_or(0));
+            message = Some(format!(
+                "{} span(s) rejected: no valid {} attribute (span or resource)",
+                split.untenanted,
+                crate::span_tenant::TENANT_ATTRIBUTE
+            ));
+        }
+        for (tenant, batch) in split.batches {
+            if let Some(partial) = self.export(&tenant, batch).await? {
+                rejected += partial.rejected_spans;
+                message.get_or_insert(partial.error_message);
+            }
+        }
+        Ok((rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: rejected,
+            error_message: message.unwrap_or_default(),
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

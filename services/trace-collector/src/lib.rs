@@ -21,6 +21,7 @@ pub mod mapping;
 pub mod prices;
 pub mod query;
 pub mod scores;
+pub mod span_tenant;
 pub mod store;
 pub mod writer;
 
@@ -124,6 +125,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     );
     let mut frame =
         ServiceFrame::start(SPEC.grpc_service, config.admin_listen, registry, &shutdown).await?;
+    let service_verifier = frame.service_auth(&config.shared, "trace-collector")?;
 
     let url = mesh_store::resolve_url(
         config.shared.database_url.as_deref(),
@@ -224,20 +226,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     );
     let listener = bind(config.http_listen, "http").await?;
     let http_addr = listener.local_addr()?;
+    // Every route but the Langfuse one (Basic auth of its own) trusts the
+    // tenant header, so each needs a service token.
     frame.spawn_http(
         listener,
-        http::router(http::HttpState {
-            receiver,
-            db,
-            max_body_bytes: config.max_body_bytes,
-            default_page_size: config.default_page_size.min(config.max_page_size).max(1),
-            max_page_size: config.max_page_size.max(1),
-            aggregate_default_range_ms: i64::try_from(config.aggregate_default_range.as_millis())
+        mesh_runtime::service_auth::guard_tenant_header(
+            http::router(http::HttpState {
+                receiver,
+                db,
+                max_body_bytes: config.max_body_bytes,
+                default_page_size: config.default_page_size.min(config.max_page_size).max(1),
+                max_page_size: config.max_page_size.max(1),
+                aggregate_default_range_ms: i64::try_from(
+                    config.aggregate_default_range.as_millis(),
+                )
                 .unwrap_or(i64::MAX),
-            aggregate_max_buckets: config.aggregate_max_buckets.max(1),
-            max_tree_depth: config.max_tree_depth,
-            keys: keys::KeyCache::new(config.key_cache_ttl, config.key_cache_entries),
-        }),
+                aggregate_max_buckets: config.aggregate_max_buckets.max(1),
+                max_tree_depth: config.max_tree_depth,
+                keys: keys::KeyCache::new(config.key_cache_ttl, config.key_cache_entries),
+            }),
+            service_verifier,
+            &[http::LANGFUSE_OTLP_PATH],
+        ),
     );
     let admin_addr = frame.admin_addr;
     tracing::info!(%grpc_addr, %http_addr, %admin_addr, "trace-collector ready");

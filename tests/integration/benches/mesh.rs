@@ -1218,7 +1218,7 @@ async fn traces(n: usize, concurrency: usize) -> anyhow::Result<()> {
 
     let nats = mesh_integration::Nats::start()?;
     let database_url = fresh_postgres().await?;
-    let mut shared = mesh_runtime::SharedConfig::from_env(&Default::default())?;
+    let mut shared = mesh_integration::mesh::test_shared_config()?;
     shared.nats_url = nats.url.clone();
     shared.database_url = Some(database_url.clone());
     let data = tempfile::tempdir()?;
@@ -1245,6 +1245,10 @@ async fn traces(n: usize, concurrency: usize) -> anyhow::Result<()> {
                 .post(url)
                 .header("content-type", "application/x-protobuf")
                 .header("agentmesh-tenant", "bench")
+                .header(
+                    "agentmesh-service-token",
+                    mesh_integration::mesh::service_token(),
+                )
                 .body(body)
                 .send()
                 .await?;

@@ -12,6 +12,35 @@ use tokio_util::sync::CancellationToken;
 use crate::infra::Nats;
 use crate::{RestClient, TEST_JWT_SECRET};
 
+/// The mesh key every in-process service of the tests signs and checks
+/// service tokens with (a test value, not a secret).
+pub const TEST_SERVICE_KEY: &str = "integration-test-service-key-0123456789abcdef";
+
+/// The service-auth settings of the tests: [`TEST_SERVICE_KEY`].
+pub fn test_service_auth() -> mesh_auth::service::ServiceAuthConfig {
+    mesh_auth::service::ServiceAuthConfig::new(
+        mesh_auth::service::ServiceKey::new(TEST_SERVICE_KEY).expect("test key is long enough"),
+    )
+}
+
+/// The shared settings a test starts services with: the defaults, plus the
+/// test mesh key.
+pub fn test_shared_config() -> Result<SharedConfig, mesh_runtime::ConfigError> {
+    let mut shared = SharedConfig::from_env(&Default::default())?;
+    shared.service_auth = Some(test_service_auth());
+    Ok(shared)
+}
+
+/// A service token signed with [`TEST_SERVICE_KEY`], for a test that calls
+/// an internal face itself (put it in
+/// [`mesh_runtime::service_auth::TOKEN_HEADER`]).
+pub fn service_token() -> String {
+    test_service_auth()
+        .credential("integration-test")
+        .token()
+        .expect("sign a test service token")
+}
+
 pub struct MeshOptions {
     pub sim: model_sim::SimConfig,
     /// Overrides of the bus policies (ack wait, retries, backoff).
@@ -107,7 +136,7 @@ impl Mesh {
     pub async fn start(options: MeshOptions) -> anyhow::Result<Self> {
         let nats = Nats::start()?;
         let data_dir = tempfile::tempdir()?;
-        let mut shared = SharedConfig::from_env(&Default::default())?;
+        let mut shared = test_shared_config()?;
         shared.nats_url = nats.url.clone();
         shared.database_url = options.database_url.clone();
         shared.redis_url = options.redis_url.clone();

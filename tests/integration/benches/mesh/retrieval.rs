@@ -192,7 +192,7 @@ pub async fn run(n: usize, queries: usize) -> anyhow::Result<()> {
     // The same data through the retrieval service's gRPC API.
     let nats = mesh_integration::Nats::start()?;
     let dir = tempfile::tempdir()?;
-    let mut shared = mesh_runtime::SharedConfig::from_env(&Default::default())?;
+    let mut shared = mesh_integration::mesh::test_shared_config()?;
     shared.nats_url = nats.url.clone();
     let mut config = retrieval::Config::ephemeral(shared, dir.path().to_owned())?;
     config.minilm_dir = mesh_integration::retrieval::minilm_dir();

@@ -23,7 +23,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use mesh_runtime::SharedConfig;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -315,7 +314,7 @@ async fn start_sim(stop: &CancellationToken) -> anyhow::Result<String> {
 }
 
 async fn start_router(sim: &str, stop: &CancellationToken) -> anyhow::Result<String> {
-    let shared = SharedConfig::from_env(&Default::default())?;
+    let shared = mesh_integration::mesh::test_shared_config()?;
     let mut config = inference_router::Config::ephemeral(shared, sim)?;
     // Admission far above what the sweep offers: the bench measures the
     // proxy path, not the queue.

@@ -98,7 +98,7 @@ pub async fn many_observations(total: usize, batch: usize) -> anyhow::Result<()>
 pub async fn langfuse_ingest(n: usize, concurrency: usize) -> anyhow::Result<()> {
     use prost::Message as _;
     let nats = mesh_integration::Nats::start()?;
-    let mut shared = mesh_runtime::SharedConfig::from_env(&Default::default())?;
+    let mut shared = mesh_integration::mesh::test_shared_config()?;
     shared.nats_url = nats.url.clone();
     shared.database_url = Some(mesh_integration::fresh_postgres().await?);
     let data = tempfile::tempdir()?;
@@ -114,6 +114,10 @@ pub async fn langfuse_ingest(n: usize, concurrency: usize) -> anyhow::Result<()>
         let key: serde_json::Value = http
             .post(format!("{base}/api/keys"))
             .header("agentmesh-tenant", "bench")
+            .header(
+                "agentmesh-service-token",
+                mesh_integration::mesh::service_token(),
+            )
             .send()
             .await?
             .json()

@@ -55,6 +55,10 @@ async fn traces_are_served_through_the_gateway_for_the_tokens_tenant_only() {
     let exported = reqwest::Client::new()
         .post(format!("http://{}/v1/traces", mesh.traces.http_addr))
         .header("agentmesh-tenant", "acme")
+        .header(
+            "agentmesh-service-token",
+            mesh_integration::mesh::service_token(),
+        )
         .json(&one_span_trace())
         .send()
         .await

@@ -28,6 +28,7 @@ mod router;
 mod router_client;
 mod router_pools;
 mod router_redis;
+mod service_auth;
 mod task_path;
 mod trace_context;
 mod traces;

@@ -24,7 +24,7 @@ struct Service {
 }
 
 async fn start(nats: &Nats, dir: &std::path::Path, milvus: Option<&str>) -> Service {
-    let mut shared = mesh_runtime::SharedConfig::from_env(&Default::default()).unwrap();
+    let mut shared = mesh_integration::mesh::test_shared_config().unwrap();
     shared.nats_url = nats.url.clone();
     let mut config = retrieval::Config::ephemeral(shared, dir.to_owned()).unwrap();
     config.milvus_url = milvus.map(str::to_owned);

@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use mesh_runtime::SharedConfig;
 use model_sim::{FailureMode, SimConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +28,7 @@ async fn setup(sim: SimConfig, tweak: impl FnOnce(&mut inference_router::Config)
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(model_sim::serve(listener, sim, stop.clone()));
-    let shared = SharedConfig::from_env(&Default::default()).unwrap();
+    let shared = mesh_integration::mesh::test_shared_config().unwrap();
     let mut config = inference_router::Config::ephemeral(shared, &sim_url).unwrap();
     tweak(&mut config);
     let router = inference_router::start(config, stop.clone()).await.unwrap();

@@ -8,7 +8,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mesh_runtime::SharedConfig;
 use model_sim::SimConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +42,7 @@ async fn the_official_openai_python_client_drives_the_router() {
         ..Default::default()
     };
     tokio::spawn(model_sim::serve(listener, sim, stop.clone()));
-    let shared = SharedConfig::from_env(&Default::default()).unwrap();
+    let shared = mesh_integration::mesh::test_shared_config().unwrap();
     let config = inference_router::Config::ephemeral(shared, &sim_url).unwrap();
     let router = inference_router::start(config, stop.clone()).await.unwrap();
 
@@ -51,6 +50,7 @@ async fn the_official_openai_python_client_drives_the_router() {
         .arg(root.join("scripts/router-client-check.py"))
         .args(["--base-url", &format!("http://{}/v1", router.http_addr)])
         .args(["--model", "sim-model", "--tenant", "acme"])
+        .args(["--service-token", &mesh_integration::mesh::service_token()])
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(120), run)

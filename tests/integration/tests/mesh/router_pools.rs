@@ -9,7 +9,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mesh_runtime::SharedConfig;
 use model_sim::{FailureMode, SimConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -46,7 +45,7 @@ async fn sim(config: SimConfig, stop: &CancellationToken) -> String {
 }
 
 fn router_config(routes: &std::path::Path) -> inference_router::Config {
-    let shared = SharedConfig::from_env(&Default::default()).unwrap();
+    let shared = mesh_integration::mesh::test_shared_config().unwrap();
     let mut config = inference_router::Config::ephemeral(shared, "http://127.0.0.1:1").unwrap();
     config.routes_file = Some(routes.to_owned());
     config.reload_interval = Duration::from_millis(100);
@@ -686,6 +685,10 @@ routes:
         });
         let metadata = request.metadata_mut();
         metadata.insert("agentmesh-tenant", "acme".parse().unwrap());
+        metadata.insert(
+            "agentmesh-service-token",
+            mesh_integration::mesh::service_token().parse().unwrap(),
+        );
         metadata.insert("x-session-id", "s-1".parse().unwrap());
         if let Some(model) = model_header {
             metadata.insert("x-model-id", model.parse().unwrap());
@@ -747,6 +750,10 @@ async fn grpc_chunks(
     request
         .metadata_mut()
         .insert("agentmesh-tenant", "acme".parse().unwrap());
+    request.metadata_mut().insert(
+        "agentmesh-service-token",
+        mesh_integration::mesh::service_token().parse().unwrap(),
+    );
     let mut stream = client.chat_stream(request).await.unwrap().into_inner();
     let mut chunks = Vec::new();
     while let Some(chunk) = stream.message().await.unwrap() {
@@ -836,6 +843,10 @@ async fn grpc_tool_calls_round_trip_through_the_router() {
     request
         .metadata_mut()
         .insert("agentmesh-tenant", "acme".parse().unwrap());
+    request.metadata_mut().insert(
+        "agentmesh-service-token",
+        mesh_integration::mesh::service_token().parse().unwrap(),
+    );
     let status = client.chat_stream(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
     assert!(
@@ -1093,6 +1104,10 @@ async fn grpc_embeddings_match_the_http_face() {
         request
             .metadata_mut()
             .insert("agentmesh-tenant", "acme".parse().unwrap());
+        request.metadata_mut().insert(
+            "agentmesh-service-token",
+            mesh_integration::mesh::service_token().parse().unwrap(),
+        );
         request
     };
     let answer = client

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use mesh_runtime::SharedConfig;
 use model_sim::SimConfig;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -52,7 +51,7 @@ async fn routers(sections: &str, count: usize, redis: &str) -> Routers {
     std::fs::write(&routes, yaml).unwrap();
     let mut addrs = Vec::new();
     for _ in 0..count {
-        let mut shared = SharedConfig::from_env(&Default::default()).unwrap();
+        let mut shared = mesh_integration::mesh::test_shared_config().unwrap();
         shared.redis_url = Some(redis.to_owned());
         let mut config = inference_router::Config::ephemeral(shared, "http://127.0.0.1:1").unwrap();
         config.routes_file = Some(routes.clone());
@@ -80,6 +79,10 @@ async fn post(router: &inference_router::Running, tenant: &str, body: &Value) ->
     reqwest::Client::new()
         .post(format!("http://{}/v1/chat/completions", router.http_addr))
         .header("agentmesh-tenant", tenant)
+        .header(
+            "agentmesh-service-token",
+            mesh_integration::mesh::service_token(),
+        )
         .json(body)
         .send()
         .await
@@ -207,6 +210,10 @@ async fn grpc_calls_are_limited_with_resource_exhausted_and_retry_after() {
         request
             .metadata_mut()
             .insert("agentmesh-tenant", tenant.parse().unwrap());
+        request.metadata_mut().insert(
+            "agentmesh-service-token",
+            mesh_integration::mesh::service_token().parse().unwrap(),
+        );
         request
     };
     let mut stream = client.chat_stream(request()).await.unwrap().into_inner();
@@ -400,6 +407,10 @@ async fn usage_and_cost_are_counted_per_tenant_and_model() {
     let response = reqwest::Client::new()
         .post(format!("http://{}/v1/embeddings", router.http_addr))
         .header("agentmesh-tenant", &tenant)
+        .header(
+            "agentmesh-service-token",
+            mesh_integration::mesh::service_token(),
+        )
         .json(&json!({"model": "sim-model", "input": "a b c"}))
         .send()
         .await
@@ -464,6 +475,10 @@ async fn a_deterministic_grpc_stream_is_cached_and_replayed_as_a_stream() {
             request
                 .metadata_mut()
                 .insert("agentmesh-tenant", tenant.parse().unwrap());
+            request.metadata_mut().insert(
+                "agentmesh-service-token",
+                mesh_integration::mesh::service_token().parse().unwrap(),
+            );
             let response = client.chat_stream(request).await.unwrap();
             let cache = response
                 .metadata()

@@ -38,7 +38,7 @@ impl Collector {
     async fn start(tweak: impl FnOnce(&mut trace_collector::Config)) -> Self {
         let nats = Nats::start().unwrap();
         let database_url = fresh_postgres().await.unwrap();
-        let mut shared = SharedConfig::from_env(&Default::default()).unwrap();
+        let mut shared = mesh_integration::mesh::test_shared_config().unwrap();
         shared.nats_url = nats.url.clone();
         shared.database_url = Some(database_url.clone());
         let data = tempfile::tempdir().unwrap();
@@ -93,7 +93,10 @@ impl Collector {
             .header("content-type", content_type)
             .body(body);
         if let Some(tenant) = tenant {
-            request = request.header("agentmesh-tenant", tenant);
+            request = request.header("agentmesh-tenant", tenant).header(
+                "agentmesh-service-token",
+                mesh_integration::mesh::service_token(),
+            );
         }
         if let Some(encoding) = encoding {
             request = request.header("content-encoding", encoding);
@@ -117,7 +120,10 @@ impl Collector {
     async fn get(&self, tenant: Option<&str>, path: &str) -> (u16, Value) {
         let mut request = self.http.get(self.url(path));
         if let Some(tenant) = tenant {
-            request = request.header("agentmesh-tenant", tenant);
+            request = request.header("agentmesh-tenant", tenant).header(
+                "agentmesh-service-token",
+                mesh_integration::mesh::service_token(),
+            );
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
@@ -469,6 +475,10 @@ async fn otlp_exports_over_http_and_grpc_become_trace_trees() {
     request
         .metadata_mut()
         .insert("agentmesh-tenant", tenant.parse().unwrap());
+    request.metadata_mut().insert(
+        "agentmesh-service-token",
+        mesh_integration::mesh::service_token().parse().unwrap(),
+    );
     let response = client.export(request).await.unwrap().into_inner();
     assert_eq!(response.partial_success, None);
     let status = client.export(grpc_trace.all()).await.unwrap_err();
@@ -822,6 +832,8 @@ fn forward_to(url: String) -> trace_collector::forward::ForwardConfig {
         timeout: Duration::from_secs(5),
         backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
+        // The target is an agentmesh collector on the same mesh key.
+        service_token: true,
     }
 }
 
@@ -918,6 +930,8 @@ async fn the_official_opentelemetry_python_sdk_exports_over_http_and_grpc() {
                 &endpoint,
                 "--tenant",
                 "acme",
+                "--service-token",
+                &mesh_integration::mesh::service_token(),
             ])
             .kill_on_drop(true)
             .output();

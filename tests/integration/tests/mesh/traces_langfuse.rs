@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_integration::{Nats, fresh_postgres};
-use mesh_runtime::SharedConfig;
 use prost::Message as _;
 use sea_orm::EntityTrait as _;
 use serde_json::{Value, json};
@@ -36,7 +35,7 @@ impl Collector {
     async fn start(tweak: impl FnOnce(&mut trace_collector::Config)) -> Self {
         let nats = Nats::start().unwrap();
         let database_url = fresh_postgres().await.unwrap();
-        let mut shared = SharedConfig::from_env(&Default::default()).unwrap();
+        let mut shared = mesh_integration::mesh::test_shared_config().unwrap();
         shared.nats_url = nats.url.clone();
         shared.database_url = Some(database_url.clone());
         let data = tempfile::tempdir().unwrap();
@@ -65,6 +64,10 @@ impl Collector {
             .post(self.url("/v1/traces"))
             .header("content-type", PROTOBUF)
             .header("agentmesh-tenant", tenant)
+            .header(
+                "agentmesh-service-token",
+                mesh_integration::mesh::service_token(),
+            )
             .body(request.encode_to_vec())
             .send()
             .await
@@ -77,6 +80,10 @@ impl Collector {
             .http
             .get(self.url(path))
             .header("agentmesh-tenant", tenant)
+            .header(
+                "agentmesh-service-token",
+                mesh_integration::mesh::service_token(),
+            )
             .send()
             .await
             .unwrap();
@@ -87,7 +94,10 @@ impl Collector {
     async fn post_json(&self, tenant: Option<&str>, path: &str, body: &Value) -> (u16, Value) {
         let mut request = self.http.post(self.url(path)).json(body);
         if let Some(tenant) = tenant {
-            request = request.header("agentmesh-tenant", tenant);
+            request = request.header("agentmesh-tenant", tenant).header(
+                "agentmesh-service-token",
+                mesh_integration::mesh::service_token(),
+            );
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
@@ -377,7 +387,10 @@ async fn langfuse_post(
         request = request.basic_auth(public, Some(secret));
     }
     if let Some(tenant) = tenant_header {
-        request = request.header("agentmesh-tenant", tenant);
+        request = request.header("agentmesh-tenant", tenant).header(
+            "agentmesh-service-token",
+            mesh_integration::mesh::service_token(),
+        );
     }
     request.send().await.unwrap()
 }
@@ -453,6 +466,10 @@ async fn the_langfuse_endpoint_takes_spans_under_the_tenant_of_the_key() {
             .http
             .delete(collector.url(&path))
             .header("agentmesh-tenant", tenant)
+            .header(
+                "agentmesh-service-token",
+                mesh_integration::mesh::service_token(),
+            )
             .send()
     };
     assert_eq!(revoke("globex").await.unwrap().status(), 404);
@@ -547,6 +564,10 @@ async fn a_revoked_key_is_refused_within_the_cache_ttl() {
         .http
         .delete(collector.url(&format!("/api/keys/{public}")))
         .header("agentmesh-tenant", "acme")
+        .header(
+            "agentmesh-service-token",
+            mesh_integration::mesh::service_token(),
+        )
         .send()
         .await
         .unwrap();
@@ -639,6 +660,10 @@ async fn scores_attach_to_traces_and_observations_within_their_tenant() {
         .http
         .post(collector.url("/api/scores"))
         .header("agentmesh-tenant", "acme")
+        .header(
+            "agentmesh-service-token",
+            mesh_integration::mesh::service_token(),
+        )
         .header("content-type", "application/json")
         .body("{not json")
         .send()

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mesh_integration::{Nats, fresh_postgres};
-use mesh_runtime::SharedConfig;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +37,7 @@ fn langfuse_python() -> PathBuf {
 async fn the_langfuse_python_sdk_lands_a_queryable_trace_for_its_keys_tenant() {
     let python = langfuse_python();
     let nats = Nats::start().unwrap();
-    let mut shared = SharedConfig::from_env(&Default::default()).unwrap();
+    let mut shared = mesh_integration::mesh::test_shared_config().unwrap();
     shared.nats_url = nats.url.clone();
     shared.database_url = Some(fresh_postgres().await.unwrap());
     let data = tempfile::tempdir().unwrap();
@@ -52,6 +51,10 @@ async fn the_langfuse_python_sdk_lands_a_queryable_trace_for_its_keys_tenant() {
     let key: Value = http
         .post(format!("{base}/api/keys"))
         .header("agentmesh-tenant", "acme")
+        .header(
+            "agentmesh-service-token",
+            mesh_integration::mesh::service_token(),
+        )
         .send()
         .await
         .unwrap()
@@ -79,6 +82,10 @@ async fn the_langfuse_python_sdk_lands_a_queryable_trace_for_its_keys_tenant() {
     let get = |tenant: &'static str| {
         http.get(format!("{base}/api/traces/{trace_id}"))
             .header("agentmesh-tenant", tenant)
+            .header(
+                "agentmesh-service-token",
+                mesh_integration::mesh::service_token(),
+            )
             .send()
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
