@@ -8,8 +8,9 @@ use mesh_runtime::ErrorCode;
 use crate::error::ApiError;
 
 /// The REST routes anyone may call (the admin listener's probes and
-/// metrics live on another port and are not listed here).
-pub const UNAUTHENTICATED_ROUTES: &[&str] = &[];
+/// metrics live on another port and are not listed here). The console's
+/// static files hold no data: its pages call the authenticated API.
+pub const UNAUTHENTICATED_ROUTES: &[&str] = &["/console", "/console/", "/console/{*path}"];
 
 /// Operations of the public API, shared by REST and gRPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@ mod api;
 mod api_keys;
 pub mod auth;
 mod config;
+mod console;
 mod error;
 mod events;
 mod grpc;

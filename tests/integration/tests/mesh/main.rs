@@ -14,6 +14,7 @@ mod auth_jwks;
 mod autoscale;
 mod bad_input;
 mod bus;
+mod console;
 mod cli_views;
 mod failures;
 mod gateway_trace_keys;
