@@ -60,6 +60,10 @@ async fn the_python_sdk_suite_passes_against_a_live_mesh() {
             "AGENTMESH_SDK_OTLP_URL",
             format!("http://{}", mesh.traces.http_addr),
         )
+        .env(
+            "AGENTMESH_SDK_SERVICE_TOKEN",
+            mesh_integration::mesh::service_token(),
+        )
         .env("AGENTMESH_SDK_TENANT", &tenant)
         .env("AGENTMESH_SDK_MODEL", "sim-model")
         .env("PYTHONDONTWRITEBYTECODE", "1")
