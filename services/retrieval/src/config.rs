@@ -49,6 +49,14 @@ pub struct Config {
     pub hnsw_connectivity: usize,
     pub hnsw_ef_construction: usize,
     pub hnsw_ef_search: usize,
+    /// Memory budget of a collection's keyword-index (tantivy) writer, in
+    /// bytes; at least 15 MB (tantivy's minimum). A writer exists only for
+    /// collections written since they were loaded, and takes what it needs
+    /// up to this before it flushes a segment.
+    pub keyword_writer_memory_bytes: usize,
+    /// Documents one tenant may store across all its collections; an upsert
+    /// or ingest part that would go over is refused (RESOURCE_EXHAUSTED).
+    pub max_documents_per_tenant: u64,
     /// Reciprocal rank fusion constant (score = sum of 1 / (k + rank)).
     pub rrf_k: f32,
     /// Documents per INGEST message (one job is split into parts).
@@ -104,6 +112,16 @@ impl Config {
             hnsw_ef_construction: env::parse_or(env, &var("HNSW_EF_CONSTRUCTION"), 128)?,
             hnsw_ef_search: env::parse_or(env, &var("HNSW_EF_SEARCH"), 64)?,
             rrf_k: env::parse_or(env, &var("RRF_K"), 60.0)?,
+            keyword_writer_memory_bytes: env::parse_or(
+                env,
+                &var("KEYWORD_WRITER_MEMORY_BYTES"),
+                crate::keyword::MIN_WRITER_MEMORY_BYTES,
+            )?,
+            max_documents_per_tenant: env::parse_or(
+                env,
+                &var("MAX_DOCUMENTS_PER_TENANT"),
+                1_000_000,
+            )?,
             ingest_part_documents: env::parse_or(env, &var("INGEST_PART_DOCUMENTS"), 32)?,
             ingest_concurrency: env::parse_or(env, &var("INGEST_CONCURRENCY"), 2)?,
             collection_cache: env::millis_or(
@@ -117,6 +135,15 @@ impl Config {
             return Err(ConfigError::Invalid {
                 var: var("CHUNK_OVERLAP_TOKENS"),
                 reason: "must be smaller than AGENTMESH_RETRIEVAL_CHUNK_TOKENS".to_owned(),
+            });
+        }
+        if config.keyword_writer_memory_bytes < crate::keyword::MIN_WRITER_MEMORY_BYTES {
+            return Err(ConfigError::Invalid {
+                var: var("KEYWORD_WRITER_MEMORY_BYTES"),
+                reason: format!(
+                    "must be at least {} (tantivy's minimum)",
+                    crate::keyword::MIN_WRITER_MEMORY_BYTES
+                ),
             });
         }
         if config.default_chunk_tokens > config.max_chunk_tokens {

@@ -15,6 +15,9 @@ pub enum RetrievalError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A tenant quota would be exceeded; the message names the quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -33,6 +36,7 @@ impl RetrievalError {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::QuotaExceeded(_) => ErrorCode::ResourceExhausted,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -1,16 +1,23 @@
-//! The in-memory search structures of one collection, derived from its
-//! chunk rows: the vectors (exact search), an HNSW graph (usearch) once the
-//! collection is larger than `exact_max_chunks`, and BM25. Hybrid results
-//! are fused with reciprocal rank fusion. Nothing here is durable: the
-//! database is the source of truth and an index can always be rebuilt.
+//! The search structures of one collection, derived from its chunk rows:
+//! the vectors (exact search) until the collection is larger than
+//! `exact_max_chunks`, then an HNSW graph (usearch) instead; the keyword
+//! index (tantivy BM25, on disk, see [`crate::keyword`]). Hybrid results are
+//! fused with reciprocal rank fusion. The database is the source of truth:
+//! everything here can be rebuilt from the rows.
+//!
+//! A graph saved by an earlier run is memory-mapped (usearch `view`), so a
+//! restart neither reads the vectors from the database nor copies the graph
+//! into memory. A view is read-only: the first write after it loads the
+//! same file fully into memory (one sequential read, no rebuild) and then
+//! changes that copy.
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use crate::bm25::Bm25;
+use crate::keyword::KeywordIndex;
 
 /// What a search returns for one chunk besides its score.
 #[derive(Debug, Clone)]
@@ -64,9 +71,13 @@ pub struct CollectionIndex {
     dimension: usize,
     params: HnswParams,
     entries: HashMap<u64, ChunkEntry>,
+    /// The vectors while the collection is searched exactly; empty once
+    /// the graph (which holds them) exists.
     vectors: HashMap<u64, Vec<f32>>,
     hnsw: Option<Index>,
-    bm25: Bm25,
+    /// The file `hnsw` is a read-only memory-mapped view of, if it is one.
+    viewed: Option<PathBuf>,
+    keyword: KeywordIndex,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +195,12 @@ pub struct NewChunk {
 }
 
 impl CollectionIndex {
-    pub fn new(dimension: usize, params: HnswParams, generation: i64) -> Self {
+    pub fn new(
+        dimension: usize,
+        params: HnswParams,
+        generation: i64,
+        keyword: KeywordIndex,
+    ) -> Self {
         Self {
             generation,
             dimension,
@@ -192,7 +208,8 @@ impl CollectionIndex {
             entries: HashMap::new(),
             vectors: HashMap::new(),
             hnsw: None,
-            bm25: Bm25::default(),
+            viewed: None,
+            keyword,
         }
     }
 
@@ -208,48 +225,99 @@ impl CollectionIndex {
         self.hnsw.is_some()
     }
 
-    /// Adds chunks; builds the HNSW graph when the collection crosses the
-    /// exact-search threshold.
-    pub fn add(&mut self, chunks: Vec<NewChunk>) -> Result<(), IndexError> {
-        if let Some(hnsw) = &self.hnsw {
-            let items: Vec<(u64, &[f32])> = chunks
-                .iter()
-                .map(|c| (c.key, c.vector.as_slice()))
-                .collect();
-            bulk_add(hnsw, &items, 2)?;
-        }
-        for chunk in chunks {
-            self.bm25.insert(chunk.key, &chunk.entry.text);
-            self.entries.insert(chunk.key, chunk.entry);
-            self.vectors.insert(chunk.key, chunk.vector);
-        }
-        if self.hnsw.is_none() && self.entries.len() > self.params.exact_max_chunks {
-            self.build_hnsw()?;
-        }
-        Ok(())
+    pub fn is_viewed(&self) -> bool {
+        self.viewed.is_some()
     }
 
-    /// Adds chunks without touching the graph (loading: the caller then
-    /// loads a saved graph or builds one, once).
-    pub fn add_without_graph(&mut self, chunks: Vec<NewChunk>) {
-        for chunk in chunks {
-            self.bm25.insert(chunk.key, &chunk.entry.text);
-            self.entries.insert(chunk.key, chunk.entry);
-            self.vectors.insert(chunk.key, chunk.vector);
+    /// Applies one committed change (removals, then additions) and brings
+    /// the index to `generation`: the keyword index commits before this
+    /// returns. Builds the graph when the collection crosses the
+    /// exact-search threshold; a viewed graph is loaded into memory first.
+    pub fn apply(
+        &mut self,
+        removed: &[u64],
+        added: Vec<NewChunk>,
+        generation: i64,
+    ) -> Result<(), IndexError> {
+        self.keyword
+            .write(
+                false,
+                removed,
+                added
+                    .iter()
+                    .map(|c| (c.key, c.entry.text.as_ref(), c.entry.metadata.as_ref())),
+                generation,
+            )
+            .map_err(hnsw_error)?;
+        if let Some(path) = self.viewed.take() {
+            let index = new_hnsw(self.dimension, &self.params)?;
+            index
+                .load(&path.display().to_string())
+                .map_err(hnsw_error)?;
+            index.change_expansion_search(self.params.ef_search);
+            self.hnsw = Some(index);
         }
-    }
-
-    pub fn remove(&mut self, keys: &[u64]) -> Result<(), IndexError> {
-        for key in keys {
-            if let Some(entry) = self.entries.remove(key) {
-                self.bm25.remove(*key, &entry.text);
-            }
+        for key in removed {
+            self.entries.remove(key);
             self.vectors.remove(key);
             if let Some(hnsw) = &self.hnsw {
                 hnsw.remove(*key).map_err(hnsw_error)?;
             }
         }
+        match &self.hnsw {
+            Some(hnsw) => {
+                let items: Vec<(u64, &[f32])> =
+                    added.iter().map(|c| (c.key, c.vector.as_slice())).collect();
+                bulk_add(hnsw, &items, 2)?;
+                for chunk in added {
+                    self.entries.insert(chunk.key, chunk.entry);
+                }
+            }
+            None => {
+                for chunk in added {
+                    self.entries.insert(chunk.key, chunk.entry);
+                    self.vectors.insert(chunk.key, chunk.vector);
+                }
+                self.ensure_hnsw()?;
+            }
+        }
+        self.generation = generation;
         Ok(())
+    }
+
+    /// Adds chunks to the entries (and vectors) only: loading, where the
+    /// caller then maps or builds the graph and syncs the keyword index,
+    /// once. Chunks without a vector are fine when a graph will be mapped.
+    pub fn add_without_graph(&mut self, chunks: Vec<NewChunk>) {
+        for chunk in chunks {
+            self.entries.insert(chunk.key, chunk.entry);
+            if !chunk.vector.is_empty() {
+                self.vectors.insert(chunk.key, chunk.vector);
+            }
+        }
+    }
+
+    /// Brings the keyword index to this index's chunks when its last commit
+    /// is of another generation or holds another number of chunks (a crash
+    /// between the database commit and its own, another replica's write);
+    /// true when it had to be rebuilt.
+    pub fn sync_keyword(&mut self, committed: Option<i64>) -> Result<bool, IndexError> {
+        if committed == Some(self.generation)
+            && usize::try_from(self.keyword.num_docs()).ok() == Some(self.entries.len())
+        {
+            return Ok(false);
+        }
+        self.keyword
+            .write(
+                true,
+                &[],
+                self.entries
+                    .iter()
+                    .map(|(key, e)| (*key, e.text.as_ref(), e.metadata.as_ref())),
+                self.generation,
+            )
+            .map_err(hnsw_error)?;
+        Ok(true)
     }
 
     fn build_hnsw(&mut self) -> Result<(), IndexError> {
@@ -259,31 +327,43 @@ impl CollectionIndex {
             .iter()
             .map(|(k, v)| (*k, v.as_slice()))
             .collect();
+        if items.len() != self.entries.len() {
+            return Err(IndexError(format!(
+                "{} of {} chunks have a vector; the graph needs them all",
+                items.len(),
+                self.entries.len()
+            )));
+        }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         bulk_add(&index, &items, threads)?;
         self.hnsw = Some(index);
+        // The graph holds the vectors now.
+        self.vectors = HashMap::new();
         Ok(())
     }
 
-    /// Loads a graph saved by [`CollectionIndex::save_hnsw`] for this
-    /// generation instead of building one; false when there is none usable.
-    pub fn load_hnsw(&mut self, path: &Path) -> bool {
+    /// Memory-maps a graph saved by [`CollectionIndex::save_hnsw`] for this
+    /// generation instead of building one; false when there is none usable
+    /// (missing, unreadable, or not of this collection's chunks).
+    pub fn view_hnsw(&mut self, path: &Path) -> bool {
         if !path.exists() || self.entries.len() <= self.params.exact_max_chunks {
             return false;
         }
-        let loaded = new_hnsw(self.dimension, &self.params)
+        let viewed = new_hnsw(self.dimension, &self.params)
             .and_then(|index| {
                 index
-                    .load(&path.display().to_string())
+                    .view(&path.display().to_string())
                     .map_err(hnsw_error)?;
                 Ok(index)
             })
             .ok()
             .filter(|index| index.size() == self.entries.len());
-        match loaded {
+        match viewed {
             Some(index) => {
                 index.change_expansion_search(self.params.ef_search);
                 self.hnsw = Some(index);
+                self.viewed = Some(path.to_owned());
+                self.vectors = HashMap::new();
                 true
             }
             None => false,
@@ -372,8 +452,13 @@ impl CollectionIndex {
         }
     }
 
-    pub fn keyword_search(&self, query: &str, k: usize, filter: &Filter) -> Vec<(u64, f32)> {
-        self.bm25.search(query, k, |key| self.accepts(filter, key))
+    pub fn keyword_search(
+        &self,
+        query: &str,
+        k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<(u64, f32)>, IndexError> {
+        self.keyword.search(query, k, filter).map_err(hnsw_error)
     }
 
     /// One search in `mode`. Hybrid fuses the vector and keyword lists,
@@ -390,13 +475,13 @@ impl CollectionIndex {
         rrf_k: f32,
     ) -> Result<Vec<(u64, f32)>, IndexError> {
         match (mode, vector) {
-            (Mode::Keyword, _) | (Mode::Hybrid, None) => Ok(self.keyword_search(text, k, filter)),
+            (Mode::Keyword, _) | (Mode::Hybrid, None) => self.keyword_search(text, k, filter),
             (Mode::Vector, Some(v)) => self.vector_search(v, k, filter, ef),
             (Mode::Vector, None) => Ok(Vec::new()),
             (Mode::Hybrid, Some(v)) => {
                 let candidates = (k * 4).max(50);
                 let by_vector = self.vector_search(v, candidates, filter, ef)?;
-                let by_keyword = self.keyword_search(text, candidates, filter);
+                let by_keyword = self.keyword_search(text, candidates, filter)?;
                 Ok(rrf(&[by_vector, by_keyword], rrf_k, k))
             }
         }
@@ -442,7 +527,16 @@ mod tests {
             ef_search: 64,
             exact_max_chunks: 10,
         };
-        let mut index = CollectionIndex::new(dim, params, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let keyword = |name: &str| {
+            crate::keyword::KeywordIndex::open(
+                &dir.path().join(name),
+                crate::keyword::MIN_WRITER_MEMORY_BYTES,
+            )
+            .unwrap()
+            .0
+        };
+        let mut index = CollectionIndex::new(dim, params, 1, keyword("a"));
         let chunks = (0..40u64)
             .map(|i| NewChunk {
                 key: i,
@@ -454,7 +548,7 @@ mod tests {
                 vector: unit(i as usize, dim),
             })
             .collect();
-        index.add(chunks).unwrap();
+        index.apply(&[], chunks, 2).unwrap();
         assert!(index.has_hnsw(), "crossing the threshold builds the graph");
         let query = unit(3, dim);
         let hits = index
@@ -467,7 +561,7 @@ mod tests {
         };
         let hits = index.vector_search(&query, 5, &odd, 0).unwrap();
         assert!(hits.iter().all(|(k, _)| k % 2 == 0), "{hits:?}");
-        index.remove(&[3, 11, 19, 27, 35]).unwrap();
+        index.apply(&[3, 11, 19, 27, 35], Vec::new(), 3).unwrap();
         let hits = index
             .vector_search(&query, 5, &Filter::default(), 0)
             .unwrap();
@@ -475,7 +569,69 @@ mod tests {
             hits.iter().all(|(_, s)| *s < 0.5),
             "removed keys are gone: {hits:?}"
         );
-        let words = index.keyword_search("word4", 3, &Filter::default());
+        let words = index
+            .keyword_search("word4", 3, &Filter::default())
+            .unwrap();
         assert_eq!(words.first().map(|w| w.0), Some(4));
+        assert!(
+            index
+                .keyword_search("word3", 3, &Filter::default())
+                .unwrap()
+                .is_empty(),
+            "a removed chunk is gone from the keyword index"
+        );
+
+        // Saved, then mapped by a fresh index: searchable read-only, and
+        // the first write loads it into memory and applies.
+        let path = dir.path().join("graph.usearch");
+        assert!(index.save_hnsw(&path).unwrap());
+        let mut mapped = CollectionIndex::new(dim, params, 3, keyword("b"));
+        mapped.add_without_graph(
+            (0..40u64)
+                .filter(|i| ![3, 11, 19, 27, 35].contains(i))
+                .map(|i| NewChunk {
+                    key: i,
+                    entry: entry(&format!("d{i}"), &format!("word{i}"), "x"),
+                    vector: Vec::new(),
+                })
+                .collect(),
+        );
+        assert!(mapped.view_hnsw(&path));
+        assert!(mapped.is_viewed());
+        assert!(
+            mapped.sync_keyword(None).unwrap(),
+            "a new keyword index is rebuilt"
+        );
+        assert!(!mapped.sync_keyword(Some(3)).unwrap(), "then it is current");
+        let query = unit(5, dim);
+        let hits = mapped
+            .vector_search(&query, 3, &Filter::default(), 0)
+            .unwrap();
+        assert_eq!(hits[0].0 % 8, 5);
+        mapped
+            .apply(
+                &[5],
+                vec![NewChunk {
+                    key: 100,
+                    entry: entry("d100", "fresh", "x"),
+                    vector: unit(5, dim),
+                }],
+                4,
+            )
+            .unwrap();
+        assert!(!mapped.is_viewed(), "the first write loads the graph");
+        let hits = mapped
+            .vector_search(&query, 40, &Filter::default(), 0)
+            .unwrap();
+        assert!(hits.iter().any(|h| h.0 == 100), "{hits:?}");
+        assert!(hits.iter().all(|h| h.0 != 5), "{hits:?}");
+        assert_eq!(
+            mapped
+                .keyword_search("fresh", 3, &Filter::default())
+                .unwrap()
+                .first()
+                .map(|w| w.0),
+            Some(100)
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! tokens with overlap, embedded (all-MiniLM-L6-v2 in-process with candle,
 //! or an OpenAI-compatible `/v1/embeddings` endpoint), stored in its own
 //! tables (the source of truth) and searched by vector (exact, or HNSW with
-//! usearch for large collections), keyword (BM25) or both fused by
+//! usearch for large collections, memory-mapped after a restart), keyword
+//! (BM25 with tantivy, on disk per collection) or both fused by
 //! reciprocal rank. Search is synchronous over internal gRPC; bulk ingest
 //! goes through INGEST (`ingest.<tenant>.<collection>`) and the durable
 //! consumer `retrieval-ingest`, the name KEDA scales on.
@@ -12,7 +13,6 @@
 //! the HNSW graphs are saved for a fast restart, the database closes.
 //! The service never reads another service's tables.
 
-pub mod bm25;
 pub mod chunk;
 mod config;
 pub mod embed;
@@ -20,6 +20,7 @@ pub mod error;
 mod grpc;
 pub mod index;
 mod ingest;
+pub mod keyword;
 pub mod milvus;
 pub mod service;
 pub mod store;

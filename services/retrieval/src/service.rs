@@ -4,9 +4,14 @@
 //! lookup starts from (tenant, collection name), so no call can reach
 //! another tenant's rows.
 //!
-//! In-memory indexes are a cache keyed by collection row id and tagged with
-//! the collection's generation; a search that finds its cache older than
-//! the database rebuilds it from the rows first.
+//! Indexes are keyed by collection row id and tagged with the collection's
+//! generation; a search that finds its index older than the database
+//! reloads it from the rows first (mapping the saved graph and keeping the
+//! keyword index when they are of that generation). Writes of one
+//! collection hold its index's write lock from their database transaction
+//! until the index has applied (and the keyword index committed) the
+//! change, so they are acknowledged only once searchable and, within a
+//! replica, in generation order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -17,13 +22,14 @@ use mesh_proto as pb;
 use mesh_store::retrieval::{collection, ingest_job};
 use prometheus_client::metrics::counter::Counter;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, TransactionTrait as _};
-use tokio::sync::RwLock;
+use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 
 use crate::chunk::{self, ChunkSpec, Tokens};
 use crate::config::Config;
 use crate::embed::{self, Embedder, LocalEmbedder, MiniLm, RemoteEmbedder};
 use crate::error::RetrievalError;
 use crate::index::{self as vector_index, CollectionIndex, Filter, HnswParams, Mode};
+use crate::keyword::KeywordIndex;
 use crate::milvus::Milvus;
 use crate::store::{self, Applied, PreparedDocument};
 
@@ -46,6 +52,7 @@ pub struct Metrics {
 }
 
 type Slot = Arc<RwLock<Option<CollectionIndex>>>;
+type WriteGuard = OwnedRwLockWriteGuard<Option<CollectionIndex>>;
 
 pub struct Service {
     pub db: DatabaseConnection,
@@ -204,6 +211,77 @@ impl Service {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&collection_id);
         self.remove_graph_files(collection_id, None);
+        let keyword = self.keyword_dir(collection_id);
+        if keyword.exists()
+            && let Err(error) = std::fs::remove_dir_all(&keyword)
+        {
+            tracing::warn!(%error, path = %keyword.display(), "cannot remove a deleted collection's keyword index");
+        }
+    }
+
+    /// The tantivy index of a collection (one folder per collection row,
+    /// that is per tenant and collection name).
+    fn keyword_dir(&self, collection_id: i64) -> PathBuf {
+        self.graph_dir().join(format!("{collection_id}.keyword"))
+    }
+
+    /// Refuses a write that would take the tenant over its document quota:
+    /// `stored` documents now, `adding` new ones.
+    fn check_quota(&self, stored: u64, adding: u64) -> Result<(), RetrievalError> {
+        let limit = self.config.max_documents_per_tenant;
+        if adding > 0 && stored.saturating_add(adding) > limit {
+            return Err(RetrievalError::QuotaExceeded(format!(
+                "documents: quota of stored documents per tenant exceeded: {stored} stored, {adding} new would pass the limit of {limit} (AGENTMESH_RETRIEVAL_MAX_DOCUMENTS_PER_TENANT)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The quota check before any embedding work: documents of the request
+    /// that are not stored yet against the tenant's total.
+    async fn precheck_quota(
+        &self,
+        tenant: &str,
+        collection: &collection::Model,
+        documents: &[pb::Document],
+    ) -> Result<(), RetrievalError> {
+        let ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
+        let stored = store::stored_hashes(&self.db, collection.id, &ids).await?;
+        let adding = ids.iter().filter(|id| !stored.contains_key(*id)).count() as u64;
+        if adding == 0 {
+            return Ok(());
+        }
+        let total = store::tenant_documents(&self.db, tenant).await?;
+        self.check_quota(total, adding)
+    }
+
+    /// Stores prepared documents in `txn` and checks the quota again with
+    /// the rows in place (concurrent writers each see their own); over it,
+    /// the transaction is rolled back. The caller commits.
+    async fn store_within_quota(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        tenant: &str,
+        collection_id: i64,
+        prepared: Vec<PreparedDocument>,
+    ) -> Result<Applied, RetrievalError> {
+        let applied = store::upsert_documents(txn, collection_id, prepared).await?;
+        if applied.inserted > 0 {
+            let total = store::tenant_documents(txn, tenant).await?;
+            let inserted = u64::from(applied.inserted);
+            self.check_quota(total.saturating_sub(inserted), inserted)?;
+        }
+        Ok(applied)
+    }
+
+    /// The collection's index, loaded, with its write lock held: writes
+    /// take it before their transaction and release it once applied.
+    async fn lock_for_write(
+        &self,
+        collection: &collection::Model,
+    ) -> Result<WriteGuard, RetrievalError> {
+        let slot = self.loaded(collection).await?;
+        Ok(slot.write_owned().await)
     }
 
     fn graph_dir(&self) -> PathBuf {
@@ -613,39 +691,47 @@ impl Service {
         Ok((prepared, unchanged))
     }
 
-    /// Applies a committed change to the cached index of the collection,
-    /// or drops the cache when another write came in between.
-    async fn apply(&self, collection: &collection::Model, applied: Applied) {
+    /// Applies a committed change to the collection's index (the keyword
+    /// index commits it), or drops the index when another write came in
+    /// between or applying failed: the next use reloads it from the rows.
+    async fn apply(&self, collection: &collection::Model, mut guard: WriteGuard, applied: Applied) {
         if applied.generation == 0 {
             return;
         }
-        let slot = self.slot(collection.id);
-        let mut guard = slot.write().await;
-        let stale = match guard.as_mut() {
-            Some(index) if index.generation + 1 == applied.generation => {
-                let mut failed = false;
-                if let Some(milvus) = &self.milvus {
-                    let dimension = usize::try_from(collection.dimension).unwrap_or(0);
-                    if let Err(error) = milvus
-                        .apply(collection.id, dimension, &applied.removed, &applied.added)
-                        .await
-                    {
-                        // The next search reloads the rows and rebuilds the copy.
-                        tracing::warn!(%error, "milvus write failed; the collection will be rebuilt");
-                        failed = true;
-                    }
-                }
-                let result = index
-                    .remove(&applied.removed)
-                    .and_then(|()| index.add(applied.added));
-                index.generation = applied.generation;
-                failed || result.is_err()
-            }
-            Some(_) => true,
-            None => false,
-        };
-        if stale {
+        let in_order = guard
+            .as_ref()
+            .is_some_and(|index| index.generation + 1 == applied.generation);
+        if !in_order {
             *guard = None;
+            return;
+        }
+        if let Some(milvus) = &self.milvus {
+            let dimension = usize::try_from(collection.dimension).unwrap_or(0);
+            if let Err(error) = milvus
+                .apply(collection.id, dimension, &applied.removed, &applied.added)
+                .await
+            {
+                // The next search reloads the rows and rebuilds the copy.
+                tracing::warn!(%error, "milvus write failed; the collection will be rebuilt");
+                *guard = None;
+                return;
+            }
+        }
+        let name = collection.name.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            if let Some(index) = guard.as_mut()
+                && let Err(error) = index.apply(&applied.removed, applied.added, applied.generation)
+            {
+                tracing::warn!(%error, collection = %name, "cannot apply a write to the index; it will be reloaded");
+                *guard = None;
+            }
+        })
+        .await;
+        if let Err(error) = done {
+            // The guard was dropped with the task: the index stays as it
+            // was, behind the database; drop it so the next use reloads.
+            tracing::error!(%error, "index write task failed");
+            self.slot(collection.id).write().await.take();
         }
     }
 
@@ -656,10 +742,15 @@ impl Service {
     ) -> Result<pb::UpsertDocumentsResponse, RetrievalError> {
         let collection = self.collection(tenant, &request.collection).await?;
         self.validate_documents(&collection, &request.documents)?;
+        self.precheck_quota(tenant, &collection, &request.documents)
+            .await?;
         let (prepared, unchanged) = self.prepare(tenant, &collection, request.documents).await?;
         let chunks: usize = prepared.iter().map(|d| d.chunks.len()).sum();
+        let guard = self.lock_for_write(&collection).await?;
         let txn = self.db.begin().await?;
-        let applied = store::upsert_documents(&txn, collection.id, prepared).await?;
+        let applied = self
+            .store_within_quota(&txn, tenant, collection.id, prepared)
+            .await?;
         txn.commit().await?;
         let response = pb::UpsertDocumentsResponse {
             upserted: applied.upserted,
@@ -672,7 +763,7 @@ impl Service {
         self.metrics
             .chunks_indexed
             .inc_by(applied.added.len() as u64);
-        self.apply(&collection, applied).await;
+        self.apply(&collection, guard, applied).await;
         Ok(response)
     }
 
@@ -719,10 +810,11 @@ impl Service {
         if let Some(i) = request.ids.iter().position(|id| id.is_empty()) {
             return Err(invalid(format!("ids[{i}]"), "must not be empty"));
         }
+        let guard = self.lock_for_write(&collection).await?;
         let applied =
             store::delete_documents(&self.db, collection.id, &request.ids, &filter).await?;
         let deleted = applied.deleted;
-        self.apply(&collection, applied).await;
+        self.apply(&collection, guard, applied).await;
         Ok(deleted)
     }
 
@@ -831,7 +923,9 @@ impl Service {
                 if mode == Mode::Vector {
                     by_vector
                 } else {
-                    let by_keyword = index.keyword_search(text, candidates, &filter);
+                    let by_keyword = index
+                        .keyword_search(text, candidates, &filter)
+                        .map_err(|e| RetrievalError::Internal(e.to_string()))?;
                     vector_index::rrf(&[by_vector, by_keyword], self.config.rrf_k, top_k)
                 }
             }
@@ -888,28 +982,61 @@ impl Service {
             drop(guard);
             return Ok(slot);
         }
+        // The old index goes first: its keyword writer holds the folder's
+        // lock, which the reload may need.
+        guard.take();
         let started = std::time::Instant::now();
-        let index = store::load_index(&self.db, collection, self.params()).await?;
         let path = self.graph_path(collection.id, collection.generation);
-        let (index, from_disk) = tokio::task::spawn_blocking(move || {
-            let mut index = index;
-            if index.load_hnsw(&path) {
-                return Ok::<_, crate::index::IndexError>((index, true));
-            }
-            index.ensure_hnsw()?;
-            if index.has_hnsw() {
-                if let Some(dir) = path.parent() {
-                    let _ = std::fs::create_dir_all(dir);
+        // A graph saved for this generation is mapped, so the vectors need
+        // not be read; if it turns out unusable, a second pass reads them.
+        let try_map = self.milvus.is_none() && path.exists();
+        let mut loaded = None;
+        for with_vectors in [!try_map, true] {
+            let dir = self.keyword_dir(collection.id);
+            let budget = self.config.keyword_writer_memory_bytes;
+            let (keyword, committed) =
+                tokio::task::spawn_blocking(move || KeywordIndex::open(&dir, budget))
+                    .await
+                    .map_err(|e| RetrievalError::Internal(format!("index load task failed: {e}")))?
+                    .map_err(|e| RetrievalError::Internal(e.to_string()))?;
+            let index =
+                store::load_index(&self.db, collection, self.params(), keyword, with_vectors)
+                    .await?;
+            let graph = path.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                let (mut index, path) = (index, graph);
+                let mapped = index.view_hnsw(&path);
+                if !mapped && !with_vectors {
+                    return Ok::<_, crate::index::IndexError>(None);
                 }
-                if let Err(error) = index.save_hnsw(&path) {
-                    tracing::warn!(%error, "cannot save the vector index; it will be rebuilt on the next load");
+                if !mapped {
+                    index.ensure_hnsw()?;
+                    if index.has_hnsw() {
+                        if let Some(dir) = path.parent() {
+                            let _ = std::fs::create_dir_all(dir);
+                        }
+                        if let Err(error) = index.save_hnsw(&path) {
+                            tracing::warn!(%error, "cannot save the vector index; it will be rebuilt on the next load");
+                        }
+                    }
                 }
+                let rebuilt = index.sync_keyword(committed)?;
+                Ok(Some((index, mapped, rebuilt)))
+            })
+            .await
+            .map_err(|e| RetrievalError::Internal(format!("index load task failed: {e}")))?
+            .map_err(|e| RetrievalError::Internal(e.to_string()))?;
+            if done.is_some() {
+                loaded = done;
+                break;
             }
-            Ok((index, false))
-        })
-        .await
-        .map_err(|e| RetrievalError::Internal(format!("index load task failed: {e}")))?
-        .map_err(|e| RetrievalError::Internal(e.to_string()))?;
+            tracing::warn!(path = %path.display(), "the saved vector index is unusable; reading the vectors to rebuild it");
+        }
+        let Some((index, from_disk, keyword_rebuilt)) = loaded else {
+            return Err(RetrievalError::Internal(
+                "collection index did not load".to_owned(),
+            ));
+        };
         if index.has_hnsw() {
             self.remove_graph_files(collection.id, Some(collection.generation));
         }
@@ -923,7 +1050,8 @@ impl Service {
             collection = %collection.name,
             chunks = index.len(),
             hnsw = index.has_hnsw(),
-            from_disk,
+            mapped = from_disk,
+            keyword_rebuilt,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "loaded collection index"
         );
@@ -1097,20 +1225,40 @@ impl Service {
         };
         let validated = self.validate_documents(&collection, &batch.documents);
         let prepared = match validated {
-            Ok(()) => self.prepare(tenant, &collection, batch.documents).await,
+            Ok(()) => match self
+                .precheck_quota(tenant, &collection, &batch.documents)
+                .await
+            {
+                Ok(()) => self.prepare(tenant, &collection, batch.documents).await,
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         };
         let prepared = match prepared {
             Ok((prepared, _)) => prepared,
-            Err(error @ RetrievalError::Invalid { .. }) => {
+            Err(error @ (RetrievalError::Invalid { .. } | RetrievalError::QuotaExceeded(_))) => {
                 return self
                     .record_failed(&batch.job_id, part, count, error.to_string())
                     .await;
             }
             Err(error) => return Err(error),
         };
+        let guard = self.lock_for_write(&collection).await?;
         let txn = self.db.begin().await?;
-        let applied = store::upsert_documents(&txn, collection.id, prepared).await?;
+        let applied = match self
+            .store_within_quota(&txn, tenant, collection.id, prepared)
+            .await
+        {
+            Ok(applied) => applied,
+            Err(error @ RetrievalError::QuotaExceeded(_)) => {
+                txn.rollback().await?;
+                drop(guard);
+                return self
+                    .record_failed(&batch.job_id, part, count, error.to_string())
+                    .await;
+            }
+            Err(error) => return Err(error),
+        };
         if !store::record_part(&txn, &batch.job_id, part, count, 0, None).await? {
             txn.rollback().await?;
             return Ok(());
@@ -1123,7 +1271,7 @@ impl Service {
         self.metrics
             .chunks_indexed
             .inc_by(applied.added.len() as u64);
-        self.apply(&collection, applied).await;
+        self.apply(&collection, guard, applied).await;
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use sea_orm::{
 use sha2::Digest as _;
 
 use crate::index::{ChunkEntry, CollectionIndex, Filter, HnswParams, NewChunk};
+use crate::keyword::KeywordIndex;
 
 /// Ids per `IN (...)` list: far under every backend's parameter limit.
 const IN_BATCH: usize = 500;
@@ -78,6 +79,8 @@ pub struct Applied {
     pub removed: Vec<u64>,
     pub added: Vec<NewChunk>,
     pub upserted: u32,
+    /// Of `upserted`, documents that were not stored before.
+    pub inserted: u32,
     pub unchanged: u32,
     pub deleted: u32,
 }
@@ -270,6 +273,7 @@ pub async fn upsert_documents(
                 row.id
             }
             None => {
+                applied.inserted += 1;
                 document::Entity::insert(document::ActiveModel {
                     id: NotSet,
                     collection_id: Set(collection_id),
@@ -317,6 +321,25 @@ pub async fn upsert_documents(
         applied.generation = bump_generation(txn, collection_id).await?;
     }
     Ok(applied)
+}
+
+/// Documents stored by a tenant across its collections.
+pub async fn tenant_documents(db: &impl ConnectionTrait, tenant: &str) -> Result<u64, DbErr> {
+    let collections: Vec<i64> = collection::Entity::find()
+        .select_only()
+        .column(collection::Column::Id)
+        .filter(collection::Column::Tenant.eq(tenant))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut total = 0;
+    for batch in collections.chunks(IN_BATCH) {
+        total += document::Entity::find()
+            .filter(document::Column::CollectionId.is_in(batch.iter().copied()))
+            .count(db)
+            .await?;
+    }
+    Ok(total)
 }
 
 pub async fn get_document(
@@ -391,11 +414,15 @@ pub async fn delete_documents(
 /// A document's id and metadata, shared by its chunks in the index.
 type DocInfo = (Arc<str>, Arc<BTreeMap<String, String>>);
 
-/// Builds a collection's in-memory index from its rows.
+/// Builds a collection's index from its rows, around its keyword index
+/// (which the caller then syncs). Without `with_vectors` the embeddings
+/// are not read (a saved graph will be mapped; the chunks get no vector).
 pub async fn load_index(
     db: &DatabaseConnection,
     collection: &collection::Model,
     params: HnswParams,
+    keyword: KeywordIndex,
+    with_vectors: bool,
 ) -> Result<CollectionIndex, DbErr> {
     let docs: Vec<(i64, String, String)> = document::Entity::find()
         .select_only()
@@ -411,32 +438,47 @@ pub async fn load_index(
         .map(|(id, doc_id, metadata)| (id, (doc_id.into(), Arc::new(parse_metadata(&metadata)))))
         .collect();
     let dimension = usize::try_from(collection.dimension).unwrap_or(0);
-    let mut index = CollectionIndex::new(dimension, params, collection.generation);
+    let mut index = CollectionIndex::new(dimension, params, collection.generation, keyword);
     let mut after = 0i64;
     let mut pending = Vec::new();
     loop {
-        let rows = chunk::Entity::find()
+        let query = chunk::Entity::find()
+            .select_only()
+            .column(chunk::Column::Id)
+            .column(chunk::Column::DocumentId)
+            .column(chunk::Column::ChunkIndex)
+            .column(chunk::Column::Text)
             .filter(chunk::Column::CollectionId.eq(collection.id))
             .filter(chunk::Column::Id.gt(after))
             .order_by_asc(chunk::Column::Id)
-            .limit(5000)
-            .all(db)
-            .await?;
+            .limit(5000);
+        let rows: Vec<(i64, i64, i32, String, Vec<u8>)> = if with_vectors {
+            query
+                .column(chunk::Column::Embedding)
+                .into_tuple()
+                .all(db)
+                .await?
+        } else {
+            let rows: Vec<(i64, i64, i32, String)> = query.into_tuple().all(db).await?;
+            rows.into_iter()
+                .map(|(id, doc, index, text)| (id, doc, index, text, Vec::new()))
+                .collect()
+        };
         let Some(last) = rows.last() else { break };
-        after = last.id;
-        for row in rows {
-            let Some((doc_id, metadata)) = docs.get(&row.document_id) else {
+        after = last.0;
+        for (id, document_id, chunk_index, text, embedding) in rows {
+            let Some((doc_id, metadata)) = docs.get(&document_id) else {
                 continue;
             };
             pending.push(NewChunk {
-                key: row.id as u64,
+                key: id as u64,
                 entry: ChunkEntry {
                     document_id: doc_id.clone(),
-                    chunk_index: u32::try_from(row.chunk_index).unwrap_or(0),
-                    text: row.text.into(),
+                    chunk_index: u32::try_from(chunk_index).unwrap_or(0),
+                    text: text.into(),
                     metadata: metadata.clone(),
                 },
-                vector: decode_vector(&row.embedding),
+                vector: decode_vector(&embedding),
             });
         }
     }

@@ -328,6 +328,234 @@ async fn tenants_never_see_or_touch_each_others_documents() {
     assert_eq!(hits.len(), 12);
 }
 
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Files in the service's index folder whose names end with `suffix`.
+fn index_files(mesh: &Mesh, suffix: &str) -> Vec<String> {
+    std::fs::read_dir(mesh.data_dir.path().join("retrieval-index"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(suffix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_graph_is_mapped_and_the_keyword_index_catches_up_after_restarts() {
+    // Past 20 chunks a collection is searched through the HNSW graph.
+    let mut mesh = mesh(Some(|c: &mut retrieval::Config| c.exact_max_chunks = 20)).await;
+    let a = client(&mesh, "acme", Role::Operator);
+    ok(a.post("/v1/collections")
+        .json(&json!({"name": "notes", "embeddingModel": "none", "dimension": 4})))
+    .await;
+    ok(a.post("/v1/collections/notes/documents")
+        .json(&vector_docs("red", 30, "red")))
+    .await;
+    ok(a.post("/v1/collections/notes/documents")
+        .json(&vector_docs("blue", 10, "blue")))
+    .await;
+    let first = search(&a, "notes", json!({"vector": [1, 0.5, 0, 0], "topK": 5})).await;
+    assert_eq!(first.len(), 5);
+    assert_eq!(index_files(&mesh, ".keyword").len(), 1);
+
+    // Restart: the graph saved at shutdown is mapped, the keyword index
+    // opened as committed.
+    mesh.stop_retrieval().await.unwrap();
+    assert_eq!(index_files(&mesh, ".usearch").len(), 1, "saved at shutdown");
+    mesh.restart_retrieval().await.unwrap();
+    let again = search(&a, "notes", json!({"vector": [1, 0.5, 0, 0], "topK": 5})).await;
+    // Many documents share a vector: compare scores, not tied ids.
+    let scores = |hits: &[Value]| -> Vec<String> {
+        hits.iter()
+            .map(|h| format!("{:.5}", h["score"].as_f64().unwrap()))
+            .collect()
+    };
+    assert_eq!(scores(&first), scores(&again));
+    let keyword = search(
+        &a,
+        "notes",
+        json!({"query": "blue note number 7", "mode": "keyword", "topK": 3}),
+    )
+    .await;
+    assert_eq!(top_doc(&keyword), "blue7", "{keyword:?}");
+
+    // The first write after the restart (the mapped graph is read-only).
+    let folder = mesh.data_dir.path().join("retrieval-index");
+    let keyword_dir = folder.join(&index_files(&mesh, ".keyword")[0]);
+    let saved = tempfile::tempdir().unwrap();
+    copy_dir(&keyword_dir, saved.path());
+    let zebra = json!({"documents": [{"id": "zebra", "text": "a zebra crossing", "metadata": {"team": "green"}, "vector": [0, 0, 0, 1]}]});
+    ok(a.post("/v1/collections/notes/documents").json(&zebra)).await;
+    let hits = search(&a, "notes", json!({"vector": [0, 0, 0, 1], "topK": 1})).await;
+    assert_eq!(top_doc(&hits), "zebra", "{hits:?}");
+    let hits = search(&a, "notes", json!({"query": "zebra", "mode": "keyword"})).await;
+    assert_eq!(top_doc(&hits), "zebra", "{hits:?}");
+
+    // Delete by filter reaches both indexes.
+    let deleted = ok(a
+        .post("/v1/collections/notes/documents/delete")
+        .json(&json!({"filter": {"team": "blue"}})))
+    .await;
+    assert_eq!(deleted["deleted"], 10);
+    let hits = search(
+        &a,
+        "notes",
+        json!({"query": "blue note", "mode": "keyword", "topK": 50}),
+    )
+    .await;
+    assert!(
+        hits.iter().all(|h| h["metadata"]["team"] != "blue"),
+        "{hits:?}"
+    );
+    let hits = search(&a, "notes", json!({"vector": [1, 0.5, 0, 0], "topK": 50})).await;
+    assert_eq!(hits.len(), 31, "{hits:?}");
+
+    // A crash between the database commit and the keyword commit: the
+    // keyword folder as it was before the last writes. The restart finds
+    // it behind the collection and rebuilds it from the rows.
+    mesh.stop_retrieval().await.unwrap();
+    std::fs::remove_dir_all(&keyword_dir).unwrap();
+    copy_dir(saved.path(), &keyword_dir);
+    mesh.restart_retrieval().await.unwrap();
+    let hits = search(&a, "notes", json!({"query": "zebra", "mode": "keyword"})).await;
+    assert_eq!(top_doc(&hits), "zebra", "{hits:?}");
+    let hits = search(
+        &a,
+        "notes",
+        json!({"query": "blue note", "mode": "keyword", "topK": 50}),
+    )
+    .await;
+    assert!(
+        hits.iter().all(|h| h["metadata"]["team"] != "blue"),
+        "{hits:?}"
+    );
+    let hybrid = search(
+        &a,
+        "notes",
+        json!({"query": "red note number 3", "mode": "keyword", "topK": 3, "filter": {"team": "red"}}),
+    )
+    .await;
+    assert_eq!(top_doc(&hybrid), "red3", "{hybrid:?}");
+
+    // Deleting the collection removes its files.
+    ok(a.delete("/v1/collections/notes")).await;
+    assert!(index_files(&mesh, ".keyword").is_empty());
+    assert!(index_files(&mesh, ".usearch").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_document_quota_is_per_tenant_and_an_ingest_job_over_it_fails_with_the_reason() {
+    let mesh = mesh(Some(|c: &mut retrieval::Config| {
+        c.max_documents_per_tenant = 10;
+        c.ingest_part_documents = 4;
+    }))
+    .await;
+    let a = client(&mesh, "acme", Role::Operator);
+    let b = client(&mesh, "globex", Role::Operator);
+    let spec = |name: &str| json!({"name": name, "embeddingModel": "none", "dimension": 4});
+    ok(a.post("/v1/collections").json(&spec("notes"))).await;
+    ok(a.post("/v1/collections").json(&spec("more"))).await;
+    ok(b.post("/v1/collections").json(&spec("notes"))).await;
+    ok(a.post("/v1/collections/notes/documents")
+        .json(&vector_docs("n", 8, "red")))
+    .await;
+
+    // Three new documents would make 11: refused, naming the quota, and
+    // nothing of the request is stored.
+    let (status, body) = send(
+        a.post("/v1/collections/notes/documents")
+            .json(&vector_docs("m", 3, "red")),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "resource_exhausted", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("AGENTMESH_RETRIEVAL_MAX_DOCUMENTS_PER_TENANT") && message.contains("10"),
+        "{message}"
+    );
+    let info = ok(a.get("/v1/collections/notes")).await;
+    assert_eq!(info["documentCount"], 8);
+
+    // Replacing stored documents adds none: allowed at any count.
+    let replaced = ok(a
+        .post("/v1/collections/notes/documents")
+        .json(&vector_docs("n", 8, "blue")))
+    .await;
+    assert_eq!(replaced["upserted"], 8);
+
+    // The quota spans the tenant's collections.
+    ok(a.post("/v1/collections/more/documents")
+        .json(&vector_docs("x", 2, "red")))
+    .await;
+    let (status, body) = send(
+        a.post("/v1/collections/more/documents")
+            .json(&vector_docs("y", 1, "red")),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+
+    // Another tenant has its own.
+    ok(b.post("/v1/collections/notes/documents")
+        .json(&vector_docs("n", 10, "red")))
+    .await;
+
+    // Room for 5 again; an ingest job of 6 in parts of 4 and 2: the part
+    // of 4 fits or not depending on order, but never both parts; the job
+    // ends failed with the reason and its counts, nothing is lost silently.
+    let deleted = ok(a
+        .post("/v1/collections/notes/documents/delete")
+        .json(&json!({"filter": {"team": "blue"}})))
+    .await;
+    assert_eq!(deleted["deleted"], 8);
+    ok(a.post("/v1/collections/notes/documents")
+        .json(&vector_docs("k", 3, "red")))
+    .await;
+    let (status, job) = send(
+        a.post("/v1/collections/notes/ingest")
+            .json(&vector_docs("job", 6, "red")),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let job = wait_job(
+        &a,
+        &id,
+        tokio::time::Instant::now() + Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["doneDocuments"], 6, "{job}");
+    let failed = job["failedDocuments"].as_u64().unwrap();
+    assert!(failed == 4 || failed == 2, "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("AGENTMESH_RETRIEVAL_MAX_DOCUMENTS_PER_TENANT"),
+        "{job}"
+    );
+    let stored = ok(a.get("/v1/collections/notes")).await["documentCount"]
+        .as_u64()
+        .unwrap()
+        + ok(a.get("/v1/collections/more")).await["documentCount"]
+            .as_u64()
+            .unwrap();
+    assert_eq!(stored, 5 + 6 - failed, "within the quota");
+    assert!(stored <= 10);
+}
+
 async fn wait_job(c: &RestClient, id: &str, deadline: tokio::time::Instant) -> Value {
     loop {
         let job = ok(c.get(&format!("/v1/ingest-jobs/{id}"))).await;
