@@ -1348,7 +1348,11 @@ async fn concurrent_writers_add_each_observation_once_to_the_totals() {
         end_ms: 2_000 + i64::try_from(i).unwrap(),
         status_code: "unset",
         status_message: None,
-        level: if i % 7 == 0 { "ERROR" } else { "DEFAULT" },
+        level: if i.is_multiple_of(7) {
+            "ERROR"
+        } else {
+            "DEFAULT"
+        },
         model: None,
         input_tokens: i64::try_from(i).unwrap(),
         output_tokens: 1,
