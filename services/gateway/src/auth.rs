@@ -41,8 +41,6 @@ pub enum Operation {
     ScoreTrace,
     /// Create, list and revoke the tenant's Langfuse ingestion keys.
     ManageTraceKeys,
-    /// Read and set the tenant's quotas (`/v1/quotas`).
-    ManageQuotas,
     /// Create, list and revoke the tenant's API keys.
     ManageApiKeys,
     /// Read the tenant's audit log.
@@ -67,8 +65,6 @@ pub fn required_role(op: Operation) -> Role {
         Operation::ApplyAgent | Operation::ApplyTool => Role::Operator,
         // Credentials that let an application write the tenant's traces.
         Operation::ManageTraceKeys => Role::Admin,
-        // Quotas bound what the tenant's users may run.
-        Operation::ManageQuotas => Role::Admin,
         // Credentials of machine clients, and who changed what.
         Operation::ManageApiKeys | Operation::ReadAuditLog => Role::Admin,
         Operation::ScoreTrace => Role::User,

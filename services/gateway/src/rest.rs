@@ -59,7 +59,6 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/traces/{trace_id}", get(crate::traces::get))
         .merge(crate::retrieval::routes())
-        .merge(crate::quotas::routes())
         .merge(crate::access::routes())
         .merge(crate::console::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })

@@ -174,7 +174,50 @@ async fn api_keys_act_as_their_tenant_and_role_and_changes_are_audited() {
         .await;
     assert_eq!(status, 200, "{text}");
     assert!(text.contains(&task_id), "{text}");
-    // ... but may not apply an agent.
+    // The public gRPC face takes the same key, in `x-api-key` metadata.
+    let mut grpc = mesh_proto::task_service_client::TaskServiceClient::connect(format!(
+        "http://{}",
+        replica.grpc_addr
+    ))
+    .await
+    .unwrap();
+    let keyed = |key: &str| {
+        let mut request = tonic::Request::new(mesh_proto::ListTasksRequest::default());
+        request
+            .metadata_mut()
+            .insert("x-api-key", key.parse().unwrap());
+        request
+    };
+    let listed = grpc
+        .list_tasks(keyed(&user_key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.tasks.iter().any(|t| t.id == task_id));
+    let refused = grpc.list_tasks(keyed("amk_nonsense")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let mut apply = tonic::Request::new(mesh_proto::ApplyAgentRequest {
+        name: "helper3".into(),
+        spec: Some(mesh_proto::AgentSpec {
+            model: "sim".into(),
+            ..Default::default()
+        }),
+    });
+    apply.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {user_key}").parse().unwrap(),
+    );
+    let denied = mesh_proto::agent_service_client::AgentServiceClient::connect(format!(
+        "http://{}",
+        replica.grpc_addr
+    ))
+    .await
+    .unwrap()
+    .apply_agent(apply)
+    .await
+    .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    // ... nor over REST.
     let (status, _) = gw
         .call(
             M::PUT,
