@@ -255,6 +255,37 @@ try {
   assert.match(await text('#usage-totals'), /gated\s+1\s+1\s+100%/);
   await shot('usage');
 
+  // --- cancel a task while it waits for approval ---
+  await go('#/tasks');
+  await run.getByLabel('Agent').fill('gated');
+  await run.getByLabel('Input').fill('never mind');
+  await run.getByRole('button', { name: 'Run task' }).click();
+  await page.waitForURL((url) => /#\/tasks\/[0-9a-f-]{36}$/.test(url.hash) && !url.hash.endsWith(taskId));
+  await page.getByRole('button', { name: 'Approve' }).waitFor();
+  await page.locator('#cancel-task').click();
+  await page.locator('#task-status [data-status="cancelled"]').waitFor();
+  assert.match(await text('#timeline'), /cancelled/);
+  assert.equal(await page.getByRole('button', { name: 'Approve' }).count(), 0, 'no approval left to decide');
+
+  // --- task filters ---
+  await go('#/tasks?agent=gated&status=cancelled');
+  await page.locator('#task-table table').waitFor();
+  assert.equal(await page.locator('#task-table tbody tr').count(), 1);
+  assert.match(await text('#task-table tbody'), /never mind/);
+  await go('#/tasks?status=failed');
+  await page.locator('#task-table .notice', { hasText: 'No tasks match.' }).waitFor();
+
+  // --- tools ---
+  await go('#/tools/new');
+  await page.getByLabel('Tool name').fill('search');
+  await page.getByRole('button', { name: 'Create tool' }).click();
+  await page.locator('#resource-version').waitFor();
+  assert.equal(await text('#resource-version'), 'v1');
+  await go('#/tools');
+  await page.locator('#tools-table').waitFor();
+  assert.match(await text('#tools-table'), /search\s+api\s+v1/);
+  await shot('tools');
+
   assert.deepEqual(problems, [], 'no script errors in the page');
   console.log(`TASK ${taskId}`);
   console.log(`TRACE ${traceId}`);

@@ -3,7 +3,8 @@
 //! Chromium driven by `tests/console/e2e.mjs` (playwright-core) through
 //! sign-in, applying an agent (a bad spec first: the error at the field),
 //! running a task, approving its step, the final answer arriving live, the
-//! trace waterfall and usage charts, with a screenshot of each page under
+//! trace waterfall and usage charts, cancelling a waiting task, the task
+//! filters and a tool, with a screenshot of each page under
 //! the target dir (`console-screenshots/`). What the browser did is then
 //! checked through the API.
 //!
@@ -189,6 +190,7 @@ async fn the_console_applies_runs_approves_and_shows_the_trace_and_usage() {
         "trace",
         "traces",
         "usage",
+        "tools",
     ] {
         let file = shots.join(format!("{name}.png"));
         let bytes = std::fs::read(&file).unwrap_or_default();
