@@ -2,6 +2,7 @@
 //! and watch them, list and inspect tasks. Talks to the gateway's REST API.
 
 mod api;
+mod api_keys;
 mod autoscale;
 mod ingest;
 mod manifest;
@@ -134,6 +135,11 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Show one task.
     Task { id: String },
+    /// Create, list and revoke the tenant's API keys (admin).
+    ApiKeys {
+        #[command(subcommand)]
+        command: api_keys::ApiKeysCommand,
+    },
     /// List traces (newest first); `agentmesh trace <id>` shows one.
     Traces {
         #[arg(long)]
@@ -211,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
                 )
             })?,
     };
-    let api = api::Api::new(&cli.url, token);
+    let api = api::Api::new(&cli.url, token.clone());
     match cli.command {
         Command::Up(_) | Command::Render { .. } | Command::Autoscale(_) => {
             unreachable!("handled above")
@@ -269,6 +275,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Ingest(args) => ingest::run(&api, args, cli.output).await,
+        Command::ApiKeys { command } => api_keys::run(&cli.url, &token, command, cli.output).await,
         Command::Tasks {
             agent,
             status,

@@ -477,3 +477,95 @@ async fn api_keys_act_as_their_tenant_and_role_and_changes_are_audited() {
     let (status, _) = gw.call(M::GET, "/v1/audit", &olga, None).await;
     assert_eq!(status, 403);
 }
+
+/// The `agentmesh` binary beside this test's target dir (scripts/test
+/// builds it before the integration tier), or `AGENTMESH_CLI`.
+fn agentmesh_cli() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("AGENTMESH_CLI") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let cli = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap()
+        .join("agentmesh");
+    assert!(
+        cli.is_file(),
+        "{} missing: run `cargo build -p agentmesh` or set AGENTMESH_CLI",
+        cli.display()
+    );
+    cli
+}
+
+async fn cli(base: &str, token: &str, args: &[&str]) -> (String, String) {
+    let run = tokio::process::Command::new(agentmesh_cli())
+        .args(["--url", base, "--token", token])
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the CLI took over 60 s")
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    (stdout, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_creates_lists_and_revokes_keys() {
+    let mesh = postgres_mesh(MeshOptions {
+        start_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let base = format!("http://{}", mesh.gateway.http_addr);
+    let admin = token("acme", "alice", Role::Admin);
+
+    let (created, _) = cli(
+        &base,
+        &admin,
+        &[
+            "api-keys",
+            "create",
+            "nightly",
+            "--role",
+            "viewer",
+            "--expires-in-secs",
+            "3600",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let created: Value = serde_json::from_str(&created).unwrap();
+    let (id, key) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    );
+    assert!(created["expiresAt"].is_string(), "{created}");
+    // The key works as a token for the CLI itself.
+    let (tasks, _) = cli(&base, &key, &["tasks", "-o", "json"]).await;
+    assert!(serde_json::from_str::<Value>(&tasks).is_ok(), "{tasks}");
+
+    let (table, _) = cli(&base, &admin, &["api-keys", "list"]).await;
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("nightly") && row.contains("viewer") && row.contains("alice"),
+        "{table}"
+    );
+    assert!(!table.contains(key.rsplit('_').next().unwrap()), "{table}");
+
+    let (revoked, _) = cli(&base, &admin, &["api-keys", "revoke", &id]).await;
+    assert_eq!(revoked.trim(), format!("revoked key {id}"));
+    let (listed, _) = cli(&base, &admin, &["api-keys", "list", "--all", "-o", "json"]).await;
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert!(listed["keys"][0]["revokedAt"].is_string(), "{listed}");
+}
