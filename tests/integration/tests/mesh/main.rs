@@ -17,6 +17,7 @@ mod bus;
 mod cli_views;
 mod console;
 mod failures;
+mod fairness;
 mod gateway_trace_keys;
 mod gateway_traces;
 mod health;
