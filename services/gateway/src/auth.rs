@@ -45,6 +45,8 @@ pub enum Operation {
     ManageApiKeys,
     /// Read the tenant's audit log.
     ReadAuditLog,
+    /// Read and set the tenant's quotas (`/v1/quotas`).
+    ManageQuotas,
     /// Retrieval (RAG) through the retrieval service.
     CreateCollection,
     DeleteCollection,
@@ -67,6 +69,8 @@ pub fn required_role(op: Operation) -> Role {
         Operation::ManageTraceKeys => Role::Admin,
         // Credentials of machine clients, and who changed what.
         Operation::ManageApiKeys | Operation::ReadAuditLog => Role::Admin,
+        // Quotas bound what the tenant's users may run.
+        Operation::ManageQuotas => Role::Admin,
         Operation::ScoreTrace => Role::User,
         Operation::SubmitTask
         | Operation::CancelTask

@@ -66,11 +66,18 @@ impl From<tonic::Status> for ApiError {
         if code == ErrorCode::Internal {
             tracing::error!(status = ?status.code(), message = %message, "upstream failure");
         }
+        // A quota refusal says when to come back (seconds).
+        let retry_after = status
+            .metadata()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_secs);
         Self {
             code,
             message,
             field,
-            retry_after: None,
+            retry_after,
         }
     }
 }
@@ -108,5 +115,19 @@ mod tests {
         let e = ApiError::from(tonic::Status::not_found("task x not found"));
         assert_eq!(e.code.http(), axum::http::StatusCode::NOT_FOUND);
         assert_eq!(e.field, None);
+    }
+
+    #[test]
+    fn upstream_retry_after_reaches_both_faces() {
+        let mut status = tonic::Status::resource_exhausted("over the quota");
+        status
+            .metadata_mut()
+            .insert("retry-after", "7".parse().unwrap());
+        let e = ApiError::from(status);
+        assert_eq!(e.retry_after, Some(std::time::Duration::from_secs(7)));
+        let response = e.clone().into_response();
+        assert_eq!(response.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "7");
+        assert_eq!(e.to_status().metadata().get("retry-after").unwrap(), "7");
     }
 }

@@ -15,6 +15,7 @@ mod grpc;
 pub mod json;
 mod metrics;
 mod openai;
+mod quotas;
 mod ratelimit;
 mod rest;
 mod retrieval;
@@ -97,6 +98,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     };
     let state = state::AppState {
         verifier: verifier(&config).await?,
+        quotas: mesh_proto::quota_admin_client::QuotaAdminClient::new(channel.clone()),
         orchestrator: ControlPlaneClient::new(channel),
         retrieval: retrieval::client(&config.retrieval_url).with_context(|| {
             format!(

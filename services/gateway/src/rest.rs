@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/traces/{trace_id}", get(crate::traces::get))
         .merge(crate::retrieval::routes())
         .merge(crate::access::routes())
+        .merge(crate::quotas::routes())
         .merge(crate::console::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         // Layers run outside-in: metrics see every request, including ones

@@ -14,6 +14,8 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub verifier: Verifier,
     pub orchestrator: ControlPlaneClient<Channel>,
+    /// The orchestrator's tenant quotas (same channel).
+    pub quotas: mesh_proto::quota_admin_client::QuotaAdminClient<Channel>,
     pub retrieval: mesh_proto::retrieval_client::RetrievalClient<Channel>,
     pub bus: Bus,
     /// HTTP client to the inference-router (OpenAI-compatible face).

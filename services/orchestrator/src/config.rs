@@ -20,6 +20,44 @@ pub struct Config {
     pub projection: ProjectionConfig,
     /// How often expired approvals are resolved with their `onTimeout`.
     pub approval_sweep_interval: Duration,
+    pub quotas: QuotaDefaults,
+    pub admission: AdmissionConfig,
+}
+
+/// Per-tenant quotas where the tenant has no override (`PUT /v1/quotas`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaDefaults {
+    /// `AGENTMESH_ORCHESTRATOR_TENANT_MAX_RUNNING_TASKS`: tasks dispatched
+    /// and unfinished at once, across the tenant's agents; more wait
+    /// (queued) in the admission queue.
+    pub max_running_tasks: u32,
+    /// `AGENTMESH_ORCHESTRATOR_TENANT_TASKS_PER_MINUTE`: submissions per
+    /// sliding minute; more get RESOURCE_EXHAUSTED (429) with Retry-After.
+    pub tasks_per_minute: u32,
+    /// `AGENTMESH_ORCHESTRATOR_TENANT_WEIGHT`: share of an agent's dispatch
+    /// window against other tenants.
+    pub weight: u32,
+}
+
+/// Upper bounds of a quota value (an override or a default).
+pub const MAX_QUOTA_RUNNING_TASKS: u32 = 1_000_000;
+pub const MAX_QUOTA_TASKS_PER_MINUTE: u32 = 10_000_000;
+pub const MAX_QUOTA_WEIGHT: u32 = 1_000;
+
+/// The admission queue between submission and TASKS.
+#[derive(Debug, Clone)]
+pub struct AdmissionConfig {
+    /// `AGENTMESH_ORCHESTRATOR_DISPATCH_WINDOW_PER_AGENT`: tasks of one
+    /// agent (all tenants) dispatched to TASKS and not finished. Size it to
+    /// the agent's total worker concurrency (replicas x
+    /// `AGENTMESH_WORKER_CONCURRENCY`): a larger window lets a FIFO backlog
+    /// build in JetStream again, a smaller one idles workers.
+    pub window_per_agent: u32,
+    /// `AGENTMESH_ORCHESTRATOR_ADMISSION_SWEEP_MS`: safety-net pass over
+    /// every agent with waiting tasks (releases missed after a crash, quota
+    /// raises, another replica's finished tasks); also refreshes the
+    /// queue-depth gauge.
+    pub sweep_interval: Duration,
 }
 
 /// Input limits; each violation is INVALID_ARGUMENT naming the field.
@@ -98,6 +136,35 @@ fn spec_limits(env: &Env) -> Result<mesh_spec::SpecLimits, ConfigError> {
     })
 }
 
+fn at_least_one(name: &str, value: u32, max: u32) -> Result<u32, ConfigError> {
+    if value == 0 || value > max {
+        return Err(ConfigError::Invalid {
+            var: name.to_owned(),
+            reason: format!("must be between 1 and {max}"),
+        });
+    }
+    Ok(value)
+}
+
+fn quota_defaults(env: &Env) -> Result<QuotaDefaults, ConfigError> {
+    let max_running = var("TENANT_MAX_RUNNING_TASKS");
+    let per_minute = var("TENANT_TASKS_PER_MINUTE");
+    let weight = var("TENANT_WEIGHT");
+    Ok(QuotaDefaults {
+        max_running_tasks: at_least_one(
+            &max_running,
+            env::parse_or(env, &max_running, 256)?,
+            MAX_QUOTA_RUNNING_TASKS,
+        )?,
+        tasks_per_minute: at_least_one(
+            &per_minute,
+            env::parse_or(env, &per_minute, 3000)?,
+            MAX_QUOTA_TASKS_PER_MINUTE,
+        )?,
+        weight: at_least_one(&weight, env::parse_or(env, &weight, 1)?, MAX_QUOTA_WEIGHT)?,
+    })
+}
+
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
@@ -135,6 +202,19 @@ impl Config {
                 &var("APPROVAL_SWEEP_MS"),
                 Duration::from_secs(1),
             )?,
+            quotas: quota_defaults(env)?,
+            admission: AdmissionConfig {
+                window_per_agent: at_least_one(
+                    &var("DISPATCH_WINDOW_PER_AGENT"),
+                    env::parse_or(env, &var("DISPATCH_WINDOW_PER_AGENT"), 32)?,
+                    MAX_QUOTA_RUNNING_TASKS,
+                )?,
+                sweep_interval: env::millis_or(
+                    env,
+                    &var("ADMISSION_SWEEP_MS"),
+                    Duration::from_secs(1),
+                )?,
+            },
             projection: ProjectionConfig {
                 concurrency: env::parse_or(env, &var("PROJECTION_CONCURRENCY"), 64)?,
                 max_attempts: env::parse_or(env, &var("PROJECTION_MAX_ATTEMPTS"), 120)?,

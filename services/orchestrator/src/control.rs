@@ -36,6 +36,9 @@ pub struct ControlService {
     relay: RelayHandle,
     limits: Limits,
     metrics: Metrics,
+    /// Fair admission and the tenant quotas at submission.
+    admission: crate::admission::Admission,
+    quota_defaults: crate::config::QuotaDefaults,
 }
 
 impl ControlService {
@@ -45,6 +48,8 @@ impl ControlService {
         relay: RelayHandle,
         limits: Limits,
         metrics: Metrics,
+        admission: crate::admission::Admission,
+        quota_defaults: crate::config::QuotaDefaults,
     ) -> Self {
         Self {
             db,
@@ -52,6 +57,8 @@ impl ControlService {
             relay,
             limits,
             metrics,
+            admission,
+            quota_defaults,
         }
     }
 }
@@ -678,6 +685,9 @@ impl ControlPlane for ControlService {
                 names::task_subject(&tenant, &req.agent).map_err(|e| invalid("agent", e))?;
 
             let txn = self.db.begin().await.map_err(db_error)?;
+            if req.depth == 0 {
+                crate::quotas::check_rate(&txn, &self.quota_defaults, &tenant).await?;
+            }
             let tools = self.resolve_tools(&txn, &tenant, &spec).await?;
             let envelope = TaskEnvelope {
                 task_id: id.to_string(),
@@ -727,6 +737,27 @@ impl ControlPlane for ControlService {
                     }
                 }
             }
+            // Fair admission (crate::admission): straight to TASKS only when
+            // nobody waits and there is room, else the task waits here.
+            // Sub-tasks skip it: their parent holds a slot and waits on them.
+            let mut admission_guard = None;
+            let wait = if hold || req.depth > 0 {
+                false
+            } else if !self
+                .admission
+                .queue_is_empty(&txn, &req.agent)
+                .await
+                .map_err(db_error)?
+            {
+                true
+            } else {
+                admission_guard = Some(self.admission.lock(&txn).await.map_err(db_error)?);
+                !self
+                    .admission
+                    .admit_now(&txn, &tenant, &req.agent)
+                    .await
+                    .map_err(db_error)?
+            };
             let row = task::ActiveModel {
                 id: Set(id),
                 tenant: Set(tenant.clone()),
@@ -758,6 +789,8 @@ impl ControlPlane for ControlService {
                 // Held back: the projection releases it when the session's
                 // running task ends.
                 pending_envelope: Set(hold.then(|| prost::Message::encode_to_vec(&envelope))),
+                admission_pending: Set(wait),
+                traceparent: Set(Some(outbox::current_trace())),
             }
             .insert(&txn)
             .await;
@@ -783,7 +816,7 @@ impl ControlPlane for ControlService {
                 }
                 Err(error) => return Err(db_error(error)),
             };
-            if !hold {
+            if !hold && !wait {
                 queued.push(
                     outbox::enqueue(&txn, &tenant, subject, id.to_string(), &envelope)
                         .await
@@ -791,7 +824,11 @@ impl ControlPlane for ControlService {
                 );
             }
             txn.commit().await.map_err(db_error)?;
+            drop(admission_guard);
             self.relay.committed(queued);
+            if wait {
+                self.admission.poke(&req.agent);
+            }
             self.metrics.tasks_submitted.inc();
             tracing::info!(task_id = %id, agent = %row.agent, "task submitted");
             Ok(Response::new(SubmitTaskResponse {

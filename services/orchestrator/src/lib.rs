@@ -7,6 +7,7 @@
 //! ones are acked or left to redeliver), let the relay finish its batch,
 //! close the database.
 
+mod admission;
 mod api_keys;
 pub mod audit;
 mod config;
@@ -16,6 +17,7 @@ mod dead_letters;
 mod metrics;
 pub mod outbox;
 pub mod projection;
+mod quotas;
 
 use mesh_bus::{Bus, StreamKind};
 use mesh_proto::control_plane_server::ControlPlaneServer;
@@ -77,12 +79,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         metrics.clone(),
     );
     let relay_handle = relay.handle();
+    let admission = admission::Admission::new(
+        db.clone(),
+        config.admission.clone(),
+        config.quotas,
+        metrics.clone(),
+        config.outbox.enabled.then(|| relay_handle.clone()),
+    );
+    supervisor.spawn("admission", admission.clone().run(stop.clone()));
     let service = control::ControlService::new(
         db.clone(),
         bus.clone(),
         relay_handle.clone(),
         config.limits.clone(),
         metrics.clone(),
+        admission.clone(),
+        config.quotas,
     );
     if config.outbox.enabled {
         supervisor.spawn("outbox relay", relay.run(stop.clone()));
@@ -98,7 +110,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         bus.clone(),
         config.projection.clone(),
         metrics,
-        config.outbox.enabled.then_some(relay_handle),
+        admission.clone(),
     );
     supervisor.spawn("event projection", projector.run(stop.clone()));
     let service = std::sync::Arc::new(service);
@@ -115,10 +127,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let grpc_addr = listener.local_addr()?;
     frame.spawn_grpc(
         listener,
-        frame.grpc().add_service(
-            ControlPlaneServer::from_arc(service)
-                .max_decoding_message_size(config.limits.max_message_bytes),
-        ),
+        frame
+            .grpc()
+            .add_service(
+                ControlPlaneServer::from_arc(service)
+                    .max_decoding_message_size(config.limits.max_message_bytes),
+            )
+            .add_service(mesh_proto::quota_admin_server::QuotaAdminServer::new(
+                quotas::QuotaService::new(db.clone(), config.quotas, admission),
+            )),
     );
     let admin_addr = frame.admin_addr;
     tracing::info!(%grpc_addr, %admin_addr, "orchestrator ready");

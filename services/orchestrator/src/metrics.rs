@@ -15,6 +15,11 @@ pub struct Metrics {
     /// Rows waiting in the outbox after the last relay pass.
     pub outbox_backlog: Gauge,
     pub events_projected: Counter,
+    /// Tasks accepted and waiting for admission, per agent (label `agent`):
+    /// pending work that is not yet in the agent's TASKS consumer.
+    pub admission_queue_depth: Family<Vec<(String, String)>, Gauge>,
+    /// Tasks released from the admission queue to TASKS.
+    pub tasks_admitted: Counter,
 }
 
 impl Metrics {
@@ -49,6 +54,16 @@ impl Metrics {
             "events_projected",
             "Task events applied to task rows",
             m.events_projected.clone(),
+        );
+        registry.register(
+            "admission_queue_depth",
+            "Tasks accepted and waiting for admission to TASKS, per agent",
+            m.admission_queue_depth.clone(),
+        );
+        registry.register(
+            "tasks_admitted",
+            "Tasks released from the admission queue to TASKS",
+            m.tasks_admitted.clone(),
         );
         m
     }

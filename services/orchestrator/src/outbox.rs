@@ -35,11 +35,29 @@ pub async fn enqueue<C: ConnectionTrait, M: prost::Message>(
     msg_id: String,
     message: &M,
 ) -> Result<outbox::Model, DbErr> {
-    let traceparent = mesh_telemetry::current_context_headers()
+    enqueue_traced(conn, tenant, subject, msg_id, message, current_trace()).await
+}
+
+/// The current W3C trace context as the outbox stores it (`key=value`
+/// lines).
+pub fn current_trace() -> String {
+    mesh_telemetry::current_context_headers()
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
-        .join("\n");
+        .join("\n")
+}
+
+/// [`enqueue`] with a trace context captured earlier (a task admitted
+/// after it waited continues its submitter's trace).
+pub async fn enqueue_traced<C: ConnectionTrait, M: prost::Message>(
+    conn: &C,
+    tenant: &str,
+    subject: String,
+    msg_id: String,
+    message: &M,
+    traceparent: String,
+) -> Result<outbox::Model, DbErr> {
     outbox::ActiveModel {
         tenant: Set(tenant.to_owned()),
         subject: Set(subject),

@@ -7,9 +7,8 @@
 
 use futures::StreamExt as _;
 use mesh_bus::{Bus, Delivery, StreamKind};
-use mesh_proto::{TaskEnvelope, TaskEvent, TaskStatus, task_event::Kind};
+use mesh_proto::{TaskEvent, TaskStatus, task_event::Kind};
 use mesh_store::orchestrator::task;
-use prost::Message as _;
 use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{
     ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _, QueryFilter as _,
@@ -31,9 +30,9 @@ pub struct Projector {
     bus: Bus,
     config: ProjectionConfig,
     metrics: Metrics,
-    /// Wakes the outbox relay for released session tasks (absent when the
-    /// relay is off; the rows wait in the outbox then).
-    relay: Option<crate::outbox::RelayHandle>,
+    /// Told when a task ends (its slot is free) or a held session task
+    /// joins the admission queue.
+    admission: crate::admission::Admission,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,14 +51,14 @@ impl Projector {
         bus: Bus,
         config: ProjectionConfig,
         metrics: Metrics,
-        relay: Option<crate::outbox::RelayHandle>,
+        admission: crate::admission::Admission,
     ) -> Self {
         Self {
             db,
             bus,
             config,
             metrics,
-            relay,
+            admission,
         }
     }
 
@@ -305,9 +304,11 @@ impl Projector {
         Ok(())
     }
 
-    /// The `enqueue` concurrency policy: when a session's task ends, the
-    /// oldest task of the session held back at submission goes to the
-    /// outbox, unless another task of the session is still in progress.
+    /// A task ended: its agent's dispatch window has a free slot (the
+    /// admission pass is idempotent, so a redelivered event is harmless).
+    /// And the `enqueue` concurrency policy: the oldest task of the session
+    /// held back at submission joins the admission queue, unless another
+    /// task of the session is still in progress.
     async fn release_session_successor(&self, tenant: &str, finished: Uuid) -> Result<(), DbErr> {
         let Some(done) = task::Entity::find_by_id(finished)
             .filter(task::Column::Tenant.eq(tenant))
@@ -316,6 +317,7 @@ impl Projector {
         else {
             return Ok(());
         };
+        self.admission.poke(&done.agent);
         if done.session_id.is_empty() {
             return Ok(());
         }
@@ -335,20 +337,11 @@ impl Projector {
         let Some(next) = session.into_iter().next() else {
             return Ok(());
         };
-        let Some(bytes) = next.pending_envelope.clone() else {
+        if next.pending_envelope.is_none() {
             return Ok(());
-        };
-        let envelope = match TaskEnvelope::decode(bytes.as_slice()) {
-            Ok(e) => e,
-            Err(error) => {
-                tracing::error!(task_id = %next.id, %error, "held task envelope undecodable");
-                return Ok(());
-            }
-        };
-        let Ok(subject) = mesh_bus::names::task_subject(tenant, &next.agent) else {
-            return Ok(());
-        };
-        // Conditional: of two projectors releasing at once, one wins.
+        }
+        // Conditional: of two projectors releasing at once, one wins. The
+        // admission pass dispatches it from its stored envelope.
         let claimed = task::Entity::update_many()
             .filter(task::Column::Id.eq(next.id))
             .filter(task::Column::PendingEnvelope.is_not_null())
@@ -356,17 +349,14 @@ impl Projector {
                 task::Column::PendingEnvelope,
                 Expr::value(Option::<Vec<u8>>::None),
             )
+            .col_expr(task::Column::AdmissionPending, Expr::value(true))
             .exec(&txn)
             .await?;
         if claimed.rows_affected == 0 {
             return Ok(());
         }
-        let row =
-            crate::outbox::enqueue(&txn, tenant, subject, next.id.to_string(), &envelope).await?;
         txn.commit().await?;
-        if let Some(relay) = &self.relay {
-            relay.committed([row]);
-        }
+        self.admission.poke(&next.agent);
         tracing::info!(task_id = %next.id, session_id = %done.session_id, "released the next task of the session");
         Ok(())
     }

@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateTables),
             Box::new(ToolsAndSessions),
             Box::new(super::m0003_api_keys_and_audit::ApiKeysAndAudit),
+            Box::new(super::m0004_quotas::Quotas),
         ]
     }
 

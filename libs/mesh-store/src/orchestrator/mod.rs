@@ -7,9 +7,11 @@ pub mod agent_version;
 pub mod api_key;
 pub mod audit_entry;
 mod m0003_api_keys_and_audit;
+mod m0004_quotas;
 mod migrations;
 pub mod outbox;
 pub mod task;
+pub mod tenant_quota;
 pub mod tool;
 pub mod tool_version;
 

@@ -51,6 +51,14 @@ pub struct Model {
     pub parent_task_id: String,
     /// Nesting of sub-tasks (0: submitted by a client).
     pub depth: i32,
+    /// True while the task waits in the admission queue (accepted, not yet
+    /// released to TASKS): over its tenant's running quota, or its agent's
+    /// dispatch window is full.
+    pub admission_pending: bool,
+    /// The submitter's W3C trace context (`key=value` lines), so a task
+    /// released later still continues the submitter's trace.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub traceparent: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

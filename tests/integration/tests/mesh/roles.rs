@@ -200,6 +200,18 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
             Operation::ReadCollections,
         ),
         (
+            reqwest::Method::GET,
+            "/v1/quotas".into(),
+            None,
+            Operation::ManageQuotas,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/quotas".into(),
+            Some(json!({"weight": 1})),
+            Operation::ManageQuotas,
+        ),
+        (
             reqwest::Method::POST,
             "/v1/api-keys".into(),
             Some(json!({"name": "ci", "role": "viewer"})),
