@@ -4,7 +4,7 @@
 // it runs in-process; every input comes from the environment:
 //
 //   CONSOLE_URL          the console, e.g. http://127.0.0.1:PORT/console/
-//   CONSOLE_TOKEN        a token of the tenant (operator role)
+//   CONSOLE_TOKEN        a token of the tenant (admin role: the audit log too)
 //   CONSOLE_TENANT       that tenant
 //   CONSOLE_OTLP_URL     the trace-collector's Langfuse-compatible OTLP/HTTP
 //                        endpoint, with CONSOLE_OTLP_PUBLIC_KEY and
@@ -144,11 +144,22 @@ try {
   await page.getByRole('button', { name: 'JSON', exact: true }).click();
   assert.match(await text('#spec-view'), /"apiVersion": "agentmesh.dev\/v1alpha1"/);
   assert.match(await text('#versions'), /v1\s*current/);
+
+  // A second version: both listed, with who applied them (the audit log).
+  const v2 = structuredClone(GOOD);
+  v2.spec.temperature = 0.5;
+  await page.getByLabel('Agent spec (JSON)').fill(JSON.stringify(v2, null, 2));
+  await page.getByRole('button', { name: 'Apply new version' }).click();
+  await page.locator('#resource-version', { hasText: 'v2' }).waitFor();
+  assert.match(await text('.apply-result .notice.ok'), /version 2/);
+  const versions = await text('#versions');
+  assert.match(versions, /v2\s*current[^\n]*\btest\b/);
+  assert.match(versions, /v1[^\n]*\btest\b[^\n]*view/);
   await shot('agent');
 
   await go('#/agents');
   await page.locator('#agents-table').waitFor();
-  assert.match(await text('#agents-table'), /gated\s+v1\s+sim-model/);
+  assert.match(await text('#agents-table'), /gated\s+v2\s+sim-model/);
   await shot('agents');
 
   // --- run a task ---

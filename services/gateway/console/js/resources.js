@@ -49,6 +49,20 @@ function rememberVersion(kind, resource) {
   memory.remember(`names.${kind}`, resource.name);
 }
 
+/**
+ * The tenant's applies of `kind` from the audit log, newest first; empty
+ * for callers below admin (the log is an admin route).
+ */
+async function applies(kind, signal) {
+  try {
+    const page = await get('/v1/audit', { resourceKind: kind, pageSize: 200 }, signal);
+    return page.entries.filter((e) => e.action === 'apply');
+  } catch (error) {
+    if (error.name === 'AbortError') throw error;
+    return [];
+  }
+}
+
 function documentOf(kind, resource) {
   return { apiVersion: API_VERSION, kind: KINDS[kind].label, metadata: { name: resource.name }, spec: resource.spec };
 }
@@ -70,6 +84,8 @@ export async function agentList(main, { signal }) {
   } catch (error) {
     if (error.name === 'AbortError') return;
   }
+  // Admins also see every agent ever applied, from the audit log.
+  for (const entry of await applies('agent', signal)) names.add(entry.resourceName);
   const agents = (
     await Promise.all(
       [...names].slice(0, 50).map((name) =>
@@ -94,7 +110,7 @@ export async function agentList(main, { signal }) {
       open,
       h('button', { type: 'submit' }, 'Open'),
     ),
-    h('p', { class: 'muted small' }, 'Agents that ran recent tasks of this tenant, or were opened in this tab (the API has no agent listing).'),
+    h('p', { class: 'muted small' }, 'Agents applied (from the audit log, for admins), that ran recent tasks of this tenant, or opened in this tab: the API has no agent listing.'),
     agents.length
       ? h(
           'table',
@@ -180,7 +196,8 @@ export async function resourcePage(main, { kind, name, signal }) {
       .then((p) => p.tasks)
       .catch(() => []);
   }
-  renderEditor(main, kind, resource, tasks);
+  const history = (await applies(kind, signal)).filter((e) => e.resourceName === resource.name);
+  renderEditor(main, kind, resource, tasks, history);
 }
 
 function specView(kind, resource) {
@@ -202,11 +219,12 @@ function specView(kind, resource) {
   return { el: h('div', null, h('div', { class: 'tabs' }, yamlButton, jsonButton), body), show, format: () => format };
 }
 
-function versionsPanel(kind, resource, tasks, view) {
+function versionsPanel(kind, resource, tasks, history) {
   const seen = memory.get(`versions.${kind}.${resource.name}`, {});
   const used = new Map();
   for (const t of tasks) used.set(t.agentVersion, (used.get(t.agentVersion) ?? 0) + 1);
-  const all = new Set([resource.version, ...Object.keys(seen).map(Number), ...used.keys()]);
+  const applied = new Map(history.filter((e) => e.resourceVersion).map((e) => [Number(e.resourceVersion), e]));
+  const all = new Set([resource.version, ...Object.keys(seen).map(Number), ...used.keys(), ...applied.keys()]);
   const versions = [...all].filter((v) => v > 0).sort((a, b) => b - a);
   const detail = h('div', { class: 'version-detail' });
   const rows = versions.map((v) => {
@@ -226,7 +244,8 @@ function versionsPanel(kind, resource, tasks, view) {
       'tr',
       { class: v === resource.version ? 'current' : null },
       h('td', { class: 'num' }, `v${v}`, v === resource.version ? h('span', { class: 'badge ok' }, 'current') : null),
-      h('td', null, known?.updatedAt ? fmt.time(known.updatedAt) : ''),
+      h('td', null, applied.get(v) ? fmt.time(applied.get(v).at) : known?.updatedAt ? fmt.time(known.updatedAt) : ''),
+      h('td', null, applied.get(v)?.actor ?? ''),
       kind === 'agent' ? h('td', { class: 'num' }, String(used.get(v) ?? 0)) : null,
       h('td', null, open),
     );
@@ -238,15 +257,15 @@ function versionsPanel(kind, resource, tasks, view) {
     h(
       'table',
       { class: 'list compact' },
-      h('thead', null, h('tr', null, h('th', null, 'Version'), h('th', null, 'Applied'), kind === 'agent' ? h('th', null, 'Recent tasks') : null, h('th', null, ''))),
+      h('thead', null, h('tr', null, h('th', null, 'Version'), h('th', null, 'Applied'), h('th', null, 'By'), kind === 'agent' ? h('th', null, 'Recent tasks') : null, h('th', null, ''))),
       h('tbody', null, rows),
     ),
-    h('p', { class: 'muted small' }, 'Specs of earlier versions are shown when this tab saw them.'),
+    h('p', { class: 'muted small' }, 'Who applied each version comes from the audit log (admins); the API serves the current spec only, so earlier specs show when this tab saw them.'),
     detail,
   );
 }
 
-function renderEditor(main, kind, resource, tasks = []) {
+function renderEditor(main, kind, resource, tasks = [], history = []) {
   const k = KINDS[kind];
   const isNew = !resource;
   const spec = isNew ? k.template : resource.spec;
@@ -352,7 +371,7 @@ function renderEditor(main, kind, resource, tasks = []) {
     h(
       'div',
       { class: 'columns' },
-      h('div', null, h('section', { class: 'panel' }, h('h2', null, 'Spec'), view.el), versionsPanel(kind, resource, tasks, view)),
+      h('div', null, h('section', { class: 'panel' }, h('h2', null, 'Spec'), view.el), versionsPanel(kind, resource, tasks, history)),
       h('section', { class: 'panel' }, form),
     ),
   );

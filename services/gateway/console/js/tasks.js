@@ -188,9 +188,14 @@ export async function taskPage(main, { id, signal }) {
     const decide = async (approve) => {
       for (const b of buttons) b.disabled = true;
       try {
-        task = await call('POST', `/v1/tasks/${encodeURIComponent(id)}/${approve ? 'approve' : 'reject'}`, {
+        const decided = await call('POST', `/v1/tasks/${encodeURIComponent(id)}/${approve ? 'approve' : 'reject'}`, {
           body: { comment: comment.value, callId: a.callId },
         });
+        // The stream may already be ahead of this answer: never step back.
+        if (task.status === 'awaiting_approval') {
+          task.status = decided.status;
+          task.approval = null;
+        }
         renderHeader();
       } catch (error) {
         if (!(error instanceof ApiError)) throw error;
@@ -220,7 +225,11 @@ export async function taskPage(main, { id, signal }) {
 
   async function cancel() {
     try {
-      task = await call('POST', `/v1/tasks/${encodeURIComponent(id)}/cancel`);
+      const cancelled = await call('POST', `/v1/tasks/${encodeURIComponent(id)}/cancel`);
+      if (!TERMINAL.has(task.status)) {
+        task.cancelRequested = true;
+        if (TERMINAL.has(cancelled.status)) task.status = cancelled.status;
+      }
       renderHeader();
     } catch (error) {
       if (error instanceof ApiError) replace(actions, notice('error', error.message));

@@ -122,11 +122,13 @@ async fn the_console_applies_runs_approves_and_shows_the_trace_and_usage() {
         "console-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    let token = mesh.token(&tenant, &[Role::Operator]);
+    // An admin: the console also reads the audit log (who applied which
+    // version) and the test creates trace ingestion keys.
+    let token = mesh.token(&tenant, &[Role::Admin]);
     // Ingestion keys of the tenant, for the spans the script exports (the
     // public Langfuse-compatible endpoint; the in-process services export
     // none of their own per tenant).
-    let admin = RestClient::new(base.clone(), mesh.token(&tenant, &[Role::Admin]));
+    let admin = RestClient::new(base.clone(), token.clone());
     let keys: serde_json::Value = admin
         .post("/v1/trace-keys")
         .send()
@@ -211,7 +213,8 @@ async fn the_console_applies_runs_approves_and_shows_the_trace_and_usage() {
         .json()
         .await
         .unwrap();
-    assert_eq!(agent["version"], 1, "only the valid spec was applied");
+    assert_eq!(agent["version"], 2, "the bad spec made no version: {agent}");
+    assert_eq!(agent["spec"]["temperature"], 0.5);
     assert_eq!(agent["spec"]["tools"][0]["name"], "ask_human");
     let task = client.task(&task_id).await.unwrap();
     assert_eq!(task["status"], "succeeded", "{task}");
