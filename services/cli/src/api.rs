@@ -179,8 +179,13 @@ impl Api {
         while let Some(event) = events.next().await {
             let event = event.context("event stream broke")?;
             let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+            let terminal = matches!(event.event.as_str(), "completed" | "failed" | "cancelled");
             if format == Format::Json {
+                // One event per line; the terminal one ends the follow.
                 println!("{data}");
+                if terminal {
+                    return Ok(data);
+                }
                 continue;
             }
             match event.event.as_str() {
@@ -199,10 +204,8 @@ impl Api {
                 ),
                 _ => {}
             }
-            if matches!(event.event.as_str(), "completed" | "failed" | "cancelled") {
-                if format == Format::Human {
-                    println!();
-                }
+            if terminal {
+                println!();
                 return Ok(data);
             }
         }

@@ -187,7 +187,7 @@ enum Color {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Up(args) => return up::run(args, &cli.data_dir).await,
+        Command::Up(args) => return up::run(args, &cli.data_dir, cli.output).await,
         Command::Autoscale(args) => return autoscale::run(args).await,
         Command::Render {
             file,

@@ -224,7 +224,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
+pub async fn run(args: UpArgs, data_dir: &Path, format: Format) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("create data directory {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
@@ -236,7 +236,7 @@ pub async fn run(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
         "warn",
     )?;
     let mut children: Vec<Managed> = Vec::new();
-    let result = run_inner(args, &data_dir, &mut env, &mut children).await;
+    let result = run_inner(args, &data_dir, format, &mut env, &mut children).await;
     // Stop the processes we started, newest first.
     while let Some(child) = children.pop() {
         child.stop().await;
@@ -249,6 +249,7 @@ pub async fn run(args: UpArgs, data_dir: &Path) -> anyhow::Result<()> {
 async fn run_inner(
     args: UpArgs,
     data_dir: &Path,
+    format: Format,
     env: &mut HashMap<String, String>,
     children: &mut Vec<Managed>,
 ) -> anyhow::Result<()> {
@@ -388,7 +389,7 @@ async fn run_inner(
         let id = task["id"].as_str().unwrap_or_default().to_owned();
         crate::progress::done();
         eprintln!();
-        let last = api.follow(&id, Format::Human).await?;
+        let last = api.follow(&id, format).await?;
         eprintln!();
         step(&format!(
             "task {id} {} in {:.1}s ({} tokens) by {model_note}",
@@ -399,44 +400,69 @@ async fn run_inner(
     }
 
     crate::progress::done();
-    println!();
-    println!("agentmesh is running (Ctrl-C stops it)");
-    println!("  REST      {base}   (SSE: GET /v1/tasks/<id>/events)");
-    println!(
-        "  gRPC      {}  (agentmesh.v1.AgentService, TaskService)",
-        gateway.grpc_addr
-    );
-    println!(
-        "  OpenAI    {base}/v1/chat/completions  (with the token; the router itself: http://{}/v1)",
-        router.http_addr
-    );
-    println!(
-        "  metrics   http://{}/metrics (gateway), http://{}/metrics (orchestrator), http://{}/metrics (worker)",
-        gateway.admin_addr, orchestrator.admin_addr, worker.admin_addr
-    );
-    println!(
-        "  traces    {base}/v1/traces (OTLP in: grpc {}, http http://{}/v1/traces)",
-        traces.grpc_addr, traces.http_addr
-    );
-    println!(
-        "  NATS      {}",
-        env.get("NATS_URL").map(String::as_str).unwrap_or("?")
-    );
-    println!("  data      {}", data_dir.display());
-    println!(
-        "  dev token (tenant \"dev\", admin) in {}:",
-        data_dir.join("dev-token").display()
-    );
-    println!("    export AGENTMESH_TOKEN={token}");
-    let me = std::env::current_exe()
-        .ok()
-        .and_then(|p| {
-            let cwd = std::env::current_dir().ok()?;
-            Some(p.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(p))
-        })
-        .map_or_else(|| "agentmesh".to_owned(), |p| p.display().to_string());
-    println!("  try       {me} run assistant \"What is JetStream?\"");
-    println!("            curl -H \"Authorization: Bearer $AGENTMESH_TOKEN\" {base}/v1/tasks");
+    if format == Format::Json {
+        // One object for scripts, with what the lines below say.
+        println!(
+            "{}",
+            serde_json::json!({
+                "rest": base,
+                "grpc": gateway.grpc_addr.to_string(),
+                "openai": format!("{base}/v1/chat/completions"),
+                "router": format!("http://{}/v1", router.http_addr),
+                "metrics": {
+                    "gateway": format!("http://{}/metrics", gateway.admin_addr),
+                    "orchestrator": format!("http://{}/metrics", orchestrator.admin_addr),
+                    "worker": format!("http://{}/metrics", worker.admin_addr),
+                },
+                "otlp": {
+                    "grpc": traces.grpc_addr.to_string(),
+                    "http": format!("http://{}/v1/traces", traces.http_addr),
+                },
+                "nats": env.get("NATS_URL"),
+                "dataDir": data_dir.display().to_string(),
+                "tokenFile": data_dir.join("dev-token").display().to_string(),
+            })
+        );
+    } else {
+        println!();
+        println!("agentmesh is running (Ctrl-C stops it)");
+        println!("  REST      {base}   (SSE: GET /v1/tasks/<id>/events)");
+        println!(
+            "  gRPC      {}  (agentmesh.v1.AgentService, TaskService)",
+            gateway.grpc_addr
+        );
+        println!(
+            "  OpenAI    {base}/v1/chat/completions  (with the token; the router itself: http://{}/v1)",
+            router.http_addr
+        );
+        println!(
+            "  metrics   http://{}/metrics (gateway), http://{}/metrics (orchestrator), http://{}/metrics (worker)",
+            gateway.admin_addr, orchestrator.admin_addr, worker.admin_addr
+        );
+        println!(
+            "  traces    {base}/v1/traces (OTLP in: grpc {}, http http://{}/v1/traces)",
+            traces.grpc_addr, traces.http_addr
+        );
+        println!(
+            "  NATS      {}",
+            env.get("NATS_URL").map(String::as_str).unwrap_or("?")
+        );
+        println!("  data      {}", data_dir.display());
+        println!(
+            "  dev token (tenant \"dev\", admin) in {}:",
+            data_dir.join("dev-token").display()
+        );
+        println!("    export AGENTMESH_TOKEN={token}");
+        let me = std::env::current_exe()
+            .ok()
+            .and_then(|p| {
+                let cwd = std::env::current_dir().ok()?;
+                Some(p.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(p))
+            })
+            .map_or_else(|| "agentmesh".to_owned(), |p| p.display().to_string());
+        println!("  try       {me} run assistant \"What is JetStream?\"");
+        println!("            curl -H \"Authorization: Bearer $AGENTMESH_TOKEN\" {base}/v1/tasks");
+    }
 
     let signal = mesh_runtime::shutdown::on_signal();
     tokio::select! {
