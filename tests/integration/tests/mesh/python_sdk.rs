@@ -70,6 +70,9 @@ async fn pytest(mesh: &Mesh, tests: &[&str], extra: &[(&str, String)]) {
         .env("AGENTMESH_SDK_TENANT", &tenant)
         .env("AGENTMESH_SDK_MODEL", "sim-model")
         .env("PYTHONDONTWRITEBYTECODE", "1")
+        // Plugins other packages of the shared venv register are not ours
+        // (and may not even import).
+        .env("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
         .envs(extra.iter().map(|(k, v)| (k, v)))
         .kill_on_drop(true)
         .output();
