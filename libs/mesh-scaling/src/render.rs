@@ -247,6 +247,11 @@ pub fn agent_worker_component(
                         "env": [
                             {"name": "AGENTMESH_WORKER_AGENTS", "value": agent},
                             {"name": "AGENTMESH_WORKER_ADMIN_LISTEN", "value": "0.0.0.0:9102"},
+                            // The mesh key of the service tokens (the
+                            // Secret beside the base's other services).
+                            {"name": "AGENTMESH_SERVICE_KEY", "valueFrom": {"secretKeyRef": {
+                                "name": "agentmesh-service-key", "key": "key",
+                            }}},
                         ],
                         "startupProbe": http_probe("/healthz", 2, 30),
                         "livenessProbe": http_probe("/healthz", 10, 3),
