@@ -223,8 +223,18 @@ async fn over_the_running_quota_tasks_wait_queued_and_all_of_them_run() {
 
     let done = finish_all(&client, &ids, Duration::from_secs(60)).await;
     assert_eq!(done.len(), 8, "none lost");
-    // Never more than two ran at once: the run intervals (projected start
-    // to projected finish) overlap at most two deep.
+    // Never more than two ran at once.
+    let deepest = deepest_overlap(&done);
+    assert!(deepest <= 2, "{deepest} tasks ran at once");
+    assert_eq!(deepest, 2, "the quota's two slots were used");
+    let after = get_quota(&client).await;
+    assert_eq!(after["usage"]["queuedTasks"], 0, "{after}");
+    assert_eq!(after["usage"]["runningTasks"], 0, "{after}");
+}
+
+/// The deepest overlap of the tasks' run intervals (projected start to
+/// projected finish).
+fn deepest_overlap(done: &[Value]) -> i32 {
     let mut edges: Vec<(i64, i32)> = done
         .iter()
         .flat_map(|t| [(millis(t, "startedAt"), 1), (millis(t, "finishedAt"), -1)])
@@ -235,11 +245,29 @@ async fn over_the_running_quota_tasks_wait_queued_and_all_of_them_run() {
         depth += delta;
         deepest = deepest.max(depth);
     }
-    assert!(deepest <= 2, "{deepest} tasks ran at once");
-    assert_eq!(deepest, 2, "the quota's two slots were used");
-    let after = get_quota(&client).await;
-    assert_eq!(after["usage"]["queuedTasks"], 0, "{after}");
-    assert_eq!(after["usage"]["runningTasks"], 0, "{after}");
+    deepest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_orchestrator_replicas_keep_one_dispatch_window() {
+    // Window 3; a second replica on the same database shares the
+    // projection's consumer, so both release tasks as tasks finish.
+    let mesh = mesh_with(Duration::from_millis(200), 3).await;
+    let mut config = mesh.orchestrator_config.clone();
+    config.grpc_listen = mesh_runtime::env::EPHEMERAL;
+    config.admin_listen = mesh_runtime::env::EPHEMERAL;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let second = orchestrator::start(config, stop.clone()).await.unwrap();
+    let client = admin(&mesh, "pair");
+    client.apply_sim_agent("support", 2).await.unwrap();
+    let ids = submit_many(&client, "support", 15, 15).await;
+    let done = finish_all(&client, &ids, Duration::from_secs(60)).await;
+    assert_eq!(done.len(), 15, "none lost");
+    let deepest = deepest_overlap(&done);
+    assert!(deepest <= 3, "{deepest} tasks of the agent ran at once");
+    assert_eq!(deepest, 3, "the window was used");
+    stop.cancel();
+    second.stopped.wait().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
