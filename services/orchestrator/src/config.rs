@@ -232,3 +232,50 @@ impl Config {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn quotas_and_the_dispatch_window_come_from_their_variables() {
+        let config = Config::from_env(&env(&[
+            ("AGENTMESH_ORCHESTRATOR_TENANT_MAX_RUNNING_TASKS", "7"),
+            ("AGENTMESH_ORCHESTRATOR_TENANT_TASKS_PER_MINUTE", "90"),
+            ("AGENTMESH_ORCHESTRATOR_TENANT_WEIGHT", "2"),
+            ("AGENTMESH_ORCHESTRATOR_DISPATCH_WINDOW_PER_AGENT", "12"),
+            ("AGENTMESH_ORCHESTRATOR_ADMISSION_SWEEP_MS", "250"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.quotas,
+            QuotaDefaults {
+                max_running_tasks: 7,
+                tasks_per_minute: 90,
+                weight: 2
+            }
+        );
+        assert_eq!(config.admission.window_per_agent, 12);
+        assert_eq!(config.admission.sweep_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_zero_quota_or_window_is_refused_naming_the_variable() {
+        for var in [
+            "AGENTMESH_ORCHESTRATOR_TENANT_MAX_RUNNING_TASKS",
+            "AGENTMESH_ORCHESTRATOR_TENANT_TASKS_PER_MINUTE",
+            "AGENTMESH_ORCHESTRATOR_TENANT_WEIGHT",
+            "AGENTMESH_ORCHESTRATOR_DISPATCH_WINDOW_PER_AGENT",
+        ] {
+            let error = Config::from_env(&env(&[(var, "0")])).unwrap_err();
+            assert!(error.to_string().starts_with(var), "{error}");
+        }
+    }
+}
