@@ -350,6 +350,16 @@ async fn api_keys_act_as_their_tenant_and_role_and_changes_are_audited() {
         gw.call(M::GET, "/v1/tasks", &operator_key, None).await.0,
         401
     );
+    // Revoking again changes nothing (and is not audited twice).
+    let (status, text) = gw
+        .call(
+            M::DELETE,
+            &format!("/v1/api-keys/{operator_id}"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
     let (_, listed) = gw.call(M::GET, "/v1/api-keys", &alice, None).await;
     assert!(
         !listed.contains(&user_id),
