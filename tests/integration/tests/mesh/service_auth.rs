@@ -204,14 +204,31 @@ async fn every_internal_grpc_server_needs_a_valid_service_token() {
     })
     .await;
 
-    // A tenant without a token is refused even with no tenant at all in
-    // the way: OTLP/gRPC without either is UNAUTHENTICATED too.
+    // Without a tenant header as well: a bare OTLP export is refused too
+    // (per-span tenants are for authenticated services only).
     let status = collector
         .clone()
         .export(ExportTraceServiceRequest::default())
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    // The collector's internal query API shares the server and its layer.
+    let query = mesh_proto::trace_query_client::TraceQueryClient::connect(traces_url.clone())
+        .await
+        .unwrap();
+    check_server("trace-collector TraceQuery", |token| {
+        let mut client = query.clone();
+        async move {
+            client
+                .list_traces(request(
+                    mesh_proto::ListTracesRequest::default(),
+                    token.as_deref(),
+                ))
+                .await
+        }
+    })
+    .await;
 
     for (server, url) in [
         ("orchestrator", orchestrator_url),
