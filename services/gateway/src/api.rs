@@ -95,6 +95,43 @@ impl AppState {
         Ok(self.client().get_agent(request).await?.into_inner())
     }
 
+    pub async fn list_agents(
+        &self,
+        principal: &Principal,
+        query: mesh_proto::ListAgentsRequest,
+    ) -> Result<mesh_proto::ListAgentsResponse, ApiError> {
+        let request = self.request(principal, query)?;
+        Ok(self.client().list_agents(request).await?.into_inner())
+    }
+
+    pub async fn list_agent_versions(
+        &self,
+        principal: &Principal,
+        query: mesh_proto::ListAgentVersionsRequest,
+    ) -> Result<mesh_proto::ListAgentVersionsResponse, ApiError> {
+        validate_name("name", &query.name)?;
+        let request = self.request(principal, query)?;
+        Ok(self
+            .client()
+            .list_agent_versions(request)
+            .await?
+            .into_inner())
+    }
+
+    pub async fn get_agent_version(
+        &self,
+        principal: &Principal,
+        name: String,
+        version: u64,
+    ) -> Result<Agent, ApiError> {
+        validate_name("name", &name)?;
+        let request = self.request(
+            principal,
+            mesh_proto::GetAgentVersionRequest { name, version },
+        )?;
+        Ok(self.client().get_agent_version(request).await?.into_inner())
+    }
+
     /// Submits a task; `created` is false when the idempotency key named
     /// a task submitted before. Sub-task fields are the worker's, not a
     /// public client's, and are cleared.

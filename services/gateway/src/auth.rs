@@ -17,6 +17,11 @@ pub const UNAUTHENTICATED_ROUTES: &[&str] = &["/console", "/console/", "/console
 pub enum Operation {
     ApplyAgent,
     GetAgent,
+    /// The tenant's agents by name (`GET /v1/agents`).
+    ListAgents,
+    /// An agent's applied versions, and one version's spec.
+    ListAgentVersions,
+    GetAgentVersion,
     ApplyTool,
     GetTool,
     ListTools,
@@ -77,6 +82,9 @@ pub fn required_role(op: Operation) -> Role {
         | Operation::ResolveApproval
         | Operation::ChatCompletion => Role::User,
         Operation::GetAgent
+        | Operation::ListAgents
+        | Operation::ListAgentVersions
+        | Operation::GetAgentVersion
         | Operation::GetTool
         | Operation::ListTools
         | Operation::GetSchema

@@ -71,6 +71,46 @@ impl AgentService for PublicGrpc {
             .map_err(status)?;
         Ok(Response::new(agent))
     }
+
+    async fn list_agents(
+        &self,
+        request: Request<mesh_proto::ListAgentsRequest>,
+    ) -> Result<Response<mesh_proto::ListAgentsResponse>, Status> {
+        let principal = authorize(&self.state, &request, Operation::ListAgents)?;
+        let page = self
+            .state
+            .list_agents(&principal, request.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(page))
+    }
+
+    async fn list_agent_versions(
+        &self,
+        request: Request<mesh_proto::ListAgentVersionsRequest>,
+    ) -> Result<Response<mesh_proto::ListAgentVersionsResponse>, Status> {
+        let principal = authorize(&self.state, &request, Operation::ListAgentVersions)?;
+        let page = self
+            .state
+            .list_agent_versions(&principal, request.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(page))
+    }
+
+    async fn get_agent_version(
+        &self,
+        request: Request<mesh_proto::GetAgentVersionRequest>,
+    ) -> Result<Response<Agent>, Status> {
+        let principal = authorize(&self.state, &request, Operation::GetAgentVersion)?;
+        let req = request.into_inner();
+        let agent = self
+            .state
+            .get_agent_version(&principal, req.name, req.version)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(agent))
+    }
 }
 
 /// Tools have the same operations as REST: a gRPC caller sends the proto

@@ -4,6 +4,7 @@
 //! and tasks live in the orchestrator, behind its internal gRPC API.
 
 mod access;
+mod agents_list;
 mod api;
 mod api_keys;
 pub mod auth;

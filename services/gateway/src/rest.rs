@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::retrieval::routes())
         .merge(crate::access::routes())
         .merge(crate::quotas::routes())
+        .merge(crate::agents_list::routes())
         .merge(crate::console::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         // Layers run outside-in: metrics see every request, including ones

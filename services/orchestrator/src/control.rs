@@ -619,6 +619,35 @@ impl ControlPlane for ControlService {
         Ok(Response::new(agent_from_row(&row)))
     }
 
+    async fn list_agents(
+        &self,
+        request: Request<mesh_proto::ListAgentsRequest>,
+    ) -> Result<Response<mesh_proto::ListAgentsResponse>, Status> {
+        let (default, max) = (self.limits.default_page_size, self.limits.max_page_size);
+        crate::agents_list::list_agents(&self.db, request, default, max)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_agent_versions(
+        &self,
+        request: Request<mesh_proto::ListAgentVersionsRequest>,
+    ) -> Result<Response<mesh_proto::ListAgentVersionsResponse>, Status> {
+        let (default, max) = (self.limits.default_page_size, self.limits.max_page_size);
+        crate::agents_list::list_versions(&self.db, request, default, max)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_agent_version(
+        &self,
+        request: Request<mesh_proto::GetAgentVersionRequest>,
+    ) -> Result<Response<Agent>, Status> {
+        crate::agents_list::get_version(&self.db, request)
+            .await
+            .map(Response::new)
+    }
+
     async fn submit_task(
         &self,
         request: Request<SubmitTaskRequest>,

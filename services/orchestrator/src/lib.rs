@@ -8,6 +8,7 @@
 //! close the database.
 
 mod admission;
+mod agents_list;
 mod api_keys;
 pub mod audit;
 mod config;

@@ -9,6 +9,7 @@
 mod agent_code;
 mod agent_loop;
 mod agent_mcp;
+mod agents_list;
 mod api_keys;
 mod auth_jwks;
 mod autoscale;

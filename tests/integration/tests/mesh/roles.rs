@@ -36,6 +36,24 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
             Operation::GetAgent,
         ),
         (
+            reqwest::Method::GET,
+            "/v1/agents".into(),
+            None,
+            Operation::ListAgents,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/agents/a/versions".into(),
+            None,
+            Operation::ListAgentVersions,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/agents/a/versions/1".into(),
+            None,
+            Operation::GetAgentVersion,
+        ),
+        (
             reqwest::Method::POST,
             "/v1/agents/a/tasks".into(),
             Some(json!({"input": "x"})),
@@ -301,6 +319,39 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .get_agent(with(
                         &token,
                         mesh_proto::GetAgentRequest { name: "a".into() },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::ListAgents,
+                agents
+                    .list_agents(with(&token, mesh_proto::ListAgentsRequest::default()))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::ListAgentVersions,
+                agents
+                    .list_agent_versions(with(
+                        &token,
+                        mesh_proto::ListAgentVersionsRequest {
+                            name: "a".into(),
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::GetAgentVersion,
+                agents
+                    .get_agent_version(with(
+                        &token,
+                        mesh_proto::GetAgentVersionRequest {
+                            name: "a".into(),
+                            version: 1,
+                        },
                     ))
                     .await
                     .map(drop),

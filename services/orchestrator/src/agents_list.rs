@@ -1,0 +1,208 @@
+//! Reading the agent registry as lists: the caller's tenant's agents by
+//! name, an agent's applied versions newest first, and one version's spec
+//! as it was applied. Every query is filtered by tenant; an agent of
+//! another tenant reads as missing. This module never writes.
+
+use mesh_bus::names;
+use mesh_proto::{
+    Agent, AgentSummary, AgentVersionSummary, GetAgentVersionRequest, ListAgentVersionsRequest,
+    ListAgentVersionsResponse, ListAgentsRequest, ListAgentsResponse,
+};
+use mesh_runtime::grpc::tenant_of;
+use mesh_store::orchestrator::{agent, agent_version};
+use sea_orm::{
+    ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _, QuerySelect as _,
+};
+use tonic::{Request, Status};
+
+use crate::convert::spec_from_json;
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {why}"))
+}
+
+fn db_error(error: DbErr) -> Status {
+    tracing::error!(%error, "database error");
+    Status::unavailable("the agent registry is unavailable")
+}
+
+fn page_size(requested: u32, default: u32, max: u32) -> Result<u32, Status> {
+    match requested {
+        0 => Ok(default),
+        n if n > max => Err(invalid("page_size", format!("at most {max}"))),
+        n => Ok(n),
+    }
+}
+
+fn validate_name(value: &str) -> Result<(), Status> {
+    names::validate("agent", value).map_err(|e| match e {
+        mesh_bus::BusError::InvalidName { reason, .. } => invalid("name", reason),
+        other => invalid("name", other),
+    })
+}
+
+fn model_of(spec: &serde_json::Value) -> String {
+    spec.get("model")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The page token of an agent list is the last name of the page before;
+/// names are validated bus tokens, so they need no further encoding.
+pub async fn list_agents(
+    db: &DatabaseConnection,
+    request: Request<ListAgentsRequest>,
+    default_page: u32,
+    max_page: u32,
+) -> Result<ListAgentsResponse, Status> {
+    let tenant = tenant_of(&request)?;
+    let req = request.into_inner();
+    let page_size = page_size(req.page_size, default_page, max_page)?;
+    let mut query = agent::Entity::find().filter(agent::Column::Tenant.eq(&tenant));
+    if !req.name_prefix.is_empty() {
+        // A prefix is a part of a name: the same alphabet, so that it
+        // cannot carry LIKE wildcards.
+        if req.name_prefix.len() > 128
+            || !req
+                .name_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "name_prefix",
+                "at most 128 letters, digits, '-' or '_'",
+            ));
+        }
+        query = query.filter(agent::Column::Name.starts_with(&req.name_prefix));
+    }
+    if !req.page_token.is_empty() {
+        validate_name(&req.page_token)
+            .map_err(|_| invalid("page_token", "not a page token of this list"))?;
+        query = query.filter(agent::Column::Name.gt(&req.page_token));
+    }
+    let mut rows = query
+        .order_by_asc(agent::Column::Name)
+        .limit(u64::from(page_size) + 1)
+        .all(db)
+        .await
+        .map_err(db_error)?;
+    let next_page_token = if rows.len() > page_size as usize {
+        rows.truncate(page_size as usize);
+        rows.last().map(|r| r.name.clone()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok(ListAgentsResponse {
+        agents: rows
+            .into_iter()
+            .map(|r| AgentSummary {
+                model: model_of(&r.spec),
+                version: u64::try_from(r.version).unwrap_or_default(),
+                updated_at_ms: r.updated_at_ms,
+                name: r.name,
+            })
+            .collect(),
+        next_page_token,
+    })
+}
+
+async fn current(
+    db: &DatabaseConnection,
+    tenant: &str,
+    name: &str,
+) -> Result<agent::Model, Status> {
+    agent::Entity::find()
+        .filter(agent::Column::Tenant.eq(tenant))
+        .filter(agent::Column::Name.eq(name))
+        .one(db)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Status::not_found(format!("agent {name:?} not found")))
+}
+
+/// Newest first; the page token is the last version of the page before.
+pub async fn list_versions(
+    db: &DatabaseConnection,
+    request: Request<ListAgentVersionsRequest>,
+    default_page: u32,
+    max_page: u32,
+) -> Result<ListAgentVersionsResponse, Status> {
+    let tenant = tenant_of(&request)?;
+    let req = request.into_inner();
+    validate_name(&req.name)?;
+    let page_size = page_size(req.page_size, default_page, max_page)?;
+    // An agent with no versions left is still an agent; one that was never
+    // applied is NOT_FOUND, not an empty list.
+    current(db, &tenant, &req.name).await?;
+    let mut query = agent_version::Entity::find()
+        .filter(agent_version::Column::Tenant.eq(&tenant))
+        .filter(agent_version::Column::Name.eq(&req.name));
+    if !req.page_token.is_empty() {
+        let before: i64 = req
+            .page_token
+            .parse()
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| invalid("page_token", "not a page token of this list"))?;
+        query = query.filter(agent_version::Column::Version.lt(before));
+    }
+    let mut rows = query
+        .order_by_desc(agent_version::Column::Version)
+        .limit(u64::from(page_size) + 1)
+        .all(db)
+        .await
+        .map_err(db_error)?;
+    let next_page_token = if rows.len() > page_size as usize {
+        rows.truncate(page_size as usize);
+        rows.last()
+            .map(|r| r.version.to_string())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok(ListAgentVersionsResponse {
+        versions: rows
+            .iter()
+            .map(|r| AgentVersionSummary {
+                version: u64::try_from(r.version).unwrap_or_default(),
+                applied_at_ms: r.created_at_ms,
+                model: model_of(&r.spec),
+            })
+            .collect(),
+        next_page_token,
+    })
+}
+
+pub async fn get_version(
+    db: &DatabaseConnection,
+    request: Request<GetAgentVersionRequest>,
+) -> Result<Agent, Status> {
+    let tenant = tenant_of(&request)?;
+    let req = request.into_inner();
+    validate_name(&req.name)?;
+    let version = i64::try_from(req.version)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| invalid("version", "must be a positive version number"))?;
+    let head = current(db, &tenant, &req.name).await?;
+    let row = agent_version::Entity::find()
+        .filter(agent_version::Column::Tenant.eq(&tenant))
+        .filter(agent_version::Column::Name.eq(&req.name))
+        .filter(agent_version::Column::Version.eq(version))
+        .one(db)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| {
+            Status::not_found(format!("agent {:?} has no version {version}", req.name))
+        })?;
+    Ok(Agent {
+        tenant: row.tenant,
+        name: row.name,
+        spec: Some(spec_from_json(&row.spec)),
+        version: u64::try_from(row.version).unwrap_or_default(),
+        created_at_ms: head.created_at_ms,
+        updated_at_ms: row.created_at_ms,
+    })
+}
