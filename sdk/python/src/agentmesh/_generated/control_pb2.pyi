@@ -30,6 +30,72 @@ class GetAgentRequest(_message.Message):
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
+class ListAgentsRequest(_message.Message):
+    __slots__ = ("name_prefix", "page_size", "page_token")
+    NAME_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    name_prefix: str
+    page_size: int
+    page_token: str
+    def __init__(self, name_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class AgentSummary(_message.Message):
+    __slots__ = ("name", "version", "updated_at_ms", "model")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    updated_at_ms: int
+    model: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ListAgentsResponse(_message.Message):
+    __slots__ = ("agents", "next_page_token")
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    agents: _containers.RepeatedCompositeFieldContainer[AgentSummary]
+    next_page_token: str
+    def __init__(self, agents: _Optional[_Iterable[_Union[AgentSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListAgentVersionsRequest(_message.Message):
+    __slots__ = ("name", "page_size", "page_token")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    page_size: int
+    page_token: str
+    def __init__(self, name: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class AgentVersionSummary(_message.Message):
+    __slots__ = ("version", "applied_at_ms", "model")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    applied_at_ms: int
+    model: str
+    def __init__(self, version: _Optional[int] = ..., applied_at_ms: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ListAgentVersionsResponse(_message.Message):
+    __slots__ = ("versions", "next_page_token")
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[AgentVersionSummary]
+    next_page_token: str
+    def __init__(self, versions: _Optional[_Iterable[_Union[AgentVersionSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetAgentVersionRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
 class SubmitTaskRequest(_message.Message):
     __slots__ = ("agent", "input", "session_id", "idempotency_key", "parent_task_id", "depth")
     AGENT_FIELD_NUMBER: _ClassVar[int]

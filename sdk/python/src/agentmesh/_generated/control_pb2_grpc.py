@@ -45,6 +45,21 @@ class AgentServiceStub:
                 request_serializer=agentmesh_dot_v1_dot_control__pb2.GetAgentRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_v1_dot_resources__pb2.Agent.FromString,
                 _registered_method=True)
+        self.ListAgents = channel.unary_unary(
+                '/agentmesh.v1.AgentService/ListAgents',
+                request_serializer=agentmesh_dot_v1_dot_control__pb2.ListAgentsRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_control__pb2.ListAgentsResponse.FromString,
+                _registered_method=True)
+        self.ListAgentVersions = channel.unary_unary(
+                '/agentmesh.v1.AgentService/ListAgentVersions',
+                request_serializer=agentmesh_dot_v1_dot_control__pb2.ListAgentVersionsRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_control__pb2.ListAgentVersionsResponse.FromString,
+                _registered_method=True)
+        self.GetAgentVersion = channel.unary_unary(
+                '/agentmesh.v1.AgentService/GetAgentVersion',
+                request_serializer=agentmesh_dot_v1_dot_control__pb2.GetAgentVersionRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_resources__pb2.Agent.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -62,6 +77,24 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAgents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgentVersions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAgentVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +106,21 @@ def add_AgentServiceServicer_to_server(servicer, server):
             'GetAgent': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAgent,
                     request_deserializer=agentmesh_dot_v1_dot_control__pb2.GetAgentRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_resources__pb2.Agent.SerializeToString,
+            ),
+            'ListAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgents,
+                    request_deserializer=agentmesh_dot_v1_dot_control__pb2.ListAgentsRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_control__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'ListAgentVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgentVersions,
+                    request_deserializer=agentmesh_dot_v1_dot_control__pb2.ListAgentVersionsRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_control__pb2.ListAgentVersionsResponse.SerializeToString,
+            ),
+            'GetAgentVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAgentVersion,
+                    request_deserializer=agentmesh_dot_v1_dot_control__pb2.GetAgentVersionRequest.FromString,
                     response_serializer=agentmesh_dot_v1_dot_resources__pb2.Agent.SerializeToString,
             ),
     }
@@ -129,6 +177,87 @@ class AgentService:
             target,
             '/agentmesh.v1.AgentService/GetAgent',
             agentmesh_dot_v1_dot_control__pb2.GetAgentRequest.SerializeToString,
+            agentmesh_dot_v1_dot_resources__pb2.Agent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.AgentService/ListAgents',
+            agentmesh_dot_v1_dot_control__pb2.ListAgentsRequest.SerializeToString,
+            agentmesh_dot_v1_dot_control__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgentVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.AgentService/ListAgentVersions',
+            agentmesh_dot_v1_dot_control__pb2.ListAgentVersionsRequest.SerializeToString,
+            agentmesh_dot_v1_dot_control__pb2.ListAgentVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAgentVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.AgentService/GetAgentVersion',
+            agentmesh_dot_v1_dot_control__pb2.GetAgentVersionRequest.SerializeToString,
             agentmesh_dot_v1_dot_resources__pb2.Agent.FromString,
             options,
             channel_credentials,
@@ -610,6 +739,21 @@ class ControlPlaneStub:
                 request_serializer=agentmesh_dot_v1_dot_control__pb2.GetAgentRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_v1_dot_resources__pb2.Agent.FromString,
                 _registered_method=True)
+        self.ListAgents = channel.unary_unary(
+                '/agentmesh.v1.ControlPlane/ListAgents',
+                request_serializer=agentmesh_dot_v1_dot_control__pb2.ListAgentsRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_control__pb2.ListAgentsResponse.FromString,
+                _registered_method=True)
+        self.ListAgentVersions = channel.unary_unary(
+                '/agentmesh.v1.ControlPlane/ListAgentVersions',
+                request_serializer=agentmesh_dot_v1_dot_control__pb2.ListAgentVersionsRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_control__pb2.ListAgentVersionsResponse.FromString,
+                _registered_method=True)
+        self.GetAgentVersion = channel.unary_unary(
+                '/agentmesh.v1.ControlPlane/GetAgentVersion',
+                request_serializer=agentmesh_dot_v1_dot_control__pb2.GetAgentVersionRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_resources__pb2.Agent.FromString,
+                _registered_method=True)
         self.ApplyTool = channel.unary_unary(
                 '/agentmesh.v1.ControlPlane/ApplyTool',
                 request_serializer=agentmesh_dot_v1_dot_control__pb2.ApplyToolRequest.SerializeToString,
@@ -689,6 +833,24 @@ class ControlPlaneServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetAgent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgentVersions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAgentVersion(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -787,6 +949,21 @@ def add_ControlPlaneServicer_to_server(servicer, server):
             'GetAgent': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAgent,
                     request_deserializer=agentmesh_dot_v1_dot_control__pb2.GetAgentRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_resources__pb2.Agent.SerializeToString,
+            ),
+            'ListAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgents,
+                    request_deserializer=agentmesh_dot_v1_dot_control__pb2.ListAgentsRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_control__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'ListAgentVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgentVersions,
+                    request_deserializer=agentmesh_dot_v1_dot_control__pb2.ListAgentVersionsRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_control__pb2.ListAgentVersionsResponse.SerializeToString,
+            ),
+            'GetAgentVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAgentVersion,
+                    request_deserializer=agentmesh_dot_v1_dot_control__pb2.GetAgentVersionRequest.FromString,
                     response_serializer=agentmesh_dot_v1_dot_resources__pb2.Agent.SerializeToString,
             ),
             'ApplyTool': grpc.unary_unary_rpc_method_handler(
@@ -910,6 +1087,87 @@ class ControlPlane:
             target,
             '/agentmesh.v1.ControlPlane/GetAgent',
             agentmesh_dot_v1_dot_control__pb2.GetAgentRequest.SerializeToString,
+            agentmesh_dot_v1_dot_resources__pb2.Agent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.ControlPlane/ListAgents',
+            agentmesh_dot_v1_dot_control__pb2.ListAgentsRequest.SerializeToString,
+            agentmesh_dot_v1_dot_control__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgentVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.ControlPlane/ListAgentVersions',
+            agentmesh_dot_v1_dot_control__pb2.ListAgentVersionsRequest.SerializeToString,
+            agentmesh_dot_v1_dot_control__pb2.ListAgentVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAgentVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.ControlPlane/GetAgentVersion',
+            agentmesh_dot_v1_dot_control__pb2.GetAgentVersionRequest.SerializeToString,
             agentmesh_dot_v1_dot_resources__pb2.Agent.FromString,
             options,
             channel_credentials,
