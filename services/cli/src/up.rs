@@ -486,3 +486,41 @@ async fn run_inner(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_key_is_created_once_private_and_long_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = service_key_file(dir.path()).unwrap();
+        let key = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            key.len() >= mesh_auth::service::MIN_KEY_BYTES,
+            "{}",
+            key.len()
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // A second run keeps it: the services of both runs share the key.
+        assert_eq!(service_key_file(dir.path()).unwrap(), path);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), key);
+        // What the services read from it.
+        let env = [(
+            mesh_auth::service::KEY_FILE_VAR.to_owned(),
+            path.display().to_string(),
+        )]
+        .into_iter()
+        .collect();
+        assert!(
+            mesh_auth::service::ServiceAuthConfig::from_env(&env)
+                .unwrap()
+                .is_some()
+        );
+    }
+}
