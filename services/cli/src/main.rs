@@ -1,6 +1,7 @@
 //! `agentmesh`: run the mesh on a laptop (`up`), apply agents, run tasks
 //! and watch them, list and inspect tasks. Talks to the gateway's REST API.
 
+mod agents;
 mod api;
 mod api_keys;
 mod autoscale;
@@ -135,6 +136,8 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Show one task.
     Task { id: String },
+    /// List the tenant's agents by name (current version, model, update time).
+    Agents(agents::AgentsArgs),
     /// Create, list and revoke the tenant's API keys (admin).
     ApiKeys {
         #[command(subcommand)]
@@ -275,6 +278,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Ingest(args) => ingest::run(&api, args, cli.output).await,
+        Command::Agents(args) => agents::run(&cli.url, &token, args, cli.output).await,
         Command::ApiKeys { command } => api_keys::run(&cli.url, &token, command, cli.output).await,
         Command::Tasks {
             agent,
