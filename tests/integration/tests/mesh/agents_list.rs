@@ -61,6 +61,42 @@ fn names(page: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The `agentmesh` binary beside this test's target dir (scripts/test
+/// builds it before the integration tier).
+fn agentmesh_cli() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("AGENTMESH_CLI") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().and_then(std::path::Path::parent).unwrap();
+    let cli = debug.join("agentmesh");
+    assert!(
+        cli.is_file(),
+        "{} missing: run `cargo build -p agentmesh` (scripts/test does) or set AGENTMESH_CLI",
+        cli.display()
+    );
+    cli
+}
+
+async fn cli(base: &str, token: &str, args: &[&str]) -> String {
+    let run = tokio::process::Command::new(agentmesh_cli())
+        .args(["--url", base, "--token", token])
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("the CLI took over 120 s")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn with<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(
@@ -287,4 +323,27 @@ async fn agents_and_versions_are_listed_per_tenant_a_page_at_a_time() {
         .unwrap_err();
     assert_eq!(too_big.code(), tonic::Code::InvalidArgument);
     assert!(too_big.message().contains("page_size"), "{too_big:?}");
+
+    // The CLI: `agentmesh agents -o json` prints the API's page, and the
+    // table names the next page.
+    let page: Value = serde_json::from_str(
+        &cli(
+            &face.base,
+            &acme_viewer,
+            &["agents", "-o", "json", "--limit", "2"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(names(&page), ["billing", "support-1"]);
+    assert_eq!(page["nextCursor"], "support-1");
+    let table = cli(
+        &face.base,
+        &acme_viewer,
+        &["agents", "--prefix", "support-", "--cursor", "support-3"],
+    )
+    .await;
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert!(rows[0].starts_with("support-4"), "{table}");
 }
