@@ -71,28 +71,25 @@ function documentOf(kind, resource) {
 
 export async function agentList(main, { signal }) {
   replace(main, h('h1', null, 'Agents'), h('p', { class: 'muted' }, 'Loading…'));
-  // The API has no agent listing: the console shows the agents that ran
-  // the tenant's recent tasks and those opened in this tab.
-  const names = new Set(memory.get('names.agent', []));
-  let taskCounts = new Map();
+  let agents = [];
+  let more = false;
+  try {
+    const page = await get('/v1/agents', { limit: 100 }, signal);
+    agents = page.agents;
+    more = Boolean(page.nextCursor);
+  } catch (error) {
+    if (error.name === 'AbortError') return;
+    replace(main, h('h1', null, 'Agents'), notice('error', error.message));
+    return;
+  }
+  // How many of the tenant's recent tasks each agent ran.
+  const taskCounts = new Map();
   try {
     const page = await get('/v1/tasks', { limit: 100 }, signal);
-    for (const task of page.tasks) {
-      names.add(task.agent);
-      taskCounts.set(task.agent, (taskCounts.get(task.agent) ?? 0) + 1);
-    }
+    for (const task of page.tasks) taskCounts.set(task.agent, (taskCounts.get(task.agent) ?? 0) + 1);
   } catch (error) {
     if (error.name === 'AbortError') return;
   }
-  // Admins also see every agent ever applied, from the audit log.
-  for (const entry of await applies('agent', signal)) names.add(entry.resourceName);
-  const agents = (
-    await Promise.all(
-      [...names].slice(0, 50).map((name) =>
-        get(`/v1/agents/${encodeURIComponent(name)}`, null, signal).catch(() => null),
-      ),
-    )
-  ).filter(Boolean);
   agents.sort((a, b) => String(b.updatedAt).localeCompare(String(a.updatedAt)));
   const open = h('input', { name: 'name', placeholder: 'agent name', required: true, 'aria-label': 'Agent name' });
   replace(
@@ -110,12 +107,12 @@ export async function agentList(main, { signal }) {
       open,
       h('button', { type: 'submit' }, 'Open'),
     ),
-    h('p', { class: 'muted small' }, 'Agents applied (from the audit log, for admins), that ran recent tasks of this tenant, or opened in this tab: the API has no agent listing.'),
+    more ? h('p', { class: 'muted small' }, 'The first 100 agents by name; open another by its name above.') : null,
     agents.length
       ? h(
           'table',
           { class: 'list', id: 'agents-table' },
-          h('thead', null, h('tr', null, ['Name', 'Version', 'Model', 'Tools', 'Recent tasks', 'Updated'].map((t) => h('th', null, t)))),
+          h('thead', null, h('tr', null, ['Name', 'Version', 'Model', 'Recent tasks', 'Updated'].map((t) => h('th', null, t)))),
           h(
             'tbody',
             null,
@@ -125,8 +122,7 @@ export async function agentList(main, { signal }) {
                 null,
                 h('td', null, link(a.name, 'agents', a.name)),
                 h('td', { class: 'num' }, `v${a.version}`),
-                h('td', null, typeof a.spec.model === 'string' ? a.spec.model : a.spec.model?.name),
-                h('td', { class: 'num' }, String(a.spec.tools?.length ?? 0)),
+                h('td', null, a.model),
                 h('td', { class: 'num' }, String(taskCounts.get(a.name) ?? 0)),
                 h('td', { title: fmt.time(a.updatedAt) }, fmt.ago(a.updatedAt)),
               ),
@@ -197,7 +193,13 @@ export async function resourcePage(main, { kind, name, signal }) {
       .catch(() => []);
   }
   const history = (await applies(kind, signal)).filter((e) => e.resourceName === resource.name);
-  renderEditor(main, kind, resource, tasks, history);
+  let stored = [];
+  if (kind === 'agent') {
+    stored = await get(`/v1/agents/${encodeURIComponent(name)}/versions`, { limit: 100 }, signal)
+      .then((p) => p.versions)
+      .catch(() => []);
+  }
+  renderEditor(main, kind, resource, tasks, history, stored);
 }
 
 function specView(kind, resource) {
@@ -219,17 +221,26 @@ function specView(kind, resource) {
   return { el: h('div', null, h('div', { class: 'tabs' }, yamlButton, jsonButton), body), show, format: () => format };
 }
 
-function versionsPanel(kind, resource, tasks, history) {
+function versionsPanel(kind, resource, tasks, history, stored) {
   const seen = memory.get(`versions.${kind}.${resource.name}`, {});
   const used = new Map();
   for (const t of tasks) used.set(t.agentVersion, (used.get(t.agentVersion) ?? 0) + 1);
   const applied = new Map(history.filter((e) => e.resourceVersion).map((e) => [Number(e.resourceVersion), e]));
-  const all = new Set([resource.version, ...Object.keys(seen).map(Number), ...used.keys(), ...applied.keys()]);
+  // Versions the API keeps (agents): each one's spec is fetched on view.
+  const kept = new Map(stored.map((v) => [Number(v.version), v]));
+  const all = new Set([resource.version, ...Object.keys(seen).map(Number), ...used.keys(), ...applied.keys(), ...kept.keys()]);
   const versions = [...all].filter((v) => v > 0).sort((a, b) => b - a);
   const detail = h('div', { class: 'version-detail' });
   const rows = versions.map((v) => {
     const known = seen[v];
-    const open = known
+    const show = (spec) => replace(detail, h('h3', null, `Version ${v}`), pre(toYaml(documentOf(kind, { ...resource, spec }))));
+    const fetchAndShow = () =>
+      get(`/v1/${KINDS[kind].path}/${encodeURIComponent(resource.name)}/versions/${v}`)
+        .then((old) => show(old.spec))
+        .catch((error) => replace(detail, notice('error', error.message)));
+    const open = kept.has(v) && !known
+      ? h('button', { type: 'button', class: 'link-button', onclick: fetchAndShow }, 'view')
+      : known
       ? h(
           'button',
           {
@@ -244,7 +255,7 @@ function versionsPanel(kind, resource, tasks, history) {
       'tr',
       { class: v === resource.version ? 'current' : null },
       h('td', { class: 'num' }, `v${v}`, v === resource.version ? h('span', { class: 'badge ok' }, 'current') : null),
-      h('td', null, applied.get(v) ? fmt.time(applied.get(v).at) : known?.updatedAt ? fmt.time(known.updatedAt) : ''),
+      h('td', null, applied.get(v) ? fmt.time(applied.get(v).at) : kept.get(v)?.appliedAt ? fmt.time(kept.get(v).appliedAt) : known?.updatedAt ? fmt.time(known.updatedAt) : ''),
       h('td', null, applied.get(v)?.actor ?? ''),
       kind === 'agent' ? h('td', { class: 'num' }, String(used.get(v) ?? 0)) : null,
       h('td', null, open),
@@ -260,12 +271,12 @@ function versionsPanel(kind, resource, tasks, history) {
       h('thead', null, h('tr', null, h('th', null, 'Version'), h('th', null, 'Applied'), h('th', null, 'By'), kind === 'agent' ? h('th', null, 'Recent tasks') : null, h('th', null, ''))),
       h('tbody', null, rows),
     ),
-    h('p', { class: 'muted small' }, 'Who applied each version comes from the audit log (admins); the API serves the current spec only, so earlier specs show when this tab saw them.'),
+    h('p', { class: 'muted small' }, kind === 'agent' ? 'Who applied each version comes from the audit log (admins).' : 'Who applied each version comes from the audit log (admins); the API serves a tool\'s current spec only, so earlier specs show when this tab saw them.'),
     detail,
   );
 }
 
-function renderEditor(main, kind, resource, tasks = [], history = []) {
+function renderEditor(main, kind, resource, tasks = [], history = [], stored = []) {
   const k = KINDS[kind];
   const isNew = !resource;
   const spec = isNew ? k.template : resource.spec;
@@ -371,7 +382,7 @@ function renderEditor(main, kind, resource, tasks = [], history = []) {
     h(
       'div',
       { class: 'columns' },
-      h('div', null, h('section', { class: 'panel' }, h('h2', null, 'Spec'), view.el), versionsPanel(kind, resource, tasks, history)),
+      h('div', null, h('section', { class: 'panel' }, h('h2', null, 'Spec'), view.el), versionsPanel(kind, resource, tasks, history, stored)),
       h('section', { class: 'panel' }, form),
     ),
   );
