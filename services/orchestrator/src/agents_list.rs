@@ -62,17 +62,20 @@ pub async fn list_agents(
     let page_size = page_size(req.page_size, default_page, max_page)?;
     let mut query = agent::Entity::find().filter(agent::Column::Tenant.eq(&tenant));
     if !req.name_prefix.is_empty() {
-        // A prefix is a part of a name: the same alphabet, so that it
-        // cannot carry LIKE wildcards.
-        if req.name_prefix.len() > 128
+        // A prefix is a part of a name: the same alphabet (no `_` or `%`,
+        // which LIKE would read as wildcards).
+        if req.name_prefix.len() > names::MAX_NAME_LEN
             || !req
                 .name_prefix
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
             return Err(invalid(
                 "name_prefix",
-                "at most 128 letters, digits, '-' or '_'",
+                format!(
+                    "at most {} lowercase letters, digits or '-' (a name's start)",
+                    names::MAX_NAME_LEN
+                ),
             ));
         }
         query = query.filter(agent::Column::Name.starts_with(&req.name_prefix));

@@ -243,6 +243,7 @@ async fn agents_and_versions_are_listed_per_tenant_a_page_at_a_time() {
         ("/v1/agents?limit=0", "limit"),
         ("/v1/agents?limit=two", "limit"),
         ("/v1/agents?prefix=a%25", "prefix"),
+        ("/v1/agents?prefix=support_", "prefix"),
         ("/v1/agents?cursor=..", "cursor"),
         ("/v1/agents?sort=name", "sort"),
         ("/v1/agents/support-1/versions?limit=100000", "limit"),
