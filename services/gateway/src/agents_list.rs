@@ -1,7 +1,8 @@
 //! `GET /v1/agents` (the caller's tenant's agents by name, a page at a
 //! time), `GET /v1/agents/{name}/versions` (its applied versions, newest
 //! first) and `GET /v1/agents/{name}/versions/{version}` (that version's
-//! spec as it was applied). Viewer role; the orchestrator holds the data.
+//! spec as it was applied); the same two for tools under `/v1/tools/{name}`.
+//! Viewer role; the orchestrator holds the data.
 
 use std::collections::HashMap;
 
@@ -9,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::routing::get;
 use axum::{Json, Router};
-use mesh_proto::{ListAgentVersionsRequest, ListAgentsRequest};
+use mesh_proto::{ListAgentVersionsRequest, ListAgentsRequest, ListToolVersionsRequest};
 use serde_json::{Value, json};
 
 use crate::auth::Operation;
@@ -21,6 +22,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/agents", get(list_agents))
         .route("/v1/agents/{name}/versions", get(list_versions))
         .route("/v1/agents/{name}/versions/{version}", get(get_version))
+        .route("/v1/tools/{name}/versions", get(list_tool_versions))
+        .route("/v1/tools/{name}/versions/{version}", get(get_tool_version))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -149,19 +152,63 @@ async fn list_versions(
     })))
 }
 
+fn parse_version(version: &str) -> Result<u64, ApiError> {
+    version
+        .parse::<u64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| {
+            ApiError::invalid("version", format!("{version:?} is not a positive integer"))
+        })
+}
+
 async fn get_version(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.authorize(bearer(&headers), Operation::GetAgentVersion)?;
-    let version = version
-        .parse::<u64>()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| {
-            ApiError::invalid("version", format!("{version:?} is not a positive integer"))
-        })?;
+    let version = parse_version(&version)?;
     let agent = state.get_agent_version(&principal, name, version).await?;
     Ok(Json(crate::views::agent(&agent)))
+}
+
+async fn list_tool_versions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::ListToolVersions)?;
+    check_params(&params, &["limit", "cursor"])?;
+    let page = state
+        .list_tool_versions(
+            &principal,
+            ListToolVersionsRequest {
+                name,
+                page_size: limit(&params)?,
+                page_token: params.get("cursor").cloned().unwrap_or_default(),
+            },
+        )
+        .await
+        .map_err(rename_fields)?;
+    Ok(Json(json!({
+        "versions": page
+            .versions
+            .iter()
+            .map(|v| json!({"version": v.version, "appliedAt": time(v.applied_at_ms)}))
+            .collect::<Vec<_>>(),
+        "nextCursor": next_cursor(page.next_page_token),
+    })))
+}
+
+async fn get_tool_version(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.authorize(bearer(&headers), Operation::GetToolVersion)?;
+    let version = parse_version(&version)?;
+    let tool = state.get_tool_version(&principal, name, version).await?;
+    Ok(Json(crate::views::tool(&tool)))
 }

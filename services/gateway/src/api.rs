@@ -132,6 +132,34 @@ impl AppState {
         Ok(self.client().get_agent_version(request).await?.into_inner())
     }
 
+    pub async fn list_tool_versions(
+        &self,
+        principal: &Principal,
+        query: mesh_proto::ListToolVersionsRequest,
+    ) -> Result<mesh_proto::ListToolVersionsResponse, ApiError> {
+        validate_name("name", &query.name)?;
+        let request = self.request(principal, query)?;
+        Ok(self
+            .client()
+            .list_tool_versions(request)
+            .await?
+            .into_inner())
+    }
+
+    pub async fn get_tool_version(
+        &self,
+        principal: &Principal,
+        name: String,
+        version: u64,
+    ) -> Result<Tool, ApiError> {
+        validate_name("name", &name)?;
+        let request = self.request(
+            principal,
+            mesh_proto::GetToolVersionRequest { name, version },
+        )?;
+        Ok(self.client().get_tool_version(request).await?.into_inner())
+    }
+
     /// Submits a task; `created` is false when the idempotency key named
     /// a task submitted before. Sub-task fields are the worker's, not a
     /// public client's, and are cleared.

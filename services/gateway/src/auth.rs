@@ -25,6 +25,9 @@ pub enum Operation {
     ApplyTool,
     GetTool,
     ListTools,
+    /// A tool's applied versions, and one version's spec.
+    ListToolVersions,
+    GetToolVersion,
     /// The JSON Schema of the resource documents.
     GetSchema,
     SubmitTask,
@@ -86,6 +89,8 @@ pub fn required_role(op: Operation) -> Role {
         | Operation::ListAgentVersions
         | Operation::GetAgentVersion
         | Operation::GetTool
+        | Operation::ListToolVersions
+        | Operation::GetToolVersion
         | Operation::ListTools
         | Operation::GetSchema
         | Operation::GetTask

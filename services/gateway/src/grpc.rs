@@ -152,6 +152,33 @@ impl ToolService for PublicGrpc {
         let tools = self.state.list_tools(&principal).await.map_err(status)?;
         Ok(Response::new(ListToolsResponse { tools }))
     }
+
+    async fn list_tool_versions(
+        &self,
+        request: Request<mesh_proto::ListToolVersionsRequest>,
+    ) -> Result<Response<mesh_proto::ListToolVersionsResponse>, Status> {
+        let principal = authorize(&self.state, &request, Operation::ListToolVersions)?;
+        let page = self
+            .state
+            .list_tool_versions(&principal, request.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(page))
+    }
+
+    async fn get_tool_version(
+        &self,
+        request: Request<mesh_proto::GetToolVersionRequest>,
+    ) -> Result<Response<Tool>, Status> {
+        let principal = authorize(&self.state, &request, Operation::GetToolVersion)?;
+        let req = request.into_inner();
+        let tool = self
+            .state
+            .get_tool_version(&principal, req.name, req.version)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(tool))
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<TaskEventEnvelope, Status>> + Send>>;

@@ -1,22 +1,23 @@
 //! Reading the agent registry as lists: the caller's tenant's agents by
 //! name, an agent's applied versions newest first, and one version's spec
-//! as it was applied. Every query is filtered by tenant; an agent of
+//! as it was applied; the same for tools' versions. Every query is filtered by tenant; an agent of
 //! another tenant reads as missing. This module never writes.
 
 use mesh_bus::names;
 use mesh_proto::{
-    Agent, AgentSummary, AgentVersionSummary, GetAgentVersionRequest, ListAgentVersionsRequest,
-    ListAgentVersionsResponse, ListAgentsRequest, ListAgentsResponse,
+    Agent, AgentSummary, AgentVersionSummary, GetAgentVersionRequest, GetToolVersionRequest,
+    ListAgentVersionsRequest, ListAgentVersionsResponse, ListAgentsRequest, ListAgentsResponse,
+    ListToolVersionsRequest, ListToolVersionsResponse, Tool, ToolVersionSummary,
 };
 use mesh_runtime::grpc::tenant_of;
-use mesh_store::orchestrator::{agent, agent_version};
+use mesh_store::orchestrator::{agent, agent_version, tool, tool_version};
 use sea_orm::{
     ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _, QueryFilter as _,
     QueryOrder as _, QuerySelect as _,
 };
 use tonic::{Request, Status};
 
-use crate::convert::spec_from_json;
+use crate::convert::{spec_from_json, tool_spec_from_json};
 
 fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {why}"))
@@ -36,7 +37,7 @@ fn page_size(requested: u32, default: u32, max: u32) -> Result<u32, Status> {
 }
 
 fn validate_name(value: &str) -> Result<(), Status> {
-    names::validate("agent", value).map_err(|e| match e {
+    names::validate("name", value).map_err(|e| match e {
         mesh_bus::BusError::InvalidName { reason, .. } => invalid("name", reason),
         other => invalid("name", other),
     })
@@ -204,6 +205,102 @@ pub async fn get_version(
         tenant: row.tenant,
         name: row.name,
         spec: Some(spec_from_json(&row.spec)),
+        version: u64::try_from(row.version).unwrap_or_default(),
+        created_at_ms: head.created_at_ms,
+        updated_at_ms: row.created_at_ms,
+    })
+}
+
+/// A tool's versions, newest first, as [`list_versions`] for agents.
+pub async fn list_tool_versions(
+    db: &DatabaseConnection,
+    request: Request<ListToolVersionsRequest>,
+    default_page: u32,
+    max_page: u32,
+) -> Result<ListToolVersionsResponse, Status> {
+    let tenant = tenant_of(&request)?;
+    let req = request.into_inner();
+    validate_name(&req.name)?;
+    let page_size = page_size(req.page_size, default_page, max_page)?;
+    current_tool(db, &tenant, &req.name).await?;
+    let mut query = tool_version::Entity::find()
+        .filter(tool_version::Column::Tenant.eq(&tenant))
+        .filter(tool_version::Column::Name.eq(&req.name));
+    if !req.page_token.is_empty() {
+        let before: i64 = req
+            .page_token
+            .parse()
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| invalid("page_token", "not a page token of this list"))?;
+        query = query.filter(tool_version::Column::Version.lt(before));
+    }
+    let mut rows = query
+        .order_by_desc(tool_version::Column::Version)
+        .limit(u64::from(page_size) + 1)
+        .all(db)
+        .await
+        .map_err(db_error)?;
+    let next_page_token = if rows.len() > page_size as usize {
+        rows.truncate(page_size as usize);
+        rows.last()
+            .map(|r| r.version.to_string())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok(ListToolVersionsResponse {
+        versions: rows
+            .iter()
+            .map(|r| ToolVersionSummary {
+                version: u64::try_from(r.version).unwrap_or_default(),
+                applied_at_ms: r.created_at_ms,
+            })
+            .collect(),
+        next_page_token,
+    })
+}
+
+async fn current_tool(
+    db: &DatabaseConnection,
+    tenant: &str,
+    name: &str,
+) -> Result<tool::Model, Status> {
+    tool::Entity::find()
+        .filter(tool::Column::Tenant.eq(tenant))
+        .filter(tool::Column::Name.eq(name))
+        .one(db)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Status::not_found(format!("tool {name:?} not found")))
+}
+
+pub async fn get_tool_version(
+    db: &DatabaseConnection,
+    request: Request<GetToolVersionRequest>,
+) -> Result<Tool, Status> {
+    let tenant = tenant_of(&request)?;
+    let req = request.into_inner();
+    validate_name(&req.name)?;
+    let version = i64::try_from(req.version)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| invalid("version", "must be a positive version number"))?;
+    let head = current_tool(db, &tenant, &req.name).await?;
+    let row = tool_version::Entity::find()
+        .filter(tool_version::Column::Tenant.eq(&tenant))
+        .filter(tool_version::Column::Name.eq(&req.name))
+        .filter(tool_version::Column::Version.eq(version))
+        .one(db)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| {
+            Status::not_found(format!("tool {:?} has no version {version}", req.name))
+        })?;
+    Ok(Tool {
+        tenant: row.tenant,
+        name: row.name,
+        spec: Some(tool_spec_from_json(&row.spec)),
         version: u64::try_from(row.version).unwrap_or_default(),
         created_at_ms: head.created_at_ms,
         updated_at_ms: row.created_at_ms,

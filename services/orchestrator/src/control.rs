@@ -648,6 +648,25 @@ impl ControlPlane for ControlService {
             .map(Response::new)
     }
 
+    async fn list_tool_versions(
+        &self,
+        request: Request<mesh_proto::ListToolVersionsRequest>,
+    ) -> Result<Response<mesh_proto::ListToolVersionsResponse>, Status> {
+        let (default, max) = (self.limits.default_page_size, self.limits.max_page_size);
+        crate::agents_list::list_tool_versions(&self.db, request, default, max)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_tool_version(
+        &self,
+        request: Request<mesh_proto::GetToolVersionRequest>,
+    ) -> Result<Response<Tool>, Status> {
+        crate::agents_list::get_tool_version(&self.db, request)
+            .await
+            .map(Response::new)
+    }
+
     async fn submit_task(
         &self,
         request: Request<SubmitTaskRequest>,

@@ -256,6 +256,42 @@ async fn agents_and_versions_are_listed_per_tenant_a_page_at_a_time() {
         assert_eq!(body["error"]["field"], field, "{path}: {body}");
     }
 
+    // Tools keep their versions the same way.
+    for endpoint in ["http://127.0.0.1:9/v1", "http://127.0.0.1:9/v2"] {
+        let (status, body) = face
+            .call(
+                reqwest::Method::PUT,
+                "/v1/tools/lookup",
+                &acme,
+                Some(json!({"type": "api", "config": {"endpoint": endpoint}})),
+            )
+            .await;
+        assert!(status == 200 || status == 201, "{status} {body}");
+    }
+    let (status, tool_versions) = face.get("/v1/tools/lookup/versions", &acme_viewer).await;
+    assert_eq!(status, 200, "{tool_versions}");
+    let order: Vec<u64> = tool_versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(order, [2, 1]);
+    let (status, first_tool) = face.get("/v1/tools/lookup/versions/1", &acme_viewer).await;
+    assert_eq!(status, 200, "{first_tool}");
+    assert_eq!(first_tool["version"], 1);
+    assert!(
+        first_tool["spec"].to_string().contains("127.0.0.1:9/v1"),
+        "{first_tool}"
+    );
+    let (status, _) = face.get("/v1/tools/lookup/versions/1", &globex).await;
+    assert_eq!(status, 404);
+    let (status, body) = face
+        .get("/v1/tools/lookup/versions?limit=100000", &acme_viewer)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "limit");
+
     // The public gRPC face answers the same.
     let mut agents =
         mesh_proto::agent_service_client::AgentServiceClient::connect(mesh.gateway_grpc_url())

@@ -79,6 +79,18 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
         ),
         (
             reqwest::Method::GET,
+            "/v1/tools/t/versions".into(),
+            None,
+            Operation::ListToolVersions,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/tools/t/versions/1".into(),
+            None,
+            Operation::GetToolVersion,
+        ),
+        (
+            reqwest::Method::GET,
             "/v1/schemas/agent".into(),
             None,
             Operation::GetSchema,
@@ -383,6 +395,32 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                 Operation::ListTools,
                 tools
                     .list_tools(with(&token, mesh_proto::ListToolsRequest {}))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::ListToolVersions,
+                tools
+                    .list_tool_versions(with(
+                        &token,
+                        mesh_proto::ListToolVersionsRequest {
+                            name: "t".into(),
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                Operation::GetToolVersion,
+                tools
+                    .get_tool_version(with(
+                        &token,
+                        mesh_proto::GetToolVersionRequest {
+                            name: "t".into(),
+                            version: 1,
+                        },
+                    ))
                     .await
                     .map(drop),
             ),

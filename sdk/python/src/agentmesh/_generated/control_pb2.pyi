@@ -96,6 +96,40 @@ class GetAgentVersionRequest(_message.Message):
     version: int
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
+class ListToolVersionsRequest(_message.Message):
+    __slots__ = ("name", "page_size", "page_token")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    page_size: int
+    page_token: str
+    def __init__(self, name: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ToolVersionSummary(_message.Message):
+    __slots__ = ("version", "applied_at_ms")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    applied_at_ms: int
+    def __init__(self, version: _Optional[int] = ..., applied_at_ms: _Optional[int] = ...) -> None: ...
+
+class ListToolVersionsResponse(_message.Message):
+    __slots__ = ("versions", "next_page_token")
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[ToolVersionSummary]
+    next_page_token: str
+    def __init__(self, versions: _Optional[_Iterable[_Union[ToolVersionSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetToolVersionRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
 class SubmitTaskRequest(_message.Message):
     __slots__ = ("agent", "input", "session_id", "idempotency_key", "parent_task_id", "depth")
     AGENT_FIELD_NUMBER: _ClassVar[int]

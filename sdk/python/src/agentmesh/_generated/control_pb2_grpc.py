@@ -294,6 +294,16 @@ class ToolServiceStub:
                 request_serializer=agentmesh_dot_v1_dot_control__pb2.ListToolsRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_v1_dot_control__pb2.ListToolsResponse.FromString,
                 _registered_method=True)
+        self.ListToolVersions = channel.unary_unary(
+                '/agentmesh.v1.ToolService/ListToolVersions',
+                request_serializer=agentmesh_dot_v1_dot_control__pb2.ListToolVersionsRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_control__pb2.ListToolVersionsResponse.FromString,
+                _registered_method=True)
+        self.GetToolVersion = channel.unary_unary(
+                '/agentmesh.v1.ToolService/GetToolVersion',
+                request_serializer=agentmesh_dot_v1_dot_control__pb2.GetToolVersionRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_resources__pb2.Tool.FromString,
+                _registered_method=True)
 
 
 class ToolServiceServicer:
@@ -317,6 +327,18 @@ class ToolServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListToolVersions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetToolVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ToolServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -334,6 +356,16 @@ def add_ToolServiceServicer_to_server(servicer, server):
                     servicer.ListTools,
                     request_deserializer=agentmesh_dot_v1_dot_control__pb2.ListToolsRequest.FromString,
                     response_serializer=agentmesh_dot_v1_dot_control__pb2.ListToolsResponse.SerializeToString,
+            ),
+            'ListToolVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListToolVersions,
+                    request_deserializer=agentmesh_dot_v1_dot_control__pb2.ListToolVersionsRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_control__pb2.ListToolVersionsResponse.SerializeToString,
+            ),
+            'GetToolVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetToolVersion,
+                    request_deserializer=agentmesh_dot_v1_dot_control__pb2.GetToolVersionRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_resources__pb2.Tool.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -417,6 +449,60 @@ class ToolService:
             '/agentmesh.v1.ToolService/ListTools',
             agentmesh_dot_v1_dot_control__pb2.ListToolsRequest.SerializeToString,
             agentmesh_dot_v1_dot_control__pb2.ListToolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListToolVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.ToolService/ListToolVersions',
+            agentmesh_dot_v1_dot_control__pb2.ListToolVersionsRequest.SerializeToString,
+            agentmesh_dot_v1_dot_control__pb2.ListToolVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetToolVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.ToolService/GetToolVersion',
+            agentmesh_dot_v1_dot_control__pb2.GetToolVersionRequest.SerializeToString,
+            agentmesh_dot_v1_dot_resources__pb2.Tool.FromString,
             options,
             channel_credentials,
             insecure,
@@ -769,6 +855,16 @@ class ControlPlaneStub:
                 request_serializer=agentmesh_dot_v1_dot_control__pb2.ListToolsRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_v1_dot_control__pb2.ListToolsResponse.FromString,
                 _registered_method=True)
+        self.ListToolVersions = channel.unary_unary(
+                '/agentmesh.v1.ControlPlane/ListToolVersions',
+                request_serializer=agentmesh_dot_v1_dot_control__pb2.ListToolVersionsRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_control__pb2.ListToolVersionsResponse.FromString,
+                _registered_method=True)
+        self.GetToolVersion = channel.unary_unary(
+                '/agentmesh.v1.ControlPlane/GetToolVersion',
+                request_serializer=agentmesh_dot_v1_dot_control__pb2.GetToolVersionRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_resources__pb2.Tool.FromString,
+                _registered_method=True)
         self.SubmitTask = channel.unary_unary(
                 '/agentmesh.v1.ControlPlane/SubmitTask',
                 request_serializer=agentmesh_dot_v1_dot_control__pb2.SubmitTaskRequest.SerializeToString,
@@ -869,6 +965,18 @@ class ControlPlaneServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTools(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListToolVersions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetToolVersion(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -980,6 +1088,16 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.ListTools,
                     request_deserializer=agentmesh_dot_v1_dot_control__pb2.ListToolsRequest.FromString,
                     response_serializer=agentmesh_dot_v1_dot_control__pb2.ListToolsResponse.SerializeToString,
+            ),
+            'ListToolVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListToolVersions,
+                    request_deserializer=agentmesh_dot_v1_dot_control__pb2.ListToolVersionsRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_control__pb2.ListToolVersionsResponse.SerializeToString,
+            ),
+            'GetToolVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetToolVersion,
+                    request_deserializer=agentmesh_dot_v1_dot_control__pb2.GetToolVersionRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_resources__pb2.Tool.SerializeToString,
             ),
             'SubmitTask': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitTask,
@@ -1250,6 +1368,60 @@ class ControlPlane:
             '/agentmesh.v1.ControlPlane/ListTools',
             agentmesh_dot_v1_dot_control__pb2.ListToolsRequest.SerializeToString,
             agentmesh_dot_v1_dot_control__pb2.ListToolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListToolVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.ControlPlane/ListToolVersions',
+            agentmesh_dot_v1_dot_control__pb2.ListToolVersionsRequest.SerializeToString,
+            agentmesh_dot_v1_dot_control__pb2.ListToolVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetToolVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.ControlPlane/GetToolVersion',
+            agentmesh_dot_v1_dot_control__pb2.GetToolVersionRequest.SerializeToString,
+            agentmesh_dot_v1_dot_resources__pb2.Tool.FromString,
             options,
             channel_credentials,
             insecure,
