@@ -193,12 +193,9 @@ export async function resourcePage(main, { kind, name, signal }) {
       .catch(() => []);
   }
   const history = (await applies(kind, signal)).filter((e) => e.resourceName === resource.name);
-  let stored = [];
-  if (kind === 'agent') {
-    stored = await get(`/v1/agents/${encodeURIComponent(name)}/versions`, { limit: 100 }, signal)
-      .then((p) => p.versions)
-      .catch(() => []);
-  }
+  const stored = await get(`/v1/${k.path}/${encodeURIComponent(name)}/versions`, { limit: 100 }, signal)
+    .then((p) => p.versions)
+    .catch(() => []);
   renderEditor(main, kind, resource, tasks, history, stored);
 }
 
@@ -226,7 +223,7 @@ function versionsPanel(kind, resource, tasks, history, stored) {
   const used = new Map();
   for (const t of tasks) used.set(t.agentVersion, (used.get(t.agentVersion) ?? 0) + 1);
   const applied = new Map(history.filter((e) => e.resourceVersion).map((e) => [Number(e.resourceVersion), e]));
-  // Versions the API keeps (agents): each one's spec is fetched on view.
+  // Versions the API keeps: each one's spec is fetched on view.
   const kept = new Map(stored.map((v) => [Number(v.version), v]));
   const all = new Set([resource.version, ...Object.keys(seen).map(Number), ...used.keys(), ...applied.keys(), ...kept.keys()]);
   const versions = [...all].filter((v) => v > 0).sort((a, b) => b - a);
@@ -271,7 +268,7 @@ function versionsPanel(kind, resource, tasks, history, stored) {
       h('thead', null, h('tr', null, h('th', null, 'Version'), h('th', null, 'Applied'), h('th', null, 'By'), kind === 'agent' ? h('th', null, 'Recent tasks') : null, h('th', null, ''))),
       h('tbody', null, rows),
     ),
-    h('p', { class: 'muted small' }, kind === 'agent' ? 'Who applied each version comes from the audit log (admins).' : 'Who applied each version comes from the audit log (admins); the API serves a tool\'s current spec only, so earlier specs show when this tab saw them.'),
+    h('p', { class: 'muted small' }, 'Who applied each version comes from the audit log (admins).'),
     detail,
   );
 }
