@@ -47,6 +47,22 @@ pub fn resolve_url(
     ))
 }
 
+/// Begins a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`:
+/// the write lock is taken up front, waiting out other writers under the
+/// busy timeout. A deferred transaction that reads first and writes later
+/// fails at once with "database is locked" (`SQLITE_BUSY_SNAPSHOT`) when
+/// another connection committed in between, and no timeout helps it. On
+/// PostgreSQL this is a plain `BEGIN`.
+pub async fn begin_write<C: sea_orm::TransactionTrait>(
+    db: &C,
+) -> Result<C::Transaction, sea_orm::DbErr> {
+    db.begin_with_options(sea_orm::TransactionOptions {
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}
+
 /// Opens a pool. SQLite gets WAL mode and a busy timeout so the outbox
 /// relay and request handlers can write concurrently.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, StoreError> {

@@ -36,7 +36,6 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait as _,
     PaginatorTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
-    TransactionTrait as _,
 };
 use tokio::sync::{Mutex, MutexGuard, Notify};
 use tokio_util::sync::CancellationToken;
@@ -267,7 +266,7 @@ impl Admission {
     /// the waiting tasks, fairly across tenants. Returns how many it
     /// released.
     pub async fn pump(&self, agent: &str) -> Result<usize, DbErr> {
-        let txn = self.inner.db.begin().await?;
+        let txn = mesh_store::begin_write(&self.inner.db).await?;
         let guard = self.lock(&txn).await?;
         let inflight = inflight_by_tenant(&txn, Some(agent), None).await?;
         let window = u64::from(self.inner.config.window_per_agent);

@@ -21,7 +21,7 @@ use mesh_store::orchestrator::api_key;
 use rand::RngCore as _;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _,
-    QueryFilter as _, QueryOrder as _, QuerySelect as _, Set, TransactionTrait as _,
+    QueryFilter as _, QueryOrder as _, QuerySelect as _, Set,
 };
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -124,7 +124,7 @@ pub async fn create(
         ));
     }
     let (id, secret) = generate();
-    let txn = db.begin().await.map_err(store_error)?;
+    let txn = mesh_store::begin_write(db).await.map_err(store_error)?;
     let row = api_key::ActiveModel {
         id: Set(id.clone()),
         tenant: Set(tenant.clone()),
@@ -201,7 +201,7 @@ pub async fn revoke(
     if !is_hex(&id, ID_BYTES * 2) {
         return Err(invalid("id", "not an api key id (16 hex digits)"));
     }
-    let txn = db.begin().await.map_err(store_error)?;
+    let txn = mesh_store::begin_write(db).await.map_err(store_error)?;
     let row = api_key::Entity::find_by_id(id.clone())
         .filter(api_key::Column::Tenant.eq(&tenant))
         .one(&txn)

@@ -16,7 +16,7 @@ use mesh_store::orchestrator::{agent, agent_version, task, tool, tool_version};
 use prost::Message as _;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _,
-    QueryFilter as _, QueryOrder as _, QuerySelect as _, Set, TransactionTrait as _,
+    QueryFilter as _, QueryOrder as _, QuerySelect as _, Set,
 };
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
@@ -247,7 +247,7 @@ impl ControlService {
         call_id: &str,
         decision: mesh_proto::ApprovalResolved,
     ) -> Result<task::Model, Status> {
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = mesh_store::begin_write(&self.db).await.map_err(db_error)?;
         let row = task::Entity::find_by_id(id)
             .filter(task::Column::Tenant.eq(tenant))
             .one(&txn)
@@ -427,7 +427,7 @@ impl ControlPlane for ControlService {
             self.resolve_tools(&self.db, &tenant, &spec).await?;
             let spec_json = spec_to_json(&spec);
             let now = now_ms();
-            let txn = self.db.begin().await.map_err(db_error)?;
+            let txn = mesh_store::begin_write(&self.db).await.map_err(db_error)?;
             let existing = agent::Entity::find()
                 .filter(agent::Column::Tenant.eq(&tenant))
                 .filter(agent::Column::Name.eq(&req.name))
@@ -512,7 +512,7 @@ impl ControlPlane for ControlService {
             spec.config_json = config.to_json();
             let spec_json = tool_spec_to_json(&spec);
             let now = now_ms();
-            let txn = self.db.begin().await.map_err(db_error)?;
+            let txn = mesh_store::begin_write(&self.db).await.map_err(db_error)?;
             let existing = tool::Entity::find()
                 .filter(tool::Column::Tenant.eq(&tenant))
                 .filter(tool::Column::Name.eq(&req.name))
@@ -732,7 +732,7 @@ impl ControlPlane for ControlService {
             let subject =
                 names::task_subject(&tenant, &req.agent).map_err(|e| invalid("agent", e))?;
 
-            let txn = self.db.begin().await.map_err(db_error)?;
+            let txn = mesh_store::begin_write(&self.db).await.map_err(db_error)?;
             if req.depth == 0 {
                 crate::quotas::check_rate(&txn, &self.quota_defaults, &tenant).await?;
             }
@@ -1024,7 +1024,7 @@ impl ControlPlane for ControlService {
         let span = server_span(&request, "CancelTask");
         let id = parse_task_id("id", &request.get_ref().id)?;
         async {
-            let txn = self.db.begin().await.map_err(db_error)?;
+            let txn = mesh_store::begin_write(&self.db).await.map_err(db_error)?;
             let row = task::Entity::find_by_id(id)
                 .filter(task::Column::Tenant.eq(&tenant))
                 .one(&txn)

@@ -12,7 +12,7 @@ use mesh_store::orchestrator::task;
 use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{
     ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _, TransactionTrait as _,
+    QueryOrder as _,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -321,7 +321,7 @@ impl Projector {
         if done.session_id.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin().await?;
+        let txn = mesh_store::begin_write(&self.db).await?;
         crate::convert::lock_session(&txn, tenant, &done.agent, &done.session_id).await?;
         let session = task::Entity::find()
             .filter(task::Column::Tenant.eq(tenant))

@@ -18,7 +18,6 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait as _,
     PaginatorTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _, Set,
-    TransactionTrait as _,
 };
 use tonic::{Request, Response, Status};
 
@@ -284,7 +283,9 @@ impl QuotaAdmin for QuotaService {
             MAX_QUOTA_TASKS_PER_MINUTE,
         )?;
         let weight = bounded("overrides.weight", overrides.weight, MAX_QUOTA_WEIGHT)?;
-        let txn = self.db.begin().await.map_err(store_error)?;
+        let txn = mesh_store::begin_write(&self.db)
+            .await
+            .map_err(store_error)?;
         tenant_quota::Entity::insert(tenant_quota::ActiveModel {
             tenant: Set(tenant.clone()),
             max_running_tasks: Set(max_running),
