@@ -47,11 +47,16 @@ pub const MAX_QUOTA_WEIGHT: u32 = 1_000;
 /// The admission queue between submission and TASKS.
 #[derive(Debug, Clone)]
 pub struct AdmissionConfig {
-    /// `AGENTMESH_ORCHESTRATOR_DISPATCH_WINDOW_PER_AGENT`: tasks of one
-    /// agent (all tenants) dispatched to TASKS and not finished. Size it to
-    /// the agent's total worker concurrency (replicas x
-    /// `AGENTMESH_WORKER_CONCURRENCY`): a larger window lets a FIFO backlog
-    /// build in JetStream again, a smaller one idles workers.
+    /// `AGENTMESH_ORCHESTRATOR_DISPATCH_WINDOW_PER_AGENT` (default 512):
+    /// tasks of one agent (all tenants) dispatched to TASKS and not
+    /// finished. Two forces size it. KEDA scales an agent's workers on the
+    /// lag of its consumer, and that lag can never exceed the window: below
+    /// `maxReplicas x targetQueueLagPerReplica` of the agent's scaling spec
+    /// the workers cannot reach their maximum. Above the window, tasks wait
+    /// here and are released fairly across tenants; within it they queue
+    /// FIFO in JetStream. The default favours scaling (a 500-task burst
+    /// reaches 4 replicas at a target lag of 40); set it to the agents'
+    /// `maxReplicas x targetQueueLagPerReplica` for the tightest fairness.
     pub window_per_agent: u32,
     /// `AGENTMESH_ORCHESTRATOR_ADMISSION_SWEEP_MS`: safety-net pass over
     /// every agent with waiting tasks (releases missed after a crash, quota
@@ -206,7 +211,7 @@ impl Config {
             admission: AdmissionConfig {
                 window_per_agent: at_least_one(
                     &var("DISPATCH_WINDOW_PER_AGENT"),
-                    env::parse_or(env, &var("DISPATCH_WINDOW_PER_AGENT"), 32)?,
+                    env::parse_or(env, &var("DISPATCH_WINDOW_PER_AGENT"), 512)?,
                     MAX_QUOTA_RUNNING_TASKS,
                 )?,
                 sweep_interval: env::millis_or(
