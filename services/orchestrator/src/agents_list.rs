@@ -50,6 +50,26 @@ fn model_of(spec: &serde_json::Value) -> String {
         .to_owned()
 }
 
+/// Cuts a page fetched with one row more than `page_size`: the extra row
+/// only says there is a next page, whose token is the last kept row's.
+fn cut_page<T>(rows: &mut Vec<T>, page_size: u32, token: impl Fn(&T) -> String) -> String {
+    if rows.len() > page_size as usize {
+        rows.truncate(page_size as usize);
+        rows.last().map(token).unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
+/// The version a page of versions (newest first) continues below.
+fn version_before(page_token: &str) -> Result<i64, Status> {
+    page_token
+        .parse()
+        .ok()
+        .filter(|v: &i64| *v > 0)
+        .ok_or_else(|| invalid("page_token", "not a page token of this list"))
+}
+
 /// The page token of an agent list is the last name of the page before;
 /// names are validated bus tokens, so they need no further encoding.
 pub async fn list_agents(
@@ -92,12 +112,7 @@ pub async fn list_agents(
         .all(db)
         .await
         .map_err(db_error)?;
-    let next_page_token = if rows.len() > page_size as usize {
-        rows.truncate(page_size as usize);
-        rows.last().map(|r| r.name.clone()).unwrap_or_default()
-    } else {
-        String::new()
-    };
+    let next_page_token = cut_page(&mut rows, page_size, |r| r.name.clone());
     Ok(ListAgentsResponse {
         agents: rows
             .into_iter()
@@ -144,13 +159,7 @@ pub async fn list_versions(
         .filter(agent_version::Column::Tenant.eq(&tenant))
         .filter(agent_version::Column::Name.eq(&req.name));
     if !req.page_token.is_empty() {
-        let before: i64 = req
-            .page_token
-            .parse()
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| invalid("page_token", "not a page token of this list"))?;
-        query = query.filter(agent_version::Column::Version.lt(before));
+        query = query.filter(agent_version::Column::Version.lt(version_before(&req.page_token)?));
     }
     let mut rows = query
         .order_by_desc(agent_version::Column::Version)
@@ -158,14 +167,7 @@ pub async fn list_versions(
         .all(db)
         .await
         .map_err(db_error)?;
-    let next_page_token = if rows.len() > page_size as usize {
-        rows.truncate(page_size as usize);
-        rows.last()
-            .map(|r| r.version.to_string())
-            .unwrap_or_default()
-    } else {
-        String::new()
-    };
+    let next_page_token = cut_page(&mut rows, page_size, |r| r.version.to_string());
     Ok(ListAgentVersionsResponse {
         versions: rows
             .iter()
@@ -227,13 +229,7 @@ pub async fn list_tool_versions(
         .filter(tool_version::Column::Tenant.eq(&tenant))
         .filter(tool_version::Column::Name.eq(&req.name));
     if !req.page_token.is_empty() {
-        let before: i64 = req
-            .page_token
-            .parse()
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| invalid("page_token", "not a page token of this list"))?;
-        query = query.filter(tool_version::Column::Version.lt(before));
+        query = query.filter(tool_version::Column::Version.lt(version_before(&req.page_token)?));
     }
     let mut rows = query
         .order_by_desc(tool_version::Column::Version)
@@ -241,14 +237,7 @@ pub async fn list_tool_versions(
         .all(db)
         .await
         .map_err(db_error)?;
-    let next_page_token = if rows.len() > page_size as usize {
-        rows.truncate(page_size as usize);
-        rows.last()
-            .map(|r| r.version.to_string())
-            .unwrap_or_default()
-    } else {
-        String::new()
-    };
+    let next_page_token = cut_page(&mut rows, page_size, |r| r.version.to_string());
     Ok(ListToolVersionsResponse {
         versions: rows
             .iter()
