@@ -8,6 +8,7 @@
 //! skew; the tenant and roles come from configurable claims. This crate
 //! never logs tokens or secrets.
 
+pub mod api_key;
 pub mod service;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};

@@ -10,6 +10,10 @@ use crate::service_auth::{ServiceCaller, TOKEN_HEADER};
 
 pub const TENANT_METADATA: &str = "agentmesh-tenant";
 
+/// Who makes a change, for the orchestrator's audit log: the gateway sets
+/// it to the token's subject, or `apikey:<id>` for an API key.
+pub const ACTOR_METADATA: &str = "agentmesh-actor";
+
 /// The span attribute that names the tenant a span was recorded for: the
 /// trace-collector files an internal service's spans under it.
 pub use mesh_telemetry::TENANT_ATTRIBUTE;

@@ -41,7 +41,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The key prefix (the orchestrator mints `amk_<16 hex>_<64 hex>`).
-pub const KEY_PREFIX: &str = "amk_";
+pub use mesh_auth::api_key::PREFIX as KEY_PREFIX;
 /// The header a client may send its key in, instead of `Authorization`.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
@@ -73,12 +73,7 @@ impl KeyCacheConfig {
 /// Whether `key` has the form of a key; anything else is refused without
 /// asking the orchestrator.
 fn well_formed(key: &str) -> bool {
-    let is_hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    key.strip_prefix(KEY_PREFIX)
-        .and_then(|rest| rest.split_once('_'))
-        .is_some_and(|(id, secret)| is_hex(id, 16) && is_hex(secret, 64))
+    mesh_auth::api_key::parse(key).is_some()
 }
 
 /// The API key a request presents, if any: `Err` when it presents two
@@ -261,9 +256,7 @@ impl AppState {
     }
 }
 
-/// The metadata entry naming who makes a change, for the orchestrator's
-/// audit log: the token's subject, or `apikey:<id>`.
-pub const ACTOR_METADATA: &str = "agentmesh-actor";
+pub use mesh_runtime::grpc::ACTOR_METADATA;
 
 /// Sets [`ACTOR_METADATA`] on an outgoing call (left out when the subject
 /// is not a valid metadata value; the orchestrator then records `system`).

@@ -30,9 +30,11 @@ use tonic::{Request, Status};
 use crate::audit::{self, AuditEntry};
 use crate::convert::now_ms;
 
-pub const KEY_PREFIX: &str = "amk_";
-const ID_BYTES: usize = 8;
-const SECRET_BYTES: usize = 32;
+use mesh_auth::api_key::{ID_HEX_LEN, SECRET_HEX_LEN, is_hex};
+pub use mesh_auth::api_key::{PREFIX as KEY_PREFIX, parse};
+
+const ID_BYTES: usize = ID_HEX_LEN / 2;
+const SECRET_BYTES: usize = SECRET_HEX_LEN / 2;
 /// The longest key name (the column's size).
 pub const MAX_NAME_BYTES: usize = 128;
 pub const ROLES: [&str; 4] = ["viewer", "user", "operator", "admin"];
@@ -54,17 +56,6 @@ fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
-}
-
-fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// Splits a presented key into its id and secret; None when it is not of
-/// the form `amk_<16 hex>_<64 hex>`.
-pub fn parse(key: &str) -> Option<(&str, &str)> {
-    let (id, secret) = key.strip_prefix(KEY_PREFIX)?.split_once('_')?;
-    (is_hex(id, ID_BYTES * 2) && is_hex(secret, SECRET_BYTES * 2)).then_some((id, secret))
 }
 
 fn digest(secret: &str) -> String {
@@ -198,7 +189,7 @@ pub async fn revoke(
     let tenant = tenant_of(&request)?;
     let actor = audit::actor_of(&request);
     let id = request.into_inner().id;
-    if !is_hex(&id, ID_BYTES * 2) {
+    if !is_hex(&id, ID_HEX_LEN) {
         return Err(invalid("id", "not an api key id (16 hex digits)"));
     }
     let txn = mesh_store::begin_write(db).await.map_err(store_error)?;

@@ -17,9 +17,7 @@ use tonic::{Request, Status};
 
 use crate::convert::now_ms;
 
-/// The metadata entry the gateway sets to the caller's identity: a token's
-/// subject, or `apikey:<id>` for an API key.
-pub const ACTOR_METADATA: &str = "agentmesh-actor";
+pub use mesh_runtime::grpc::ACTOR_METADATA;
 
 /// The actor of a call made without `agentmesh-actor` (an internal client).
 pub const SYSTEM_ACTOR: &str = "system";
