@@ -30,7 +30,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use mesh_proto::{TaskEnvelope, TaskStatus};
-use mesh_store::orchestrator::{outbox, task};
+use mesh_store::orchestrator::{agent, outbox, task};
 use prost::Message as _;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -176,7 +176,7 @@ impl Admission {
             .await?
             .values()
             .sum();
-        if inflight >= u64::from(self.inner.config.window_per_agent) {
+        if inflight >= self.window(txn, agent).await? {
             return Ok(false);
         }
         let tenants = [tenant.to_owned()];
@@ -254,6 +254,26 @@ impl Admission {
         Ok(())
     }
 
+    /// The dispatch window of `agent`: the configured floor, raised to the
+    /// lag at which KEDA brings the agent's workers to their maximum
+    /// (`maxReplicas x targetQueueLagPerReplica` of its scaling spec; the
+    /// largest over the tenants that declare the agent, since they share
+    /// its consumer). The lag KEDA reads can never exceed the window, so a
+    /// smaller one would cap the workers below their maximum.
+    async fn window<C: ConnectionTrait>(&self, conn: &C, agent: &str) -> Result<u64, DbErr> {
+        let specs: Vec<serde_json::Value> = agent::Entity::find()
+            .select_only()
+            .column(agent::Column::Spec)
+            .filter(agent::Column::Name.eq(agent))
+            .into_tuple()
+            .all(conn)
+            .await?;
+        Ok(window_for(
+            self.inner.config.window_per_agent,
+            specs.iter().map(|spec| &spec["scaling"]),
+        ))
+    }
+
     fn set_depth(&self, agent: &str, depth: i64) {
         self.inner
             .metrics
@@ -269,7 +289,7 @@ impl Admission {
         let txn = mesh_store::begin_write(&self.inner.db).await?;
         let guard = self.lock(&txn).await?;
         let inflight = inflight_by_tenant(&txn, Some(agent), None).await?;
-        let window = u64::from(self.inner.config.window_per_agent);
+        let window = self.window(&txn, agent).await?;
         let free = window.saturating_sub(inflight.values().sum());
         let waiting: Vec<(String, i64, i64)> = task::Entity::find()
             .select_only()
@@ -434,6 +454,19 @@ pub async fn inflight_by_tenant<C: ConnectionTrait>(
 /// under its running quota) with the smallest weighted share of the
 /// agent's window, ties to the one served least recently, then to the
 /// oldest waiting task. Returns (tenant, slots) for tenants that got any.
+/// `floor`, raised to the largest `maxReplicas x targetQueueLagPerReplica`
+/// of the given `spec.scaling` values (JSON as the registry stores them;
+/// absent or malformed ones count as nothing).
+fn window_for<'a>(floor: u32, scalings: impl Iterator<Item = &'a serde_json::Value>) -> u64 {
+    scalings
+        .filter_map(|scaling| {
+            let replicas = scaling["maxReplicas"].as_u64()?;
+            let lag = scaling["targetQueueLagPerReplica"].as_u64()?;
+            Some(replicas.saturating_mul(lag))
+        })
+        .fold(u64::from(floor), u64::max)
+}
+
 fn plan(free: u64, shares: &mut BTreeMap<String, Share>) -> Vec<(String, u64)> {
     let mut granted: BTreeMap<String, u64> = BTreeMap::new();
     for pick in 1..=free {
@@ -516,6 +549,19 @@ mod tests {
             plan(5, &mut s),
             vec![("a".to_owned(), 1), ("b".to_owned(), 2)]
         );
+    }
+
+    #[test]
+    fn the_window_reaches_the_lag_of_the_agents_maximum_scale() {
+        let scalings = [
+            serde_json::json!({"maxReplicas": 4, "targetQueueLagPerReplica": 40}),
+            serde_json::json!({"maxReplicas": 2, "targetQueueLagPerReplica": 10}),
+            serde_json::Value::Null,
+            serde_json::json!({"maxReplicas": "many"}),
+        ];
+        assert_eq!(window_for(32, scalings.iter()), 160, "the largest spec wins");
+        assert_eq!(window_for(32, scalings[1..].iter()), 32, "never below the floor");
+        assert_eq!(window_for(32, std::iter::empty()), 32);
     }
 
     #[test]

@@ -10,6 +10,9 @@ use mesh_runtime::env::{self, ConfigError, Env};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub shared: SharedConfig,
+    /// `_MAX_HEADER_BYTES`, `_HEADER_TIMEOUT_MS`, `_BODY_TIMEOUT_MS` and the
+    /// other limits of every listener (see [`mesh_runtime::ServerLimits`]).
+    pub server: mesh_runtime::ServerLimits,
     pub grpc_listen: SocketAddr,
     pub admin_listen: SocketAddr,
     /// Where the SQLite file lives when `DATABASE_URL` is unset.
@@ -47,16 +50,16 @@ pub const MAX_QUOTA_WEIGHT: u32 = 1_000;
 /// The admission queue between submission and TASKS.
 #[derive(Debug, Clone)]
 pub struct AdmissionConfig {
-    /// `AGENTMESH_ORCHESTRATOR_DISPATCH_WINDOW_PER_AGENT` (default 512):
-    /// tasks of one agent (all tenants) dispatched to TASKS and not
-    /// finished. Two forces size it. KEDA scales an agent's workers on the
-    /// lag of its consumer, and that lag can never exceed the window: below
-    /// `maxReplicas x targetQueueLagPerReplica` of the agent's scaling spec
-    /// the workers cannot reach their maximum. Above the window, tasks wait
-    /// here and are released fairly across tenants; within it they queue
-    /// FIFO in JetStream. The default favours scaling (a 500-task burst
-    /// reaches 4 replicas at a target lag of 40); set it to the agents'
-    /// `maxReplicas x targetQueueLagPerReplica` for the tightest fairness.
+    /// `AGENTMESH_ORCHESTRATOR_DISPATCH_WINDOW_PER_AGENT` (default 32): the
+    /// floor of the tasks of one agent (all tenants) dispatched to TASKS and
+    /// not finished. Within the window tasks queue FIFO in JetStream; above
+    /// it they wait here and are released fairly across tenants, so a
+    /// smaller window means tighter fairness. KEDA scales an agent's
+    /// workers on the lag of its consumer, and that lag can never exceed
+    /// the window, so each agent's window is raised to its scaling spec's
+    /// `maxReplicas x targetQueueLagPerReplica` (the lag at which KEDA asks
+    /// for the maximum): the window never caps scaling, and beyond that
+    /// lag more dispatched work would add no replica.
     pub window_per_agent: u32,
     /// `AGENTMESH_ORCHESTRATOR_ADMISSION_SWEEP_MS`: safety-net pass over
     /// every agent with waiting tasks (releases missed after a crash, quota
@@ -174,6 +177,7 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             shared: SharedConfig::from_env(env)?,
+            server: mesh_runtime::ServerLimits::from_env(env, PREFIX)?,
             grpc_listen: env::parse_or(env, &var("GRPC_LISTEN"), ([127, 0, 0, 1], 7001).into())?,
             admin_listen: env::parse_or(env, &var("ADMIN_LISTEN"), ([127, 0, 0, 1], 9101).into())?,
             data_dir: env::string_or(env, "AGENTMESH_DATA_DIR", ".data").into(),
@@ -211,7 +215,7 @@ impl Config {
             admission: AdmissionConfig {
                 window_per_agent: at_least_one(
                     &var("DISPATCH_WINDOW_PER_AGENT"),
-                    env::parse_or(env, &var("DISPATCH_WINDOW_PER_AGENT"), 512)?,
+                    env::parse_or(env, &var("DISPATCH_WINDOW_PER_AGENT"), 32)?,
                     MAX_QUOTA_RUNNING_TASKS,
                 )?,
                 sweep_interval: env::millis_or(

@@ -34,7 +34,6 @@ async fn a_burst_scales_workers_up_drains_once_and_scales_back_to_zero() {
     options.bus.task_ack_wait = Duration::from_secs(3);
     let mesh = Mesh::start(options).await.unwrap();
     let client = mesh.client("acme");
-    client.apply_sim_agent("burst", 8).await.unwrap();
 
     // The policy, from the rendered ScaledObject.
     let scaling = AgentScaling {
@@ -46,6 +45,23 @@ async fn a_burst_scales_workers_up_drains_once_and_scales_back_to_zero() {
         cooldown_seconds: 3,
         scale_down_stabilization_seconds: 2,
     };
+    // The agent declares the scaling it is rendered from: the orchestrator
+    // sizes the agent's dispatch window from it (4 x 40), so the lag KEDA
+    // reads can reach the maximum although the default window is 32.
+    client
+        .apply_agent(
+            "burst",
+            serde_json::json!({
+                "model": "sim-model", "systemPrompt": "be brief", "temperature": 0, "maxTokens": 8,
+                "scaling": serde_json::to_value(&scaling).unwrap(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        mesh.orchestrator_config.admission.window_per_agent, 32,
+        "the default floor, below the 160 the burst needs to reach 4 replicas"
+    );
     let files =
         mesh_scaling::agent_worker_component("burst", &scaling, &RenderOptions::default()).unwrap();
     let rendered = &files
