@@ -105,21 +105,20 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` and serves the admin router until `shutdown`. Returns the
+/// Binds `addr` and serves the admin router under `limits` until `shutdown`. Returns the
 /// bound address (port 0 picks a free one) and the serving future.
 pub async fn serve_admin(
     addr: SocketAddr,
     readiness: Readiness,
     registry: Arc<Registry>,
+    limits: crate::server::ServerLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let app = admin_router(readiness, registry);
-    let serve = async move {
-        axum::serve(crate::frame::nodelay(listener), app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    };
-    Ok((bound, serve))
+    Ok((
+        bound,
+        crate::server::serve_http(listener, app, limits, shutdown),
+    ))
 }

@@ -1,8 +1,9 @@
 //! The frame every service starts with: a [`Supervisor`] for its
 //! components, [`Readiness`] that drives both `/readyz` and gRPC health,
 //! the admin listener (`/healthz`, `/readyz`, `/metrics`), and helpers to
-//! serve gRPC and HTTP until the service stops. A service's `start` builds
-//! the frame, adds its own components, then calls [`ServiceFrame::ready`].
+//! serve gRPC and HTTP until the service stops, every listener under the
+//! service's [`ServerLimits`]. A service's `start` builds the frame, adds its
+//! own components, then calls [`ServiceFrame::ready`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::server::{HealthReporter, HealthService};
 
+use crate::server::ServerLimits;
 use crate::service_auth::GrpcAuthLayer;
 use crate::{Readiness, Stopped, Supervisor};
 
@@ -33,6 +35,8 @@ pub struct ServiceFrame {
     required: Vec<mesh_bus::Bus>,
     /// What [`ServiceFrame::grpc`] checks callers with.
     service_verifier: Option<mesh_auth::service::ServiceVerifier>,
+    /// What every listener of the service holds its clients to.
+    limits: ServerLimits,
     pub admin_addr: SocketAddr,
 }
 
@@ -45,6 +49,7 @@ impl ServiceFrame {
     pub async fn start(
         grpc_service: &'static str,
         admin_listen: SocketAddr,
+        limits: ServerLimits,
         registry: Registry,
         shutdown: &CancellationToken,
     ) -> std::io::Result<Self> {
@@ -55,6 +60,7 @@ impl ServiceFrame {
             admin_listen,
             readiness.clone(),
             Arc::new(registry),
+            limits.clone(),
             supervisor.stop(),
         )
         .await?;
@@ -65,6 +71,7 @@ impl ServiceFrame {
             reporter,
             required: Vec::new(),
             service_verifier: None,
+            limits,
             admin_addr,
         })
     }
@@ -76,6 +83,11 @@ impl ServiceFrame {
 
     pub fn supervisor(&self) -> &Supervisor {
         &self.supervisor
+    }
+
+    /// The limits the service's listeners apply.
+    pub fn limits(&self) -> &ServerLimits {
+        &self.limits
     }
 
     /// Sets up service authentication for `service` (see
@@ -96,7 +108,8 @@ impl ServiceFrame {
     /// added: every call but health needs a service token (none is
     /// accepted unless [`ServiceFrame::service_auth`] ran first).
     pub fn grpc(&self) -> GrpcRouter {
-        tonic::transport::Server::builder()
+        self.limits
+            .grpc()
             .layer(GrpcAuthLayer::internal(self.service_verifier.clone()))
             .add_service(self.health())
     }
@@ -104,7 +117,8 @@ impl ServiceFrame {
     /// The gateway's public gRPC server: callers bring user credentials,
     /// which its handlers check.
     pub fn public_grpc(&self) -> GrpcRouter {
-        tonic::transport::Server::builder()
+        self.limits
+            .grpc()
             .layer(GrpcAuthLayer::public())
             .add_service(self.health())
     }
@@ -113,24 +127,19 @@ impl ServiceFrame {
         HealthGrpc::new(HealthService::from_health_reporter(self.reporter.clone()))
     }
 
-    /// Serves `router` on `listener` until the service stops.
+    /// Serves `router` on `listener` until the service stops (connections
+    /// capped and given the header deadline by
+    /// [`crate::server::grpc_incoming`]).
     pub fn spawn_grpc(&self, listener: TcpListener, router: GrpcRouter) {
-        // TCP_NODELAY: streamed responses are many small writes; with
-        // Nagle and delayed ACKs each one can stall for ~40 ms.
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = crate::server::grpc_incoming(listener, &self.limits, self.stop());
         let serve = router.serve_with_incoming_shutdown(incoming, self.stop().cancelled_owned());
         self.supervisor.spawn("grpc", serve);
     }
 
     /// Serves an axum app on `listener` until the service stops.
     pub fn spawn_http(&self, listener: TcpListener, app: axum::Router) {
-        let stop = self.stop();
-        self.supervisor.spawn("http", async move {
-            axum::serve(nodelay(listener), app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        });
+        let serve = crate::server::serve_http(listener, app, self.limits.clone(), self.stop());
+        self.supervisor.spawn("http", serve);
     }
 
     /// The service is ready only while this NATS connection is up: a
@@ -168,17 +177,6 @@ impl ServiceFrame {
         self.supervisor.unready_on_stop(self.readiness);
         self.supervisor.finish()
     }
-}
-
-/// An axum listener whose accepted connections have TCP_NODELAY set (see
-/// [`ServiceFrame::spawn_grpc`] for why).
-pub fn nodelay(listener: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
-    use axum::serve::ListenerExt as _;
-    listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    })
 }
 
 /// Binds `addr`, naming what it is for in the error.

@@ -39,6 +39,8 @@ pub struct QueueServiceConfig {
     pub admin_listen: SocketAddr,
     /// How often the lag gauge is refreshed.
     pub lag_interval: Duration,
+    /// `AGENTMESH_<PREFIX>_MAX_HEADER_BYTES` and the other listener limits.
+    pub server: crate::ServerLimits,
 }
 
 impl QueueServiceConfig {
@@ -57,6 +59,7 @@ impl QueueServiceConfig {
                 ([127, 0, 0, 1], spec.default_admin_port).into(),
             )?,
             lag_interval: env::millis_or(env, &var("LAG_INTERVAL_MS"), Duration::from_secs(5))?,
+            server: crate::ServerLimits::from_env(env, &var(""))?,
         })
     }
 
@@ -96,8 +99,14 @@ pub async fn start(
         "num_pending + num_ack_pending of the service's consumer",
         lag.clone(),
     );
-    let mut frame =
-        ServiceFrame::start(spec.grpc_service, config.admin_listen, registry, &shutdown).await?;
+    let mut frame = ServiceFrame::start(
+        spec.grpc_service,
+        config.admin_listen,
+        config.server.clone(),
+        registry,
+        &shutdown,
+    )
+    .await?;
 
     let bus = Bus::connect(
         &config.shared.nats_url,

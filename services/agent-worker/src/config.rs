@@ -20,6 +20,9 @@ pub enum AgentSelection {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub shared: SharedConfig,
+    /// `_MAX_HEADER_BYTES`, `_HEADER_TIMEOUT_MS`, `_BODY_TIMEOUT_MS` and the
+    /// other limits of every listener (see [`mesh_runtime::ServerLimits`]).
+    pub server: mesh_runtime::ServerLimits,
     pub admin_listen: SocketAddr,
     /// gRPC health only (workers take work from the queue, not from calls).
     pub grpc_listen: SocketAddr,
@@ -151,6 +154,7 @@ impl Config {
         }
         Ok(Self {
             shared: SharedConfig::from_env(env)?,
+            server: mesh_runtime::ServerLimits::from_env(env, PREFIX)?,
             admin_listen: env::parse_or(env, &var("ADMIN_LISTEN"), ([127, 0, 0, 1], 9102).into())?,
             grpc_listen: env::parse_or(env, &var("GRPC_LISTEN"), ([127, 0, 0, 1], 7002).into())?,
             agents,

@@ -48,6 +48,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let mut frame = ServiceFrame::start(
         "agentmesh.v1.AgentWorker",
         config.admin_listen,
+        config.server.clone(),
         registry,
         &shutdown,
     )

@@ -9,6 +9,9 @@ use mesh_runtime::env::{self, ConfigError, Env};
 #[derive(Clone)]
 pub struct Config {
     pub shared: SharedConfig,
+    /// `_MAX_HEADER_BYTES`, `_HEADER_TIMEOUT_MS`, `_BODY_TIMEOUT_MS` and the
+    /// other limits of every listener (see [`mesh_runtime::ServerLimits`]).
+    pub server: mesh_runtime::ServerLimits,
     pub http_listen: SocketAddr,
     pub grpc_listen: SocketAddr,
     pub admin_listen: SocketAddr,
@@ -104,6 +107,7 @@ impl Config {
         }
         Ok(Self {
             shared: SharedConfig::from_env(env)?,
+            server: mesh_runtime::ServerLimits::from_env(env, PREFIX)?,
             http_listen: env::parse_or(env, &var("HTTP_LISTEN"), ([127, 0, 0, 1], 8081).into())?,
             grpc_listen: env::parse_or(env, &var("GRPC_LISTEN"), ([127, 0, 0, 1], 7000).into())?,
             admin_listen: env::parse_or(env, &var("ADMIN_LISTEN"), ([127, 0, 0, 1], 9100).into())?,

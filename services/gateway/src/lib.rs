@@ -58,6 +58,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let mut frame = ServiceFrame::start(
         "agentmesh.v1.TaskService",
         config.admin_listen,
+        config.server.clone(),
         registry,
         &shutdown,
     )
@@ -138,6 +139,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let grpc_listener = bind(config.grpc_listen, "grpc").await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let max_message = config.max_body_bytes;
+    let max_response = config.server.grpc_max_response_bytes;
     let grpc = frame
         .public_grpc()
         .add_service(api_keys::WithApiKeys::new(
@@ -145,21 +147,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             AgentServiceServer::new(grpc::PublicGrpc {
                 state: state.clone(),
             })
-            .max_decoding_message_size(max_message),
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_response),
         ))
         .add_service(api_keys::WithApiKeys::new(
             state.clone(),
             ToolServiceServer::new(grpc::PublicGrpc {
                 state: state.clone(),
             })
-            .max_decoding_message_size(max_message),
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_response),
         ))
         .add_service(api_keys::WithApiKeys::new(
             state.clone(),
             mesh_proto::retrieval_server::RetrievalServer::new(retrieval::PublicRetrieval {
                 state: state.clone(),
             })
-            .max_decoding_message_size(max_message),
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_response),
         ))
         .add_service(api_keys::WithApiKeys::new(
             state.clone(),
@@ -172,12 +177,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                     )
                 })?,
             })
-            .max_decoding_message_size(max_message),
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_response),
         ))
         .add_service(api_keys::WithApiKeys::new(
             state.clone(),
             TaskServiceServer::new(grpc::PublicGrpc { state })
-                .max_decoding_message_size(max_message),
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_response),
         ));
     frame.spawn_grpc(grpc_listener, grpc);
     tracing::info!(%http_addr, %grpc_addr, %admin_addr, "gateway ready");

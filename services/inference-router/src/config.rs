@@ -11,6 +11,9 @@ use mesh_runtime::env::{self, ConfigError, Env};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub shared: SharedConfig,
+    /// `_MAX_HEADER_BYTES`, `_HEADER_TIMEOUT_MS`, `_BODY_TIMEOUT_MS` and the
+    /// other limits of every listener (see [`mesh_runtime::ServerLimits`]).
+    pub server: mesh_runtime::ServerLimits,
     /// OpenAI-compatible HTTP face.
     pub http_listen: SocketAddr,
     /// Internal gRPC streaming face (agent workers).
@@ -26,6 +29,7 @@ pub struct Config {
     pub first_byte_timeout: Duration,
     /// Upper bound of a whole backend call, streaming included.
     pub request_timeout: Duration,
+    /// Largest request: an HTTP body (413 beyond) or a gRPC message.
     pub max_body_bytes: usize,
     /// Requests the backend pool runs at once; more wait in the queue.
     pub max_concurrency: usize,
@@ -89,6 +93,7 @@ impl Config {
         }
         Ok(Self {
             shared: SharedConfig::from_env(env)?,
+            server: mesh_runtime::ServerLimits::from_env(env, PREFIX)?,
             http_listen: env::parse_or(env, &var("HTTP_LISTEN"), ([127, 0, 0, 1], 8080).into())?,
             grpc_listen: env::parse_or(env, &var("GRPC_LISTEN"), ([127, 0, 0, 1], 7003).into())?,
             admin_listen: env::parse_or(env, &var("ADMIN_LISTEN"), ([127, 0, 0, 1], 9103).into())?,

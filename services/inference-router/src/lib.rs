@@ -62,6 +62,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let mut frame = ServiceFrame::start(
         "agentmesh.v1.InferenceService",
         config.admin_listen,
+        config.server.clone(),
         registry,
         &shutdown,
     )
@@ -122,15 +123,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let grpc_addr = grpc_listener.local_addr()?;
     frame.spawn_grpc(
         grpc_listener,
-        frame
-            .grpc()
-            .add_service(InferenceServiceServer::new(grpc::InferenceGrpc {
+        frame.grpc().add_service(
+            // One chat request over gRPC carries what one HTTP body does.
+            InferenceServiceServer::new(grpc::InferenceGrpc {
                 router,
                 metrics,
                 limiter,
                 cache,
                 tasks,
-            })),
+            })
+            .max_decoding_message_size(config.max_body_bytes)
+            .max_encoding_message_size(config.server.grpc_max_response_bytes),
+        ),
     );
 
     // Ready once listening: a backend that is down is a per-request

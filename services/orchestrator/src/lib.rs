@@ -49,6 +49,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let mut frame = ServiceFrame::start(
         "agentmesh.v1.ControlPlane",
         config.admin_listen,
+        config.server.clone(),
         registry,
         &shutdown,
     )
@@ -132,11 +133,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .grpc()
             .add_service(
                 ControlPlaneServer::from_arc(service)
-                    .max_decoding_message_size(config.limits.max_message_bytes),
+                    .max_decoding_message_size(config.limits.max_message_bytes)
+                    .max_encoding_message_size(config.server.grpc_max_response_bytes),
             )
-            .add_service(mesh_proto::quota_admin_server::QuotaAdminServer::new(
-                quotas::QuotaService::new(db.clone(), config.quotas, admission),
-            )),
+            .add_service(
+                mesh_proto::quota_admin_server::QuotaAdminServer::new(quotas::QuotaService::new(
+                    db.clone(),
+                    config.quotas,
+                    admission,
+                ))
+                .max_decoding_message_size(config.limits.max_message_bytes)
+                .max_encoding_message_size(config.server.grpc_max_response_bytes),
+            ),
     );
     let admin_addr = frame.admin_addr;
     tracing::info!(%grpc_addr, %admin_addr, "orchestrator ready");

@@ -11,6 +11,9 @@ use mesh_runtime::env::{self, ConfigError, Env};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub shared: SharedConfig,
+    /// `_MAX_HEADER_BYTES`, `_HEADER_TIMEOUT_MS`, `_BODY_TIMEOUT_MS` and the
+    /// other limits of every listener (see [`mesh_runtime::ServerLimits`]).
+    pub server: mesh_runtime::ServerLimits,
     /// Internal gRPC API and gRPC health (7004).
     pub grpc_listen: SocketAddr,
     /// `/healthz`, `/readyz`, `/metrics` (9104).
@@ -83,6 +86,7 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let config = Self {
             shared: SharedConfig::from_env(env)?,
+            server: mesh_runtime::ServerLimits::from_env(env, PREFIX)?,
             grpc_listen: env::parse_or(env, &var("GRPC_LISTEN"), ([127, 0, 0, 1], 7004).into())?,
             admin_listen: env::parse_or(env, &var("ADMIN_LISTEN"), ([127, 0, 0, 1], 9104).into())?,
             lag_interval: env::millis_or(env, &var("LAG_INTERVAL_MS"), Duration::from_secs(5))?,

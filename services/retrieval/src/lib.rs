@@ -138,8 +138,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         "ingest parts recorded as failed",
         metrics.ingest_failures.clone(),
     );
-    let mut frame =
-        ServiceFrame::start(SPEC.grpc_service, config.admin_listen, registry, &shutdown).await?;
+    let mut frame = ServiceFrame::start(
+        SPEC.grpc_service,
+        config.admin_listen,
+        config.server.clone(),
+        registry,
+        &shutdown,
+    )
+    .await?;
     frame.service_auth(&config.shared, "retrieval")?;
 
     let url = mesh_store::resolve_url(

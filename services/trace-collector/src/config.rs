@@ -10,6 +10,9 @@ use mesh_runtime::env::{self, ConfigError, Env};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub shared: SharedConfig,
+    /// `_MAX_HEADER_BYTES`, `_HEADER_TIMEOUT_MS`, `_BODY_TIMEOUT_MS` and the
+    /// other limits of every listener (see [`mesh_runtime::ServerLimits`]).
+    pub server: mesh_runtime::ServerLimits,
     /// OTLP/gRPC and gRPC health (4317).
     pub grpc_listen: SocketAddr,
     /// OTLP/HTTP `/v1/traces` and the query API (4318).
@@ -87,6 +90,7 @@ impl Config {
         let hours: u64 = env::parse_or(env, &var("RETENTION_HOURS"), 720)?;
         Ok(Self {
             shared: SharedConfig::from_env(env)?,
+            server: mesh_runtime::ServerLimits::from_env(env, PREFIX)?,
             grpc_listen: env::parse_or(env, &var("GRPC_LISTEN"), ([127, 0, 0, 1], 4317).into())?,
             http_listen: env::parse_or(env, &var("HTTP_LISTEN"), ([127, 0, 0, 1], 4318).into())?,
             admin_listen: env::parse_or(env, &var("ADMIN_LISTEN"), ([127, 0, 0, 1], 9105).into())?,

@@ -123,8 +123,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         "batches whose forward was given up (stored all the same)",
         forward_metrics.failures.clone(),
     );
-    let mut frame =
-        ServiceFrame::start(SPEC.grpc_service, config.admin_listen, registry, &shutdown).await?;
+    let mut frame = ServiceFrame::start(
+        SPEC.grpc_service,
+        config.admin_listen,
+        config.server.clone(),
+        registry,
+        &shutdown,
+    )
+    .await?;
     let service_verifier = frame.service_auth(&config.shared, "trace-collector")?;
 
     let url = mesh_store::resolve_url(
@@ -215,14 +221,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 TraceServiceServer::new(grpc::GrpcReceiver {
                     receiver: receiver.clone(),
                 })
-                .max_decoding_message_size(config.max_body_bytes),
+                .max_decoding_message_size(config.max_body_bytes)
+                .max_encoding_message_size(config.server.grpc_max_response_bytes),
             )
-            .add_service(mesh_proto::trace_query_server::TraceQueryServer::new(
-                query::TraceQueryGrpc {
+            .add_service(
+                mesh_proto::trace_query_server::TraceQueryServer::new(query::TraceQueryGrpc {
                     db: db.clone(),
                     limits: query_limits(&config),
-                },
-            )),
+                })
+                .max_decoding_message_size(config.max_body_bytes)
+                .max_encoding_message_size(config.server.grpc_max_response_bytes),
+            ),
     );
     let listener = bind(config.http_listen, "http").await?;
     let http_addr = listener.local_addr()?;
