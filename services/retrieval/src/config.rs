@@ -39,7 +39,11 @@ pub struct Config {
     /// Largest document text, in bytes (larger is INVALID_ARGUMENT).
     pub max_document_bytes: usize,
     pub max_documents_per_request: usize,
+    /// Metadata entries of one document; also the most conditions one
+    /// filter may have.
     pub max_metadata_entries: usize,
+    /// Values one filter condition may list (`$in`).
+    pub max_filter_values: usize,
     pub max_top_k: u32,
     pub max_query_bytes: usize,
     pub max_dimension: u32,
@@ -107,6 +111,7 @@ impl Config {
             max_document_bytes: env::parse_or(env, &var("MAX_DOCUMENT_BYTES"), 256 * 1024)?,
             max_documents_per_request: env::parse_or(env, &var("MAX_DOCUMENTS_PER_REQUEST"), 1000)?,
             max_metadata_entries: env::parse_or(env, &var("MAX_METADATA_ENTRIES"), 64)?,
+            max_filter_values: env::parse_or(env, &var("MAX_FILTER_VALUES"), 256)?,
             max_top_k: env::parse_or(env, &var("MAX_TOP_K"), 1000)?,
             max_query_bytes: env::parse_or(env, &var("MAX_QUERY_BYTES"), 8 * 1024)?,
             max_dimension: env::parse_or(env, &var("MAX_DIMENSION"), 4096)?,

@@ -94,14 +94,21 @@ fn not_found(name: &str) -> RetrievalError {
 }
 
 /// A filter from its proto form; errors name `filter.all[i]...`.
-pub fn filter_of(filter: Option<&pb::MetadataFilter>) -> Result<Filter, RetrievalError> {
+pub fn filter_of(
+    filter: Option<&pb::MetadataFilter>,
+    config: &Config,
+) -> Result<Filter, RetrievalError> {
     let mut out = Filter::default();
-    for (i, condition) in filter
-        .map(|f| f.all.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
+    let conditions = filter.map(|f| f.all.as_slice()).unwrap_or_default();
+    // Each value becomes a bound parameter of the query: an unbounded list
+    // would run into the database's parameter limit (a 500, not a 400).
+    if conditions.len() > config.max_metadata_entries {
+        return Err(invalid(
+            "filter.all",
+            format!("at most {} conditions", config.max_metadata_entries),
+        ));
+    }
+    for (i, condition) in conditions.iter().enumerate() {
         if condition.key.is_empty() || condition.key.len() > MAX_METADATA_KEY_BYTES {
             return Err(invalid(
                 format!("filter.all[{i}].key"),
@@ -112,6 +119,23 @@ pub fn filter_of(filter: Option<&pb::MetadataFilter>) -> Result<Filter, Retrieva
             return Err(invalid(
                 format!("filter.all[{i}].any_of"),
                 "must list at least one value",
+            ));
+        }
+        if condition.any_of.len() > config.max_filter_values {
+            return Err(invalid(
+                format!("filter.all[{i}].any_of"),
+                format!("at most {} values", config.max_filter_values),
+            ));
+        }
+        // No stored value is longer, so a longer one can never match.
+        if let Some(j) = condition
+            .any_of
+            .iter()
+            .position(|v| v.len() > MAX_METADATA_VALUE_BYTES)
+        {
+            return Err(invalid(
+                format!("filter.all[{i}].any_of[{j}]"),
+                format!("at most {MAX_METADATA_VALUE_BYTES} bytes"),
             ));
         }
         out.all
@@ -773,8 +797,8 @@ impl Service {
         request: pb::GetDocumentRequest,
     ) -> Result<pb::Document, RetrievalError> {
         let collection = self.collection(tenant, &request.collection).await?;
-        if request.id.is_empty() {
-            return Err(invalid("id", "must not be empty"));
+        if request.id.is_empty() || request.id.len() > MAX_ID_BYTES {
+            return Err(invalid("id", format!("must be 1 to {MAX_ID_BYTES} bytes")));
         }
         let (row, metadata) = store::get_document(&self.db, collection.id, &request.id)
             .await?
@@ -797,7 +821,7 @@ impl Service {
         request: pb::DeleteDocumentsRequest,
     ) -> Result<u32, RetrievalError> {
         let collection = self.collection(tenant, &request.collection).await?;
-        let filter = filter_of(request.filter.as_ref())?;
+        let filter = filter_of(request.filter.as_ref(), &self.config)?;
         if request.ids.is_empty() && filter.is_empty() {
             return Err(invalid(
                 "filter",
@@ -807,8 +831,25 @@ impl Service {
         if !request.ids.is_empty() && !filter.is_empty() {
             return Err(invalid("filter", "send either ids or a filter, not both"));
         }
-        if let Some(i) = request.ids.iter().position(|id| id.is_empty()) {
-            return Err(invalid(format!("ids[{i}]"), "must not be empty"));
+        if request.ids.len() > self.config.max_documents_per_request {
+            return Err(invalid(
+                "ids",
+                format!(
+                    "{} ids; at most {} per request",
+                    request.ids.len(),
+                    self.config.max_documents_per_request
+                ),
+            ));
+        }
+        if let Some(i) = request
+            .ids
+            .iter()
+            .position(|id| id.is_empty() || id.len() > MAX_ID_BYTES)
+        {
+            return Err(invalid(
+                format!("ids[{i}]"),
+                format!("must be 1 to {MAX_ID_BYTES} bytes"),
+            ));
         }
         let guard = self.lock_for_write(&collection).await?;
         let applied =
@@ -828,7 +869,7 @@ impl Service {
         let collection = self
             .collection_for_search(tenant, &request.collection)
             .await?;
-        let filter = filter_of(request.filter.as_ref())?;
+        let filter = filter_of(request.filter.as_ref(), &self.config)?;
         let top_k = match request.top_k {
             0 => DEFAULT_TOP_K,
             k if k > self.config.max_top_k => {

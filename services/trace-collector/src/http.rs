@@ -398,9 +398,11 @@ async fn list(
     .await
     {
         Ok(page) => axum::Json(page).into_response(),
-        Err(error @ (store::QueryError::BadCursor | store::QueryError::BadStatus)) => {
-            api_error(ErrorCode::InvalidArgument, error.to_string())
-        }
+        Err(
+            error @ (store::QueryError::BadCursor
+            | store::QueryError::BadStatus
+            | store::QueryError::FilterTooLong(_)),
+        ) => api_error(ErrorCode::InvalidArgument, error.to_string()),
         Err(store::QueryError::Db(error)) => {
             tracing::error!(%error, "list traces failed");
             api_error(ErrorCode::Unavailable, "database unavailable".to_owned())

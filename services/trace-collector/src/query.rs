@@ -215,7 +215,9 @@ impl TraceQuery for TraceQueryGrpc {
                 next_page_token: page.next_cursor.unwrap_or_default(),
             })),
             Err(QueryError::BadCursor) => Err(Status::invalid_argument("page_token: malformed")),
-            Err(error @ QueryError::BadStatus) => Err(Status::invalid_argument(error.to_string())),
+            Err(error @ (QueryError::BadStatus | QueryError::FilterTooLong(_))) => {
+                Err(Status::invalid_argument(error.to_string()))
+            }
             Err(QueryError::Db(error)) => Err(unavailable("list traces", &error)),
         }
     }

@@ -329,9 +329,17 @@ pub enum QueryError {
     BadCursor,
     #[error("status: must be error or ok")]
     BadStatus,
+    /// A text filter longer than [`MAX_FILTER_BYTES`] (names the filter).
+    #[error("{0}: at most {MAX_FILTER_BYTES} bytes")]
+    FilterTooLong(&'static str),
     #[error("database: {0}")]
     Db(#[from] DbErr),
 }
+
+/// The longest text filter of the trace list (agent, session, user): the
+/// names and ids it matches are far shorter, so a longer one is a mistake,
+/// and it would otherwise be compared against every row.
+pub const MAX_FILTER_BYTES: usize = 512;
 
 /// Optional filters of the trace list; every one set must match.
 #[derive(Debug, Default, Clone)]
@@ -358,6 +366,15 @@ pub async fn list(
     limit: u64,
     cursor: Option<&str>,
 ) -> Result<TracePage, QueryError> {
+    for (name, value) in [
+        ("agent", &filter.agent),
+        ("session_id", &filter.session_id),
+        ("user_id", &filter.user_id),
+    ] {
+        if value.as_ref().is_some_and(|v| v.len() > MAX_FILTER_BYTES) {
+            return Err(QueryError::FilterTooLong(name));
+        }
+    }
     let mut query = trace::Entity::find().filter(trace::Column::Tenant.eq(tenant));
     if let Some(agent) = &filter.agent {
         query = query.filter(trace::Column::Agent.eq(agent));
