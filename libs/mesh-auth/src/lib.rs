@@ -5,7 +5,9 @@
 //! public keys from a JWKS document (a file, or a URL the gateway polls:
 //! [`Verifier::set_jwks`] swaps the key set in place, so rotation needs no
 //! restart). `iss`, `aud`, `exp` and `nbf` are checked with a bounded clock
-//! skew; the tenant and roles come from configurable claims. This crate
+//! skew; the tenant and roles come from configurable claims. An HS256
+//! secret rotates through [`Verifier::with_previous_secret`]: tokens signed
+//! with either secret verify until the previous one is dropped. This crate
 //! never logs tokens or secrets.
 
 pub mod api_key;
@@ -117,6 +119,9 @@ struct PublicKey {
 #[derive(Clone)]
 pub struct Verifier {
     secret: Option<DecodingKey>,
+    /// An HS256 secret being rotated out: still accepted, tried only when
+    /// `secret` does not match the signature.
+    previous_secret: Option<DecodingKey>,
     /// By `kid`; swapped whole on rotation.
     public: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, PublicKey>>>,
     rules: TokenRules,
@@ -148,9 +153,21 @@ impl Verifier {
     pub fn new(secret: Option<&[u8]>, rules: TokenRules) -> Self {
         Self {
             secret: secret.map(DecodingKey::from_secret),
+            previous_secret: None,
             public: Default::default(),
             rules,
         }
+    }
+
+    /// Also accepts HS256 tokens signed with `previous` (a secret being
+    /// rotated out), so issuers can switch to the new secret while tokens
+    /// signed with the old one are still alive. Only with a current secret:
+    /// without one, HS256 tokens stay refused.
+    pub fn with_previous_secret(mut self, previous: &[u8]) -> Self {
+        if self.secret.is_some() {
+            self.previous_secret = Some(DecodingKey::from_secret(previous));
+        }
+        self
     }
 
     /// Replaces the public keys with those of a JWKS document; returns how
@@ -266,13 +283,21 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        type AnyClaims = serde_json::Map<String, serde_json::Value>;
         let (key, validation) = self.key_for(token)?;
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-            token,
-            &key,
-            &validation,
-        )
-        .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        let mut decoded = jsonwebtoken::decode::<AnyClaims>(token, &key, &validation);
+        // The signature is checked before the claims, so only a token the
+        // current secret did not sign is tried with the previous one.
+        if let (Err(error), Some(previous)) = (&decoded, &self.previous_secret)
+            && matches!(
+                error.kind(),
+                jsonwebtoken::errors::ErrorKind::InvalidSignature
+            )
+            && validation.algorithms == [Algorithm::HS256]
+        {
+            decoded = jsonwebtoken::decode::<AnyClaims>(token, previous, &validation);
+        }
+        let data = decoded.map_err(|e| AuthError::InvalidToken(e.to_string()))?;
         let claims = data.claims;
         let tenant = claims
             .get(&self.rules.tenant_claim)
@@ -382,6 +407,38 @@ mod tests {
             Verifier::hs256(SECRET, 5).verify_header(Some("Basic abc")),
             Err(AuthError::MissingToken)
         );
+    }
+
+    #[test]
+    fn a_previous_secret_verifies_until_it_is_dropped() {
+        const NEXT: &[u8] = b"the-next-secret-the-next-secret-xx";
+        let old = issue_hs256(SECRET, "acme", "alice", &[], 60).unwrap();
+        let new = issue_hs256(NEXT, "acme", "bob", &[], 60).unwrap();
+        let rotating = Verifier::hs256(NEXT, 5).with_previous_secret(SECRET);
+        assert_eq!(rotating.verify(&old).unwrap().subject, "alice");
+        assert_eq!(rotating.verify(&new).unwrap().subject, "bob");
+        // Dropped: the old secret's tokens are refused.
+        assert!(matches!(
+            Verifier::hs256(NEXT, 5).verify(&old),
+            Err(AuthError::InvalidToken(_))
+        ));
+        // Still checked under the previous secret: expiry, and a third
+        // secret is neither.
+        let expired = issue_hs256(SECRET, "acme", "alice", &[], -120).unwrap();
+        let stranger =
+            issue_hs256(b"a-stranger-secret-a-stranger-xxxx", "acme", "x", &[], 60).unwrap();
+        for token in [expired, stranger] {
+            assert!(matches!(
+                rotating.verify(&token),
+                Err(AuthError::InvalidToken(_))
+            ));
+        }
+        // A previous secret alone does not turn HS256 on.
+        let jwks_only = Verifier::new(None, TokenRules::default()).with_previous_secret(SECRET);
+        assert!(matches!(
+            jwks_only.verify(&old),
+            Err(AuthError::InvalidToken(_))
+        ));
     }
 
     #[test]

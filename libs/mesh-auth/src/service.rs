@@ -28,6 +28,13 @@
 //!   bytes; or
 //! - `AGENTMESH_SERVICE_KEY_FILE`: a file holding it (trailing whitespace
 //!   trimmed; a mounted Kubernetes Secret). Setting both is an error.
+//! - `AGENTMESH_SERVICE_KEY_PREVIOUS` or `AGENTMESH_SERVICE_KEY_PREVIOUS_FILE`
+//!   (optional, same rules): a key still *accepted*, never used to sign.
+//!   Rotation without downtime: (1) give every service the new key as
+//!   previous and roll out; (2) swap, new key current and the old one
+//!   previous, and roll out (replicas that sign with either are both
+//!   accepted everywhere); (3) once every replica runs step 2 and the
+//!   longest token lifetime has passed, drop the previous key.
 //! - `AGENTMESH_SERVICE_TOKEN_TTL_SECS` (default 300, 30..=3600) and
 //!   `AGENTMESH_SERVICE_TOKEN_LEEWAY_SECS` (clock skew accepted, default 30,
 //!   at most 300).
@@ -55,6 +62,8 @@ pub const MIN_KEY_BYTES: usize = 32;
 
 pub const KEY_VAR: &str = "AGENTMESH_SERVICE_KEY";
 pub const KEY_FILE_VAR: &str = "AGENTMESH_SERVICE_KEY_FILE";
+pub const PREVIOUS_KEY_VAR: &str = "AGENTMESH_SERVICE_KEY_PREVIOUS";
+pub const PREVIOUS_KEY_FILE_VAR: &str = "AGENTMESH_SERVICE_KEY_PREVIOUS_FILE";
 pub const TTL_VAR: &str = "AGENTMESH_SERVICE_TOKEN_TTL_SECS";
 pub const LEEWAY_VAR: &str = "AGENTMESH_SERVICE_TOKEN_LEEWAY_SECS";
 
@@ -98,7 +107,10 @@ impl ServiceKey {
 /// The key and token lifetimes every service reads from its environment.
 #[derive(Debug, Clone)]
 pub struct ServiceAuthConfig {
+    /// Signs every token and verifies.
     pub key: ServiceKey,
+    /// Verifies only: the key being rotated out (see the module docs).
+    pub previous: Option<ServiceKey>,
     /// How long a token lives; callers refresh it at half-life.
     pub ttl: Duration,
     /// Clock skew accepted on `exp`.
@@ -109,6 +121,7 @@ impl ServiceAuthConfig {
     pub fn new(key: ServiceKey) -> Self {
         Self {
             key,
+            previous: None,
             ttl: DEFAULT_TTL,
             leeway_secs: DEFAULT_LEEWAY_SECS,
         }
@@ -124,31 +137,16 @@ impl ServiceAuthConfig {
                 .filter(|v| !v.is_empty())
         };
         let invalid = |var: &'static str, reason: String| ServiceKeyError { var, reason };
-        let bytes = match (get(KEY_VAR), get(KEY_FILE_VAR)) {
-            (Some(_), Some(_)) => {
+        let Some(key) = read_key(&get, KEY_VAR, KEY_FILE_VAR)? else {
+            if get(PREVIOUS_KEY_VAR).is_some() || get(PREVIOUS_KEY_FILE_VAR).is_some() {
                 return Err(invalid(
-                    KEY_VAR,
-                    format!("set either {KEY_VAR} or {KEY_FILE_VAR}, not both"),
+                    PREVIOUS_KEY_VAR,
+                    format!("a previous key is accepted only beside a current one ({KEY_VAR})"),
                 ));
             }
-            (Some(key), None) => key.into_bytes(),
-            (None, Some(path)) => {
-                let raw = std::fs::read(&path)
-                    .map_err(|e| invalid(KEY_FILE_VAR, format!("read {path:?}: {e}")))?;
-                let end = raw
-                    .iter()
-                    .rposition(|b| !b.is_ascii_whitespace())
-                    .map_or(0, |i| i + 1);
-                raw[..end].to_vec()
-            }
-            (None, None) => return Ok(None),
+            return Ok(None);
         };
-        let var = if get(KEY_VAR).is_some() {
-            KEY_VAR
-        } else {
-            KEY_FILE_VAR
-        };
-        let key = ServiceKey::new(bytes).map_err(|reason| invalid(var, reason))?;
+        let previous = read_key(&get, PREVIOUS_KEY_VAR, PREVIOUS_KEY_FILE_VAR)?;
         let number = |var: &'static str, default: u64| -> Result<u64, ServiceKeyError> {
             match get(var) {
                 None => Ok(default),
@@ -177,6 +175,7 @@ impl ServiceAuthConfig {
         }
         Ok(Some(Self {
             key,
+            previous,
             ttl: Duration::from_secs(ttl),
             leeway_secs,
         }))
@@ -199,10 +198,45 @@ impl ServiceAuthConfig {
         validation.set_issuer(&[SERVICE_ISSUER]);
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         ServiceVerifier(Arc::new(VerifierInner {
-            key: DecodingKey::from_secret(&self.key.0),
+            keys: std::iter::once(&self.key)
+                .chain(self.previous.as_ref())
+                .map(|key| DecodingKey::from_secret(&key.0))
+                .collect(),
             validation,
         }))
     }
+}
+
+/// A key from `var` or from the file `file_var` names; `Ok(None)` when
+/// neither is set.
+fn read_key(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    file_var: &'static str,
+) -> Result<Option<ServiceKey>, ServiceKeyError> {
+    let invalid = |var: &'static str, reason: String| ServiceKeyError { var, reason };
+    let (bytes, from) = match (get(var), get(file_var)) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                var,
+                format!("set either {var} or {file_var}, not both"),
+            ));
+        }
+        (Some(key), None) => (key.into_bytes(), var),
+        (None, Some(path)) => {
+            let raw = std::fs::read(&path)
+                .map_err(|e| invalid(file_var, format!("read {path:?}: {e}")))?;
+            let end = raw
+                .iter()
+                .rposition(|b| !b.is_ascii_whitespace())
+                .map_or(0, |i| i + 1);
+            (raw[..end].to_vec(), file_var)
+        }
+        (None, None) => return Ok(None),
+    };
+    ServiceKey::new(bytes)
+        .map(Some)
+        .map_err(|reason| invalid(from, reason))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -302,7 +336,8 @@ impl ServiceCredential {
 }
 
 struct VerifierInner {
-    key: DecodingKey,
+    /// The current key first, then the previous one.
+    keys: Vec<DecodingKey>,
     validation: Validation,
 }
 
@@ -319,9 +354,24 @@ impl std::fmt::Debug for ServiceVerifier {
 impl ServiceVerifier {
     /// The calling service's name, when `token` is valid.
     pub fn verify(&self, token: &str) -> Result<String, AuthError> {
-        let data =
-            jsonwebtoken::decode::<ServiceClaims>(token.trim(), &self.0.key, &self.0.validation)
-                .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        // Never empty: the current key is always there.
+        let mut result: Result<jsonwebtoken::TokenData<ServiceClaims>, (bool, AuthError)> =
+            Err((false, AuthError::InvalidToken("no key".to_owned())));
+        for key in &self.0.keys {
+            result = jsonwebtoken::decode::<ServiceClaims>(token.trim(), key, &self.0.validation)
+                .map_err(|e| {
+                    let wrong_key =
+                        matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature);
+                    (wrong_key, AuthError::InvalidToken(e.to_string()))
+                });
+            // The signature is checked before the claims: only a token
+            // that no key signed is worth trying with the next one.
+            match &result {
+                Err((true, _)) => continue,
+                _ => break,
+            }
+        }
+        let data = result.map_err(|(_, e)| e)?;
         if data.claims.sub.is_empty() {
             return Err(AuthError::MissingClaim { claim: "sub" });
         }
@@ -481,6 +531,101 @@ mod tests {
             (vec![(KEY_VAR, KEY), (TTL_VAR, "5")], TTL_VAR),
             (vec![(KEY_VAR, KEY), (TTL_VAR, "soon")], TTL_VAR),
             (vec![(KEY_VAR, KEY), (LEEWAY_VAR, "9999")], LEEWAY_VAR),
+        ] {
+            assert_eq!(
+                ServiceAuthConfig::from_env(&env(&pairs)).unwrap_err().var,
+                var
+            );
+        }
+    }
+
+    #[test]
+    fn rotation_accepts_the_previous_key_and_signs_with_the_current_one() {
+        const NEW: &str = "the-next-service-key-0123456789abcdef";
+        let old = config();
+        let old_token = old.credential("gateway").token().unwrap();
+        let mut rotated = ServiceAuthConfig::new(ServiceKey::new(NEW).unwrap());
+        rotated.previous = Some(old.key.clone());
+        let new_token = rotated.credential("orchestrator").token().unwrap();
+
+        // Replicas still on the old key and replicas on the new one are
+        // both accepted by a rotated verifier.
+        let verifier = rotated.verifier();
+        assert_eq!(verifier.verify(&old_token).unwrap(), "gateway");
+        assert_eq!(verifier.verify(&new_token).unwrap(), "orchestrator");
+        // Signing uses the current key only: a verifier that knows only the
+        // new key accepts it, one that knows only the old key does not.
+        let only_new = ServiceAuthConfig::new(ServiceKey::new(NEW).unwrap()).verifier();
+        assert!(only_new.verify(&new_token).is_ok());
+        assert!(matches!(
+            old.verifier().verify(&new_token),
+            Err(AuthError::InvalidToken(_))
+        ));
+        // Once the previous key is dropped, its tokens are refused.
+        assert!(matches!(
+            only_new.verify(&old_token),
+            Err(AuthError::InvalidToken(_))
+        ));
+        // A key neither current nor previous, and an expired token signed
+        // with the previous key, are refused.
+        let stranger = ServiceKey::new("a-stranger-service-key-0123456789abcdef").unwrap();
+        for token in [
+            issue_service_token(&stranger, "gateway", SERVICE_AUDIENCE, 60).unwrap(),
+            issue_service_token(&old.key, "gateway", SERVICE_AUDIENCE, -120).unwrap(),
+            issue_service_token(&old.key, "gateway", "agentmesh", 60).unwrap(),
+        ] {
+            assert!(matches!(
+                verifier.verify(&token),
+                Err(AuthError::InvalidToken(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn the_previous_key_from_the_environment() {
+        const NEW: &str = "the-next-service-key-0123456789abcdef";
+        let c = ServiceAuthConfig::from_env(&env(&[(KEY_VAR, NEW), (PREVIOUS_KEY_VAR, KEY)]))
+            .unwrap()
+            .unwrap();
+        let old_token = config().credential("a").token().unwrap();
+        assert_eq!(c.verifier().verify(&old_token).unwrap(), "a");
+        // The credential signs with the current key.
+        let token = c.credential("b").token().unwrap();
+        assert!(config().verifier().verify(&token).is_err());
+
+        let path = std::env::temp_dir().join(format!("mesh-auth-prev-{}", std::process::id()));
+        std::fs::write(&path, format!("{KEY}\n")).unwrap();
+        let from_file = ServiceAuthConfig::from_env(&env(&[
+            (KEY_VAR, NEW),
+            (PREVIOUS_KEY_FILE_VAR, path.to_str().unwrap()),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(from_file.verifier().verify(&old_token).unwrap(), "a");
+        std::fs::remove_file(&path).unwrap();
+
+        for (pairs, var) in [
+            // A previous key alone would accept tokens nobody may sign.
+            (vec![(PREVIOUS_KEY_VAR, KEY)], PREVIOUS_KEY_VAR),
+            (
+                vec![(KEY_VAR, NEW), (PREVIOUS_KEY_VAR, "short")],
+                PREVIOUS_KEY_VAR,
+            ),
+            (
+                vec![
+                    (KEY_VAR, NEW),
+                    (PREVIOUS_KEY_VAR, KEY),
+                    (PREVIOUS_KEY_FILE_VAR, "/x"),
+                ],
+                PREVIOUS_KEY_VAR,
+            ),
+            (
+                vec![
+                    (KEY_VAR, NEW),
+                    (PREVIOUS_KEY_FILE_VAR, "/nonexistent/agentmesh-key"),
+                ],
+                PREVIOUS_KEY_FILE_VAR,
+            ),
         ] {
             assert_eq!(
                 ServiceAuthConfig::from_env(&env(&pairs)).unwrap_err().var,

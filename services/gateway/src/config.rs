@@ -31,6 +31,9 @@ pub struct Config {
     /// HS256 secret for bearer JWTs (`AGENTMESH_GATEWAY_JWT_SECRET`);
     /// optional when a JWKS is configured.
     pub jwt_secret: Option<Vec<u8>>,
+    /// A secret being rotated out (`AGENTMESH_GATEWAY_JWT_SECRET_PREVIOUS`):
+    /// tokens signed with it still verify; only beside `jwt_secret`.
+    pub jwt_secret_previous: Option<Vec<u8>>,
     /// Accepted clock skew on `exp` and `nbf`.
     pub jwt_leeway: Duration,
     /// RS256/ES256 public keys: a JWKS file (`_JWKS_FILE`), read at start.
@@ -68,6 +71,7 @@ impl std::fmt::Debug for Config {
             .field("grpc_listen", &self.grpc_listen)
             .field("orchestrator_url", &self.orchestrator_url)
             .field("jwt_secret", &"<redacted>")
+            .field("jwt_secret_previous", &"<redacted>")
             .finish_non_exhaustive()
     }
 }
@@ -105,6 +109,21 @@ impl Config {
                 reason: format!("must be at least {MIN_SECRET_BYTES} bytes"),
             });
         }
+        let previous = env::optional(env, &var("JWT_SECRET_PREVIOUS"));
+        if let Some(previous) = &previous {
+            if secret.is_none() {
+                return Err(ConfigError::Invalid {
+                    var: var("JWT_SECRET_PREVIOUS"),
+                    reason: format!("accepted only beside {}", var("JWT_SECRET")),
+                });
+            }
+            if previous.len() < MIN_SECRET_BYTES {
+                return Err(ConfigError::Invalid {
+                    var: var("JWT_SECRET_PREVIOUS"),
+                    reason: format!("must be at least {MIN_SECRET_BYTES} bytes"),
+                });
+            }
+        }
         Ok(Self {
             shared: SharedConfig::from_env(env)?,
             server: mesh_runtime::ServerLimits::from_env(env, PREFIX)?,
@@ -126,6 +145,7 @@ impl Config {
             retrieval_url: env::string_or(env, &var("RETRIEVAL_URL"), "http://127.0.0.1:7004"),
             model_timeout: env::millis_or(env, &var("MODEL_TIMEOUT_MS"), Duration::from_secs(600))?,
             jwt_secret: secret.map(String::into_bytes),
+            jwt_secret_previous: previous.map(String::into_bytes),
             jwt_leeway: env::millis_or(env, &var("JWT_LEEWAY_MS"), Duration::from_secs(30))?,
             jwks_file,
             jwks_url,
@@ -192,5 +212,36 @@ mod tests {
             !format!("{config:?}").contains("xxxx"),
             "secret must not be printed"
         );
+    }
+
+    #[test]
+    fn previous_secret_only_beside_a_secret_and_long_enough() {
+        let pairs = |list: &[(&str, String)]| -> Env {
+            list.iter().map(|(k, v)| (var(k), v.clone())).collect()
+        };
+        let config = Config::from_env(&pairs(&[
+            ("JWT_SECRET", "n".repeat(32)),
+            ("JWT_SECRET_PREVIOUS", "p".repeat(32)),
+        ]))
+        .unwrap();
+        assert_eq!(config.jwt_secret_previous, Some(vec![b'p'; 32]));
+        assert!(!format!("{config:?}").contains("pppp"));
+        for list in [
+            vec![
+                ("JWT_SECRET", "n".repeat(32)),
+                ("JWT_SECRET_PREVIOUS", "short".to_owned()),
+            ],
+            vec![
+                ("JWKS_FILE", "/keys.json".to_owned()),
+                ("JWT_SECRET_PREVIOUS", "p".repeat(32)),
+            ],
+        ] {
+            let err = Config::from_env(&pairs(&list)).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("AGENTMESH_GATEWAY_JWT_SECRET_PREVIOUS:"),
+                "{err}"
+            );
+        }
     }
 }

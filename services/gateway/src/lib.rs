@@ -201,7 +201,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 /// gateway does not start without keys) and then refreshed by
 /// [`refresh_jwks`].
 async fn verifier(config: &Config) -> anyhow::Result<mesh_auth::Verifier> {
-    let verifier = mesh_auth::Verifier::new(
+    let mut verifier = mesh_auth::Verifier::new(
         config.jwt_secret.as_deref(),
         mesh_auth::TokenRules {
             issuer: config.jwt_issuer.clone(),
@@ -211,6 +211,9 @@ async fn verifier(config: &Config) -> anyhow::Result<mesh_auth::Verifier> {
             roles_claim: config.jwt_roles_claim.clone(),
         },
     );
+    if let Some(previous) = &config.jwt_secret_previous {
+        verifier = verifier.with_previous_secret(previous);
+    }
     if let Some(path) = &config.jwks_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("AGENTMESH_GATEWAY_JWKS_FILE: read {}", path.display()))?;
