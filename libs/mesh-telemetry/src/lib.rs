@@ -41,6 +41,16 @@ pub struct TelemetryGuard {
 }
 
 impl TelemetryGuard {
+    /// Exports the spans buffered so far (blocking: call it off the async
+    /// workers); the pipeline stays up.
+    pub fn flush(&self) {
+        if let Some(provider) = &self.provider
+            && let Err(error) = provider.force_flush()
+        {
+            tracing::warn!(%error, "otlp flush failed");
+        }
+    }
+
     /// Flushes buffered spans. Call last, after the service has drained.
     pub fn shutdown(self) {
         if let Some(provider) = self.provider
@@ -64,25 +74,24 @@ pub fn init(
     json_logs: bool,
     default_filter: &str,
 ) -> Result<TelemetryGuard, TelemetryError> {
+    init_with_channel(service_name, otlp_endpoint, None, json_logs, default_filter)
+}
+
+/// [`init`], exporting over `otlp_channel` when given (a channel with the
+/// mesh's mutual TLS: `mesh_runtime::tls::otlp_channel`) instead of one
+/// the exporter dials itself.
+pub fn init_with_channel(
+    service_name: &str,
+    otlp_endpoint: Option<&str>,
+    otlp_channel: Option<tonic::transport::Channel>,
+    json_logs: bool,
+    default_filter: &str,
+) -> Result<TelemetryGuard, TelemetryError> {
     use tracing_subscriber::Layer as _;
     // Spans always exist at INFO and above, whatever the log filter says:
     // they carry the W3C context across gRPC and NATS even when nothing is
     // exported, so one task stays one trace once an exporter is added.
-    let mut builder = SdkTracerProvider::builder().with_resource(
-        opentelemetry_sdk::Resource::builder()
-            .with_service_name(service_name.to_owned())
-            .build(),
-    );
-    if let Some(endpoint) = otlp_endpoint {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_interceptor(ServiceToken)
-            .build()
-            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        builder = builder.with_batch_exporter(exporter);
-    }
-    let provider = builder.build();
+    let provider = tracer_provider(service_name, otlp_endpoint, otlp_channel)?;
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service_name.to_owned()))
         .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
@@ -108,6 +117,72 @@ pub fn init(
     Ok(TelemetryGuard {
         provider: installed.then_some(provider),
     })
+}
+
+/// The OTel pipeline: a batch exporter over OTLP/gRPC when `otlp_endpoint`
+/// is given, over `otlp_channel` when given (else the tonic channel is built
+/// here: call within a Tokio runtime).
+fn tracer_provider(
+    service_name: &str,
+    otlp_endpoint: Option<&str>,
+    otlp_channel: Option<tonic::transport::Channel>,
+) -> Result<SdkTracerProvider, TelemetryError> {
+    let mut builder = SdkTracerProvider::builder().with_resource(
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name(service_name.to_owned())
+            .build(),
+    );
+    if let Some(endpoint) = otlp_endpoint {
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_interceptor(ServiceToken);
+        if let Some(channel) = otlp_channel {
+            exporter = exporter.with_channel(channel);
+        }
+        let exporter = exporter
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    Ok(builder.build())
+}
+
+/// A subscriber that exports spans (INFO and above, no logs) over OTLP/gRPC
+/// to `otlp_endpoint` under `service_name`, NOT installed globally: for a
+/// process that hosts several services (the integration tests) where one
+/// of them must export to an endpoint of its own. Set it as the default
+/// dispatcher of that service's threads; the guard flushes it.
+pub fn exporting_dispatch(
+    service_name: &str,
+    otlp_endpoint: &str,
+) -> Result<(tracing::Dispatch, TelemetryGuard), TelemetryError> {
+    use tracing_subscriber::Layer as _;
+    let provider = tracer_provider(service_name, Some(otlp_endpoint), None)?;
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service_name.to_owned()))
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    Ok((
+        dispatch,
+        TelemetryGuard {
+            provider: Some(provider),
+        },
+    ))
+}
+
+/// Sets a span attribute whose value is a list of strings (a `tracing`
+/// field holds one scalar), such as `gen_ai.response.finish_reasons`.
+pub fn set_string_array(span: &tracing::Span, key: &'static str, values: Vec<String>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let values = values
+        .into_iter()
+        .map(opentelemetry::StringValue::from)
+        .collect();
+    span.set_attribute(
+        key,
+        opentelemetry::Value::Array(opentelemetry::Array::String(values)),
+    );
 }
 
 /// The span attribute naming the tenant a span was recorded for (the
