@@ -21,6 +21,7 @@ use mesh_proto::{
 use tracing::Instrument as _;
 
 use crate::events::{TaskEvents, now_ms};
+use crate::genai;
 use crate::journal::Journal;
 use crate::memory::MemoryError;
 use crate::runner::{RunError, TaskRunner, attempt_of, classify};
@@ -154,7 +155,9 @@ impl TaskRunner {
                 .collect();
             let machine: Vec<Result<ToolCallResult, RunError>> =
                 futures::stream::iter(machine_calls)
-                    .map(|call| self.tool_call(delivery, events, &toolbox, &journal, step, call))
+                    .map(|call| {
+                        self.tool_call(delivery, events, &toolbox, &journal, step, call, &spec)
+                    })
                     .buffered(self.config.tools.max_parallel_calls.max(1))
                     .collect()
                     .await;
@@ -211,47 +214,91 @@ impl TaskRunner {
             session_id: task.session_id.clone(),
             ..Default::default()
         };
+        let record_content = spec.record_content;
+        let max_chars = self.config.recorded_content_max_chars;
         let span = tracing::info_span!(
             "chat",
             otel.name = format!("chat {}", spec.model),
             otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
             gen_ai.operation.name = "chat",
+            gen_ai.provider.name = %genai::provider_name(&spec.provider),
             gen_ai.request.model = %spec.model,
+            gen_ai.request.temperature = tracing::field::Empty,
+            gen_ai.request.max_tokens = tracing::field::Empty,
+            gen_ai.request.stream = true,
             gen_ai.response.model = tracing::field::Empty,
+            gen_ai.response.time_to_first_chunk = tracing::field::Empty,
             gen_ai.usage.input_tokens = tracing::field::Empty,
             gen_ai.usage.output_tokens = tracing::field::Empty,
-            gen_ai.response.finish_reasons = tracing::field::Empty,
+            gen_ai.input.messages = tracing::field::Empty,
+            gen_ai.output.messages = tracing::field::Empty,
+            langfuse.observation.completion_start_time = tracing::field::Empty,
+            error.r#type = tracing::field::Empty,
             agentmesh.step = step,
             agentmesh.tenant = %task.tenant,
         );
+        if let Some(temperature) = spec.temperature {
+            span.record("gen_ai.request.temperature", f64::from(temperature));
+        }
+        if let Some(max_tokens) = spec.max_tokens {
+            span.record("gen_ai.request.max_tokens", max_tokens);
+        }
+        // Prompts and completions only where the agent's spec allows it.
+        if record_content {
+            span.record(
+                "gen_ai.input.messages",
+                genai::input_messages(messages, max_chars).as_str(),
+            );
+        }
+        let started = Instant::now();
+        // Errors carry their `error.type` out of the call, to the span.
         let call = async {
             let request = mesh_runtime::grpc::outgoing(&task.tenant, request)
-                .map_err(|s| RunError::Fatal(s.message().to_owned()))?;
+                .map_err(|s| (RunError::Fatal(s.message().to_owned()), "invalid_request"))?;
             let mut stream = self
                 .router
                 .clone()
                 .chat_stream(request)
                 .await
-                .map_err(|s| classify(&s))?
+                .map_err(|s| (classify(&s), genai::grpc_error_type(s.code())))?
                 .into_inner();
             let mut content = String::new();
             let mut calls: Vec<ToolCall> = Vec::new();
             let mut usage = TokenUsage::default();
             let mut finish_reason = String::new();
             let mut model = spec.model.clone();
+            let mut first_token = false;
             loop {
                 let next =
                     tokio::time::timeout(self.config.inference_idle_timeout, stream.message())
                         .await
                         .map_err(|_| {
-                            RunError::Retryable(format!(
+                            let error = RunError::Retryable(format!(
                                 "no output from the model for {} ms",
                                 self.config.inference_idle_timeout.as_millis()
-                            ))
+                            ));
+                            (error, "timeout")
                         })?;
-                let Some(chunk) = next.map_err(|s| classify(&s))? else {
+                let Some(chunk) = next
+                    .map_err(|s| (classify(&s), genai::grpc_error_type(s.code())))?
+                else {
                     break;
                 };
+                // Time to first token: from the request to the first
+                // content or tool-call delta, as a time on the span.
+                if !first_token && (!chunk.delta.is_empty() || !chunk.tool_calls.is_empty()) {
+                    first_token = true;
+                    let span = tracing::Span::current();
+                    span.record(
+                        genai::TIME_TO_FIRST_CHUNK,
+                        started.elapsed().as_secs_f64(),
+                    );
+                    let now = chrono::Utc::now()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                    span.record(genai::COMPLETION_START_TIME, now.as_str());
+                }
                 if !chunk.delta.is_empty() {
                     events
                         .publish(
@@ -262,16 +309,18 @@ impl TaskRunner {
                                 content: chunk.delta.clone(),
                             }),
                         )
-                        .await?;
+                        .await
+                        .map_err(|e| (RunError::from(e), "bus"))?;
                     content.push_str(&chunk.delta);
                     cursor.next_delta += 1;
                 }
                 for piece in chunk.tool_calls {
                     let index = piece.index as usize;
                     if index >= 128 {
-                        return Err(RunError::Retryable(format!(
+                        let error = RunError::Retryable(format!(
                             "the model sent tool call index {index}"
-                        )));
+                        ));
+                        return Err((error, "invalid_response"));
                     }
                     if calls.len() <= index {
                         calls.resize_with(index + 1, ToolCall::default);
@@ -309,7 +358,19 @@ impl TaskRunner {
             span.record("gen_ai.response.model", model.as_str());
             span.record("gen_ai.usage.input_tokens", usage.input_tokens);
             span.record("gen_ai.usage.output_tokens", usage.output_tokens);
-            span.record("gen_ai.response.finish_reasons", finish_reason.as_str());
+            if !finish_reason.is_empty() {
+                mesh_telemetry::set_string_array(
+                    &span,
+                    "gen_ai.response.finish_reasons",
+                    vec![finish_reason.clone()],
+                );
+            }
+            if record_content {
+                span.record(
+                    "gen_ai.output.messages",
+                    genai::output_messages(&content, &calls, &finish_reason, max_chars).as_str(),
+                );
+            }
             Ok(ModelStep {
                 attempt: cursor.attempt,
                 step,
@@ -320,13 +381,25 @@ impl TaskRunner {
                 finish_reason,
             })
         };
-        match tokio::time::timeout(self.config.inference_timeout, call.instrument(span)).await {
-            Ok(result) => result,
-            Err(_) => Err(RunError::Retryable(format!(
-                "model call exceeded {} ms",
-                self.config.inference_timeout.as_millis()
-            ))),
-        }
+        let outcome =
+            match tokio::time::timeout(self.config.inference_timeout, call.instrument(span.clone()))
+                .await
+            {
+                Ok(result) => result,
+                Err(_) => Err((
+                    RunError::Retryable(format!(
+                        "model call exceeded {} ms",
+                        self.config.inference_timeout.as_millis()
+                    )),
+                    "timeout",
+                )),
+            };
+        outcome.map_err(|(error, error_type)| {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_message", error.to_string().as_str());
+            span.record("error.type", error_type);
+            error
+        })
     }
 
     /// A `human` call: its journaled result, or the decision (journaled, or
@@ -413,6 +486,7 @@ impl TaskRunner {
     }
 
     /// One tool call, or its journaled result.
+    #[allow(clippy::too_many_arguments)]
     async fn tool_call(
         &self,
         delivery: &Delivery<TaskEnvelope>,
@@ -421,6 +495,7 @@ impl TaskRunner {
         journal: &Journal,
         step: u32,
         call: ToolCall,
+        spec: &mesh_proto::AgentSpec,
     ) -> Result<ToolCallResult, RunError> {
         if let Some(stored) = journal.results.get(&(step, call.id.clone())) {
             return Ok(stored.clone());
@@ -446,10 +521,21 @@ impl TaskRunner {
             gen_ai.operation.name = "execute_tool",
             gen_ai.tool.name = %call.name,
             gen_ai.tool.call.id = %call.id,
+            gen_ai.tool.call.arguments = tracing::field::Empty,
+            gen_ai.tool.call.result = tracing::field::Empty,
             error.r#type = tracing::field::Empty,
             agentmesh.step = step,
             agentmesh.tenant = %task.tenant,
         );
+        // Arguments and results are content: recorded only where the
+        // agent's spec allows prompts and completions to be.
+        let max_chars = self.config.recorded_content_max_chars;
+        if spec.record_content {
+            span.record(
+                "gen_ai.tool.call.arguments",
+                genai::cut(&call.arguments, max_chars).as_str(),
+            );
+        }
         let started = Instant::now();
         let output = toolbox
             .call(
@@ -464,6 +550,12 @@ impl TaskRunner {
             )
             .instrument(span.clone())
             .await;
+        if spec.record_content {
+            span.record(
+                "gen_ai.tool.call.result",
+                genai::cut(&output.output, max_chars).as_str(),
+            );
+        }
         if output.is_error {
             span.record("otel.status_code", "ERROR");
             span.record("error.type", "tool_error");

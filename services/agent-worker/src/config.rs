@@ -51,6 +51,11 @@ pub struct Config {
     pub task_timeout: Duration,
     /// Reading a task's journal back on a redelivery.
     pub journal_read_timeout: Duration,
+    /// Where an agent records content (`recordContent`): each message text
+    /// and tool argument or result on a span is cut to this many
+    /// characters, so one huge prompt cannot make a span too large to
+    /// export.
+    pub recorded_content_max_chars: usize,
     /// Where tool secrets are looked up (`authentication.bearerToken.env`):
     /// the worker's environment, as a map so tests pass their own.
     pub secrets_env: std::sync::Arc<Env>,
@@ -211,6 +216,11 @@ impl Config {
                 env,
                 &var("JOURNAL_READ_TIMEOUT_MS"),
                 Duration::from_secs(10),
+            )?,
+            recorded_content_max_chars: env::parse_or(
+                env,
+                &var("RECORDED_CONTENT_MAX_CHARS"),
+                16 * 1024,
             )?,
             secrets_env: std::sync::Arc::new(env.clone()),
         })

@@ -13,6 +13,7 @@
 mod agent_loop;
 mod config;
 mod events;
+mod genai;
 mod journal;
 mod memory;
 mod metrics;

@@ -229,6 +229,8 @@ impl TaskRunner {
             // What the trace-collector files this service's spans under.
             agentmesh.tenant = %delivery.tenant,
             attempt = attempt_of(&delivery),
+            otel.status_code = tracing::field::Empty,
+            error.r#type = tracing::field::Empty,
         );
         mesh_telemetry::set_parent(&span, delivery.parent.clone());
         let labels = AgentLabels {
@@ -238,7 +240,15 @@ impl TaskRunner {
         let active = self.metrics.active.get_or_create(&labels).clone();
         active.inc();
         let started = Instant::now();
-        let outcome = self.run(&delivery).instrument(span).await;
+        let outcome = self.run(&delivery).instrument(span.clone()).await;
+        // A delivery that failed (for good, or to be retried) is an error
+        // span; a cancelled or paused task is not.
+        if let Some(outcome) = outcome
+            && !matches!(outcome, "cancelled" | "awaiting_approval")
+        {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", outcome);
+        }
         active.dec();
         self.metrics
             .duration
