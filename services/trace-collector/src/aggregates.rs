@@ -399,6 +399,9 @@ mod tests {
             session_id: None,
             user_id: None,
             attributes: serde_json::json!({}),
+            completion_start_ms: None,
+            input: None,
+            output: None,
             cost: None,
         }
     }

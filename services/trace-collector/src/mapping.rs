@@ -26,9 +26,44 @@ pub struct ObservationRow {
     pub session_id: Option<String>,
     pub user_id: Option<String>,
     pub attributes: Json,
+    /// When the first token arrived (Langfuse's `completionStartTime`), ms
+    /// since the epoch.
+    pub completion_start_ms: Option<i64>,
+    /// The prompt (or tool arguments) and the completion (or tool result),
+    /// where the sender recorded them.
+    pub input: Option<Json>,
+    pub output: Option<Json>,
     /// Filled by the writer from the price table (generations only).
     pub cost: Option<crate::prices::Cost>,
 }
+
+/// Attributes holding an observation's input, in the order Langfuse reads
+/// them: its own, the GenAI semantic conventions (messages, then the older
+/// prompt attribute), OpenInference, then a tool call's arguments.
+const INPUT_KEYS: [&str; 5] = [
+    "langfuse.observation.input",
+    "gen_ai.input.messages",
+    "gen_ai.prompt",
+    "input.value",
+    "gen_ai.tool.call.arguments",
+];
+
+/// The same for the output (completion, or a tool call's result).
+const OUTPUT_KEYS: [&str; 5] = [
+    "langfuse.observation.output",
+    "gen_ai.output.messages",
+    "gen_ai.completion",
+    "output.value",
+    "gen_ai.tool.call.result",
+];
+
+/// When the first token arrived: an RFC 3339 time, as the Langfuse SDKs
+/// (JSON-quoted) and the agentmesh worker (bare) send it.
+const COMPLETION_START_KEY: &str = "langfuse.observation.completion_start_time";
+
+/// The GenAI conventions' time to first chunk: seconds after the span's
+/// start (read first: one clock with the start, no rounding to ms twice).
+const TIME_TO_FIRST_CHUNK_KEY: &str = "gen_ai.response.time_to_first_chunk";
 
 /// Observation types Langfuse knows; `langfuse.observation.type` must be one.
 const TYPES: [&str; 10] = [
@@ -125,6 +160,48 @@ fn langfuse_usage(attributes: &[KeyValue]) -> (Option<i64>, Option<i64>) {
     )
 }
 
+/// Content (a prompt, a completion) as JSON: text that parses as JSON (what
+/// the conventions send: messages as a JSON array) is stored parsed,
+/// anything else as a string.
+fn content(attributes: &[KeyValue], keys: &[&str]) -> Option<Json> {
+    keys.iter().find_map(|key| {
+        let value = find(attributes, key)?;
+        match value.value.as_ref()? {
+            Value::StringValue(s) if s.is_empty() => None,
+            Value::StringValue(s) => {
+                Some(serde_json::from_str(s).unwrap_or_else(|_| Json::String(s.clone())))
+            }
+            _ => Some(any_to_json(value)),
+        }
+    })
+}
+
+/// When the first token arrived, ms since the epoch: the span's start plus
+/// [`TIME_TO_FIRST_CHUNK_KEY`], else [`COMPLETION_START_KEY`], where valid.
+fn completion_start_ms(span: &Span) -> Option<i64> {
+    let attributes = &span.attributes;
+    let seconds = match find(attributes, TIME_TO_FIRST_CHUNK_KEY).and_then(|v| v.value.as_ref()) {
+        Some(Value::DoubleValue(d)) => Some(*d),
+        #[allow(clippy::cast_precision_loss)]
+        Some(Value::IntValue(i)) => Some(*i as f64),
+        _ => None,
+    };
+    if let Some(seconds) = seconds.filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9) {
+        // Bounded above, so the product fits; whole nanoseconds suffice.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let nanos = (seconds * 1e9) as u64;
+        return Some(nanos_to_ms(span.start_time_unix_nano.saturating_add(nanos)));
+    }
+    let Value::StringValue(text) = find(attributes, COMPLETION_START_KEY)?.value.as_ref()? else {
+        return None;
+    };
+    let text = text.trim();
+    let unquoted = serde_json::from_str::<String>(text).unwrap_or_else(|_| text.to_owned());
+    chrono::DateTime::parse_from_rfc3339(&unquoted)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
 /// The Langfuse observation type, in the order Langfuse documents:
 /// `langfuse.observation.type`, then `gen_ai.operation.name`, then tool
 /// attributes, then model attributes, else `span`.
@@ -140,6 +217,7 @@ pub fn observation_type(attributes: &[KeyValue]) -> &'static str {
             "embeddings" => return "embedding",
             "execute_tool" => return "tool",
             "invoke_agent" | "create_agent" => return "agent",
+            "retrieval" => return "retriever",
             _ => {}
         }
     }
@@ -185,8 +263,18 @@ pub fn map_span(span: &Span, resource: &[KeyValue], scope: &str) -> ObservationR
     };
     let lookup = |keys: &[&str]| string_attr(attrs, keys).or_else(|| string_attr(resource, keys));
     let (langfuse_input, langfuse_output) = langfuse_usage(attrs);
+    let input = content(attrs, &INPUT_KEYS);
+    let output = content(attrs, &OUTPUT_KEYS);
+    // Content is kept once, in `input` and `output`, not again among the
+    // attributes (it is most of a span's size where it is recorded).
+    let mut span_attributes = attributes_to_json(attrs);
+    if let Json::Object(map) = &mut span_attributes {
+        for key in INPUT_KEYS.iter().chain(&OUTPUT_KEYS) {
+            map.remove(*key);
+        }
+    }
     let mut attributes = Map::new();
-    attributes.insert("attributes".to_owned(), attributes_to_json(attrs));
+    attributes.insert("attributes".to_owned(), span_attributes);
     attributes.insert("resource".to_owned(), attributes_to_json(resource));
     if !scope.is_empty() {
         attributes.insert("scope".to_owned(), Json::String(scope.to_owned()));
@@ -244,6 +332,9 @@ pub fn map_span(span: &Span, resource: &[KeyValue], scope: &str) -> ObservationR
         ]),
         user_id: lookup(&["langfuse.user.id", "user.id", "enduser.id"]),
         attributes: Json::Object(attributes),
+        completion_start_ms: completion_start_ms(span),
+        input,
+        output,
         cost: None,
     }
 }
@@ -379,5 +470,69 @@ mod tests {
         both.attributes[2] = s("langfuse.observation.usage_details", "not json");
         let row = map_span(&both, &[], "");
         assert_eq!((row.input_tokens, row.output_tokens), (3, 0));
+    }
+
+    /// Prompt and completion (GenAI messages, Langfuse's own input winning
+    /// over them), a tool call's arguments and result, and the time of the
+    /// first token, bare or JSON-quoted as the Langfuse SDK sends it.
+    #[test]
+    fn maps_content_and_completion_start() {
+        let messages = r#"[{"role":"user","parts":[{"type":"text","content":"hi"}]}]"#;
+        let span = Span {
+            start_time_unix_nano: 1_700_000_000_000_000_000,
+            end_time_unix_nano: 1_700_000_000_500_000_000,
+            attributes: vec![
+                s("gen_ai.operation.name", "chat"),
+                s("gen_ai.input.messages", messages),
+                s("gen_ai.output.messages", "not json"),
+                s(
+                    COMPLETION_START_KEY,
+                    "2023-11-14T22:13:20.125+00:00",
+                ),
+            ],
+            ..Default::default()
+        };
+        let row = map_span(&span, &[], "");
+        assert_eq!(row.input.as_ref().unwrap()[0]["parts"][0]["content"], "hi");
+        assert_eq!(row.output, Some(Json::String("not json".to_owned())));
+        assert_eq!(row.completion_start_ms, Some(1_700_000_000_125));
+        // Kept once: not again among the attributes.
+        assert!(row.attributes["attributes"].get("gen_ai.input.messages").is_none());
+        assert_eq!(row.attributes["attributes"]["gen_ai.operation.name"], "chat");
+
+        let mut langfuse = span.clone();
+        langfuse.attributes = vec![
+            s("langfuse.observation.input", r#"{"q":1}"#),
+            s("gen_ai.input.messages", messages),
+            s(COMPLETION_START_KEY, r#""2023-11-14T22:13:20.250Z""#),
+        ];
+        let row = map_span(&langfuse, &[], "");
+        assert_eq!(row.input, Some(serde_json::json!({"q": 1})));
+        assert_eq!(row.output, None);
+        assert_eq!(row.completion_start_ms, Some(1_700_000_000_250));
+
+        let tool = Span {
+            attributes: vec![
+                s("gen_ai.operation.name", "execute_tool"),
+                s("gen_ai.tool.call.arguments", r#"{"city":"Paris"}"#),
+                s("gen_ai.tool.call.result", "sunny"),
+                s(COMPLETION_START_KEY, "yesterday"),
+            ],
+            ..Default::default()
+        };
+        let row = map_span(&tool, &[], "");
+        assert_eq!(row.input, Some(serde_json::json!({"city": "Paris"})));
+        assert_eq!(row.output, Some(Json::String("sunny".to_owned())));
+        assert_eq!(row.completion_start_ms, None);
+        // Nothing recorded, nothing stored.
+        let row = map_span(&Span::default(), &[], "");
+        assert_eq!((row.input, row.output), (None, None));
+        // The conventions' seconds after the start win over the time.
+        let mut semconv = span.clone();
+        semconv
+            .attributes
+            .push(kv(TIME_TO_FIRST_CHUNK_KEY, Value::DoubleValue(0.0425)));
+        let row = map_span(&semconv, &[], "");
+        assert_eq!(row.completion_start_ms, Some(1_700_000_000_042));
     }
 }

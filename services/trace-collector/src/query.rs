@@ -127,6 +127,10 @@ fn observation(o: ObservationNode) -> pb::TraceObservation {
         cost_usd: o.cost_usd,
         total_cost_usd: o.total_cost_usd,
         attributes_json: o.attributes.to_string(),
+        completion_start_ms: o.completion_start_ms,
+        time_to_first_token_ms: o.time_to_first_token_ms,
+        input_json: o.input.map(|v| v.to_string()).unwrap_or_default(),
+        output_json: o.output.map(|v| v.to_string()).unwrap_or_default(),
         depth_capped: o.depth_capped,
         children: o.children.into_iter().map(observation).collect(),
     }

@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::mapping::ObservationRow;
 use crate::scores::{self, ScoreView};
 
-/// Rows per INSERT: 19 columns stays far under every backend's
+/// Rows per INSERT: 25 columns stays far under every backend's
 /// bind-parameter limit.
 const INSERT_CHUNK: usize = 500;
 
@@ -104,6 +104,9 @@ pub async fn store(
                 input_cost_usd: Set(r.cost.map(|c| c.input)),
                 output_cost_usd: Set(r.cost.map(|c| c.output)),
                 total_cost_usd: Set(r.cost.map(|c| c.total)),
+                completion_start_ms: Set(r.completion_start_ms),
+                input: Set(r.input),
+                output: Set(r.output),
             };
             (model, added)
         })
@@ -463,6 +466,19 @@ pub struct ObservationNode {
     /// This observation's cost plus its descendants', USD.
     pub total_cost_usd: f64,
     pub attributes: serde_json::Value,
+    /// When the first token arrived (ms since the epoch), and that less
+    /// the start: a generation's time to first token. Absent when the
+    /// sender did not record it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_start_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_first_token_ms: Option<i64>,
+    /// Prompt (or tool arguments) and completion (or tool result), where
+    /// the sender recorded content; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
     /// True when this observation sits deeper than the tree's depth limit
     /// and is shown under its ancestor at the limit instead of under its
     /// parent (`parent_span_id` still names the real parent).
@@ -639,6 +655,13 @@ pub fn build_tree(observations: Vec<observation::Model>, max_depth: usize) -> Ve
             o.total_cost_usd.unwrap_or(0.0) + kids.iter().map(|k| k.total_cost_usd).sum::<f64>();
         built[i] = Some(ObservationNode {
             latency_ms: o.end_ms - o.start_ms,
+            time_to_first_token_ms: o
+                .completion_start_ms
+                .map(|first| first - o.start_ms)
+                .filter(|ttft| *ttft >= 0),
+            completion_start_ms: o.completion_start_ms,
+            input: o.input,
+            output: o.output,
             parent_span_id: Some(o.parent_span_id).filter(|p| !p.is_empty()),
             span_id: o.span_id,
             name: o.name,
@@ -693,6 +716,9 @@ mod tests {
             input_cost_usd: None,
             output_cost_usd: None,
             total_cost_usd: Some(0.5),
+            completion_start_ms: None,
+            input: None,
+            output: None,
         }
     }
 
@@ -789,6 +815,9 @@ mod tests {
             session_id: None,
             user_id: None,
             attributes: serde_json::json!({}),
+            completion_start_ms: None,
+            input: None,
+            output: None,
             cost: None,
         }
     }

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddCost),
             Box::new(AddApiKeys),
             Box::new(AddScores),
+            Box::new(AddContent),
         ]
     }
 
@@ -68,6 +69,9 @@ enum TrcObservations {
     InputCostUsd,
     OutputCostUsd,
     TotalCostUsd,
+    CompletionStartMs,
+    Input,
+    Output,
 }
 
 #[async_trait::async_trait]
@@ -359,5 +363,55 @@ impl MigrationTrait for AddScores {
         manager
             .drop_table(Table::drop().table(TrcScores::Table).to_owned())
             .await
+    }
+}
+
+/// Time of the first token and the recorded content (prompt, completion,
+/// tool arguments and result) of an observation.
+struct AddContent;
+
+impl MigrationName for AddContent {
+    fn name(&self) -> &str {
+        "m0005_add_content"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddContent {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per ALTER: SQLite adds a single column per statement.
+        for column in [
+            big_integer_null(TrcObservations::CompletionStartMs),
+            json_null(TrcObservations::Input),
+            json_null(TrcObservations::Output),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(TrcObservations::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [
+            TrcObservations::CompletionStartMs,
+            TrcObservations::Input,
+            TrcObservations::Output,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(TrcObservations::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

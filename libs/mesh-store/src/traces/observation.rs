@@ -41,6 +41,13 @@ pub struct Model {
     pub input_cost_usd: Option<f64>,
     pub output_cost_usd: Option<f64>,
     pub total_cost_usd: Option<f64>,
+    /// When the first token arrived (Langfuse `completionStartTime`), ms
+    /// since the epoch; null when not recorded.
+    pub completion_start_ms: Option<i64>,
+    /// Prompt / tool arguments and completion / tool result, as JSON; null
+    /// unless the sender recorded content.
+    pub input: Option<Json>,
+    pub output: Option<Json>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1360,6 +1360,9 @@ async fn concurrent_writers_add_each_observation_once_to_the_totals() {
         session_id: None,
         user_id: None,
         attributes: json!({}),
+        completion_start_ms: None,
+        input: None,
+        output: None,
         cost: Some(trace_collector::prices::Cost {
             input: 0.0,
             output: 0.0,

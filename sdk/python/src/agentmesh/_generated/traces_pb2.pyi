@@ -77,7 +77,7 @@ class GetTraceRequest(_message.Message):
     def __init__(self, trace_id: _Optional[str] = ...) -> None: ...
 
 class TraceObservation(_message.Message):
-    __slots__ = ("span_id", "parent_span_id", "name", "type", "start_ms", "end_ms", "latency_ms", "status_code", "status_message", "level", "model", "input_tokens", "output_tokens", "total_input_tokens", "total_output_tokens", "input_cost_usd", "output_cost_usd", "cost_usd", "total_cost_usd", "attributes_json", "depth_capped", "children")
+    __slots__ = ("span_id", "parent_span_id", "name", "type", "start_ms", "end_ms", "latency_ms", "status_code", "status_message", "level", "model", "input_tokens", "output_tokens", "total_input_tokens", "total_output_tokens", "input_cost_usd", "output_cost_usd", "cost_usd", "total_cost_usd", "attributes_json", "depth_capped", "children", "completion_start_ms", "time_to_first_token_ms", "input_json", "output_json")
     SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,10 @@ class TraceObservation(_message.Message):
     ATTRIBUTES_JSON_FIELD_NUMBER: _ClassVar[int]
     DEPTH_CAPPED_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_START_MS_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
     span_id: str
     parent_span_id: str
     name: str
@@ -122,7 +126,11 @@ class TraceObservation(_message.Message):
     attributes_json: str
     depth_capped: bool
     children: _containers.RepeatedCompositeFieldContainer[TraceObservation]
-    def __init__(self, span_id: _Optional[str] = ..., parent_span_id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., latency_ms: _Optional[int] = ..., status_code: _Optional[str] = ..., status_message: _Optional[str] = ..., level: _Optional[str] = ..., model: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., total_input_tokens: _Optional[int] = ..., total_output_tokens: _Optional[int] = ..., input_cost_usd: _Optional[float] = ..., output_cost_usd: _Optional[float] = ..., cost_usd: _Optional[float] = ..., total_cost_usd: _Optional[float] = ..., attributes_json: _Optional[str] = ..., depth_capped: _Optional[bool] = ..., children: _Optional[_Iterable[_Union[TraceObservation, _Mapping]]] = ...) -> None: ...
+    completion_start_ms: int
+    time_to_first_token_ms: int
+    input_json: str
+    output_json: str
+    def __init__(self, span_id: _Optional[str] = ..., parent_span_id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., latency_ms: _Optional[int] = ..., status_code: _Optional[str] = ..., status_message: _Optional[str] = ..., level: _Optional[str] = ..., model: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., total_input_tokens: _Optional[int] = ..., total_output_tokens: _Optional[int] = ..., input_cost_usd: _Optional[float] = ..., output_cost_usd: _Optional[float] = ..., cost_usd: _Optional[float] = ..., total_cost_usd: _Optional[float] = ..., attributes_json: _Optional[str] = ..., depth_capped: _Optional[bool] = ..., children: _Optional[_Iterable[_Union[TraceObservation, _Mapping]]] = ..., completion_start_ms: _Optional[int] = ..., time_to_first_token_ms: _Optional[int] = ..., input_json: _Optional[str] = ..., output_json: _Optional[str] = ...) -> None: ...
 
 class TraceScore(_message.Message):
     __slots__ = ("id", "trace_id", "observation_id", "name", "numeric_value", "string_value", "data_type", "comment", "created_at_ms")
