@@ -56,6 +56,11 @@ pub struct Config {
     pub hnsw_connectivity: usize,
     pub hnsw_ef_construction: usize,
     pub hnsw_ef_search: usize,
+    /// The scalar type the graph stores its vectors as (`f16` by default:
+    /// the recall of `f32` at about half the memory and search time; see
+    /// [`crate::index::Quantization`]). A graph saved with another one is
+    /// rebuilt from the rows when its collection is loaded.
+    pub hnsw_quantization: crate::index::Quantization,
     /// Memory budget of a collection's keyword-index (tantivy) writer, in
     /// bytes; at least 15 MB (tantivy's minimum). A writer exists only for
     /// collections written since they were loaded, and takes what it needs
@@ -120,6 +125,11 @@ impl Config {
             hnsw_connectivity: env::parse_or(env, &var("HNSW_M"), 16)?,
             hnsw_ef_construction: env::parse_or(env, &var("HNSW_EF_CONSTRUCTION"), 128)?,
             hnsw_ef_search: env::parse_or(env, &var("HNSW_EF_SEARCH"), 64)?,
+            hnsw_quantization: env::parse_or(
+                env,
+                &var("HNSW_QUANTIZATION"),
+                crate::index::Quantization::F16,
+            )?,
             rrf_k: env::parse_or(env, &var("RRF_K"), 60.0)?,
             keyword_writer_memory_bytes: env::parse_or(
                 env,
@@ -144,6 +154,14 @@ impl Config {
             return Err(ConfigError::Invalid {
                 var: var("CHUNK_OVERLAP_TOKENS"),
                 reason: "must be smaller than AGENTMESH_RETRIEVAL_CHUNK_TOKENS".to_owned(),
+            });
+        }
+        // usearch replaces a degree below 2 with its own default, so the
+        // graph would not be what the setting says.
+        if config.hnsw_connectivity < 2 {
+            return Err(ConfigError::Invalid {
+                var: var("HNSW_M"),
+                reason: "must be at least 2".to_owned(),
             });
         }
         if config.keyword_writer_memory_bytes < crate::keyword::MIN_WRITER_MEMORY_BYTES {
@@ -213,5 +231,18 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("CHUNK_OVERLAP_TOKENS"), "{err}");
+        let err = Config::from_env(&env(&[("AGENTMESH_RETRIEVAL_HNSW_QUANTIZATION", "i8")]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("AGENTMESH_RETRIEVAL_HNSW_QUANTIZATION"),
+            "{err}"
+        );
+        let err = Config::from_env(&env(&[("AGENTMESH_RETRIEVAL_HNSW_M", "1")]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("AGENTMESH_RETRIEVAL_HNSW_M"), "{err}");
     }
 }

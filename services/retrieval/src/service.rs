@@ -86,6 +86,7 @@ fn params_of(config: &Config) -> HnswParams {
         ef_construction: config.hnsw_ef_construction,
         ef_search: config.hnsw_ef_search,
         exact_max_chunks: config.exact_max_chunks,
+        quantization: config.hnsw_quantization,
     }
 }
 

@@ -21,13 +21,13 @@ use anyhow::Context as _;
 use mesh_proto as pb;
 use mesh_proto::retrieval_client::RetrievalClient;
 use mesh_runtime::grpc::outgoing;
-use retrieval::index::{self, HnswParams};
+use retrieval::index::{self, HnswParams, Quantization};
 use std::hint::black_box;
 
 const DIM: usize = 384;
 const K: usize = 10;
 const TARGET_RECALL: f64 = 0.95;
-const EFS: [usize; 9] = [16, 24, 32, 48, 64, 96, 128, 192, 256];
+const EFS: [usize; 11] = [16, 24, 32, 40, 48, 56, 64, 96, 128, 192, 256];
 
 /// SplitMix64 with Box-Muller normals.
 struct Rng(u64);
@@ -91,6 +91,40 @@ fn qps(n: usize, elapsed: Duration) -> f64 {
     n as f64 / elapsed.as_secs_f64()
 }
 
+/// Builds a graph of `base` with `params` on every core; the build time.
+fn build(hnsw: &index::Hnsw, base: &[Vec<f32>]) -> anyhow::Result<(Duration, usize)> {
+    let items: Vec<(u64, &[f32])> = base
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64, v.as_slice()))
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let started = Instant::now();
+    index::bulk_add(hnsw, &items, threads)?;
+    Ok((started.elapsed(), threads))
+}
+
+/// Recall@10 and single-thread queries/s of `hnsw` at each of `EFS`.
+fn sweep(
+    hnsw: &index::Hnsw,
+    queries: &[Vec<f32>],
+    truth: &[Vec<u64>],
+) -> anyhow::Result<Vec<(usize, f64, f64)>> {
+    let mut rows = Vec::new();
+    for ef in EFS {
+        hnsw.change_expansion_search(ef);
+        let started = Instant::now();
+        let mut found = Vec::with_capacity(queries.len());
+        for q in queries {
+            found.push(hnsw.search(q, K)?.keys);
+        }
+        let elapsed = started.elapsed();
+        let r = mean(found.iter().zip(truth).map(|(f, t)| recall(f, t)));
+        rows.push((ef, r, qps(queries.len(), elapsed)));
+    }
+    Ok(rows)
+}
+
 pub async fn run(n: usize, queries: usize) -> anyhow::Result<()> {
     let clusters = 100;
     println!(
@@ -134,60 +168,90 @@ pub async fn run(n: usize, queries: usize) -> anyhow::Result<()> {
         ef_construction: defaults.hnsw_ef_construction,
         ef_search: defaults.hnsw_ef_search,
         exact_max_chunks: defaults.exact_max_chunks,
+        quantization: defaults.hnsw_quantization,
     };
-    let (sweep, build, data) = tokio::task::spawn_blocking(move || {
-        let hnsw = index::new_hnsw(DIM, &params)?;
-        let items: Vec<(u64, &[f32])> = data
-            .base
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i as u64, v.as_slice()))
-            .collect();
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let started = Instant::now();
-        index::bulk_add(&hnsw, &items, threads)?;
-        let build = started.elapsed();
-        let mut sweep = Vec::new();
-        for ef in EFS {
-            hnsw.change_expansion_search(ef);
-            let started = Instant::now();
-            let mut found = Vec::with_capacity(data.queries.len());
-            for q in &data.queries {
-                found.push(hnsw.search(q, K)?.keys);
-            }
-            let elapsed = started.elapsed();
-            let r = mean(found.iter().zip(&truth).map(|(f, t)| recall(f, t)));
-            sweep.push((ef, r, qps(data.queries.len(), elapsed)));
+    // The configured graph, and (when it stores another scalar type) the
+    // same graph in f32 as the reference its recall and speed are read
+    // against, both measured here against the same exact results.
+    let reference = (params.quantization != Quantization::F32).then_some(HnswParams {
+        quantization: Quantization::F32,
+        ..params
+    });
+    let (rows, data) = tokio::task::spawn_blocking(move || {
+        let mut rows = Vec::new();
+        for params in std::iter::once(params).chain(reference) {
+            let hnsw = index::new_hnsw(DIM, &params)?;
+            let (elapsed, threads) = build(&hnsw, &data.base)?;
+            let swept = sweep(&hnsw, &data.queries, &truth)?;
+            let kernel = hnsw.hardware_acceleration();
+            rows.push((params, elapsed, threads, kernel, swept, hnsw));
         }
-        anyhow::Ok((sweep, build, (data, truth, hnsw)))
+        anyhow::Ok((rows, (data, truth)))
     })
     .await??;
-    let (data, truth, hnsw) = data;
+    let (data, truth) = data;
     println!(
-        "  in-process HNSW (usearch, M={}, ef_construction={}, f32 cosine): built in {:.1} s on {} threads ({:.0} vectors/s)",
-        params.connectivity,
-        params.ef_construction,
-        build.as_secs_f64(),
-        std::thread::available_parallelism().map_or(1, usize::from),
-        qps(n, build)
+        "  usearch kernels this CPU can run: {}",
+        index::simd_available()
     );
-    println!(
-        "  {:>5} {:>10} {:>14}",
-        "ef", "recall@10", "queries/s (1 thread)"
-    );
-    for (ef, r, q) in &sweep {
-        println!("  {ef:>5} {r:>10.4} {q:>14.0}");
+    for (params, elapsed, threads, kernel, _, _) in &rows {
+        println!(
+            "  in-process HNSW (usearch, M={}, ef_construction={}, {} vectors, inner product of unit vectors, {kernel} kernel): built in {:.1} s on {threads} threads ({:.0} vectors/s)",
+            params.connectivity,
+            params.ef_construction,
+            params.quantization,
+            elapsed.as_secs_f64(),
+            qps(n, *elapsed)
+        );
     }
-    let chosen = sweep.iter().find(|(_, r, _)| *r >= TARGET_RECALL).copied();
+    let header: Vec<String> = rows
+        .iter()
+        .map(|(p, ..)| {
+            format!(
+                "{:>10} {:>10}",
+                format!("recall {}", p.quantization),
+                "queries/s"
+            )
+        })
+        .collect();
+    println!("  {:>5} {}   (1 thread)", "ef", header.join(" "));
+    for (i, ef) in EFS.iter().enumerate() {
+        let cells: Vec<String> = rows
+            .iter()
+            .map(|(.., swept, _)| format!("{:>10.4} {:>10.0}", swept[i].1, swept[i].2))
+            .collect();
+        println!("  {ef:>5} {}", cells.join(" "));
+    }
+    let mut rows = rows.into_iter();
+    let Some((params, _, _, _, swept, hnsw)) = rows.next() else {
+        anyhow::bail!("no graph was built");
+    };
+    let reference = rows.next().map(|(.., swept, _)| swept);
+    let chosen = swept.iter().find(|(_, r, _)| *r >= TARGET_RECALL).copied();
     let Some((ef, in_recall, in_qps)) = chosen else {
         println!("  no ef reached recall@10 >= {TARGET_RECALL}: MISS");
         return Ok(());
     };
     println!(
-        "  chosen ef={ef}: recall@10 {in_recall:.4}, {in_qps:.0} queries/s in-process ({:.0}x exact) -- target >= 2000/s single thread: {}",
+        "  chosen: {} vectors, M={}, ef_construction={}, ef={ef}: recall@10 {in_recall:.4}, {in_qps:.0} queries/s in-process ({:.0}x exact at {exact_qps:.1}/s) -- target >= 2000/s single thread: {}",
+        params.quantization,
+        params.connectivity,
+        params.ef_construction,
         in_qps / exact_qps,
         super::verdict(in_qps >= 2000.0)
     );
+    if let Some(f32_rows) = reference
+        && let Some((f32_ef, f32_recall, f32_qps)) = f32_rows
+            .iter()
+            .find(|(_, r, _)| *r >= TARGET_RECALL)
+            .copied()
+    {
+        println!(
+            "  the same graph in f32 reaches recall@10 >= {TARGET_RECALL} at ef={f32_ef}: recall@10 {f32_recall:.4}, {f32_qps:.0} queries/s; {} at ef={ef} is {:.2}x that",
+            params.quantization,
+            in_qps / f32_qps
+        );
+    }
 
     // The same data through the retrieval service's gRPC API.
     let nats = mesh_integration::Nats::start()?;
