@@ -281,8 +281,8 @@ impl TaskRunner {
                             ));
                             (error, "timeout")
                         })?;
-                let Some(chunk) = next
-                    .map_err(|s| (classify(&s), genai::grpc_error_type(s.code())))?
+                let Some(chunk) =
+                    next.map_err(|s| (classify(&s), genai::grpc_error_type(s.code())))?
                 else {
                     break;
                 };
@@ -291,12 +291,9 @@ impl TaskRunner {
                 if !first_token && (!chunk.delta.is_empty() || !chunk.tool_calls.is_empty()) {
                     first_token = true;
                     let span = tracing::Span::current();
-                    span.record(
-                        genai::TIME_TO_FIRST_CHUNK,
-                        started.elapsed().as_secs_f64(),
-                    );
-                    let now = chrono::Utc::now()
-                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                    span.record(genai::TIME_TO_FIRST_CHUNK, started.elapsed().as_secs_f64());
+                    let now =
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
                     span.record(genai::COMPLETION_START_TIME, now.as_str());
                 }
                 if !chunk.delta.is_empty() {
@@ -317,9 +314,8 @@ impl TaskRunner {
                 for piece in chunk.tool_calls {
                     let index = piece.index as usize;
                     if index >= 128 {
-                        let error = RunError::Retryable(format!(
-                            "the model sent tool call index {index}"
-                        ));
+                        let error =
+                            RunError::Retryable(format!("the model sent tool call index {index}"));
                         return Err((error, "invalid_response"));
                     }
                     if calls.len() <= index {
@@ -381,19 +377,21 @@ impl TaskRunner {
                 finish_reason,
             })
         };
-        let outcome =
-            match tokio::time::timeout(self.config.inference_timeout, call.instrument(span.clone()))
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => Err((
-                    RunError::Retryable(format!(
-                        "model call exceeded {} ms",
-                        self.config.inference_timeout.as_millis()
-                    )),
-                    "timeout",
+        let outcome = match tokio::time::timeout(
+            self.config.inference_timeout,
+            call.instrument(span.clone()),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err((
+                RunError::Retryable(format!(
+                    "model call exceeded {} ms",
+                    self.config.inference_timeout.as_millis()
                 )),
-            };
+                "timeout",
+            )),
+        };
         outcome.map_err(|(error, error_type)| {
             span.record("otel.status_code", "ERROR");
             span.record("otel.status_message", error.to_string().as_str());

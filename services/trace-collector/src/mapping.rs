@@ -485,10 +485,7 @@ mod tests {
                 s("gen_ai.operation.name", "chat"),
                 s("gen_ai.input.messages", messages),
                 s("gen_ai.output.messages", "not json"),
-                s(
-                    COMPLETION_START_KEY,
-                    "2023-11-14T22:13:20.125+00:00",
-                ),
+                s(COMPLETION_START_KEY, "2023-11-14T22:13:20.125+00:00"),
             ],
             ..Default::default()
         };
@@ -497,8 +494,15 @@ mod tests {
         assert_eq!(row.output, Some(Json::String("not json".to_owned())));
         assert_eq!(row.completion_start_ms, Some(1_700_000_000_125));
         // Kept once: not again among the attributes.
-        assert!(row.attributes["attributes"].get("gen_ai.input.messages").is_none());
-        assert_eq!(row.attributes["attributes"]["gen_ai.operation.name"], "chat");
+        assert!(
+            row.attributes["attributes"]
+                .get("gen_ai.input.messages")
+                .is_none()
+        );
+        assert_eq!(
+            row.attributes["attributes"]["gen_ai.operation.name"],
+            "chat"
+        );
 
         let mut langfuse = span.clone();
         langfuse.attributes = vec![
