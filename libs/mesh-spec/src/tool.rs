@@ -69,10 +69,10 @@ pub struct AuthenticationDoc {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
-    /// Name of an environment variable of the worker.
+    /// `NAME` of a tool secret: the worker's variable `AGENTMESH_TOOL_SECRET_<NAME>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
-    /// Path of a file on the worker (a mounted Secret).
+    /// Path of a file on the worker under its tool secrets folder for this tenant (a mounted Secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
 }

@@ -56,9 +56,28 @@ pub struct Config {
     /// characters, so one huge prompt cannot make a span too large to
     /// export.
     pub recorded_content_max_chars: usize,
-    /// Where tool secrets are looked up (`authentication.bearerToken.env`):
-    /// the worker's environment, as a map so tests pass their own.
+    /// The tool secrets `authentication.bearerToken.env: NAME` may name:
+    /// the worker's `AGENTMESH_TOOL_SECRET_<NAME>` variables, keyed by
+    /// `<NAME>` (see [`tool_secrets`]); a map so tests pass their own.
     pub secrets_env: std::sync::Arc<Env>,
+}
+
+/// The prefix of the worker variables that hold tool secrets.
+pub const TOOL_SECRET_ENV_PREFIX: &str = "AGENTMESH_TOOL_SECRET_";
+
+/// The tool secrets of `env`: each `AGENTMESH_TOOL_SECRET_<NAME>` under
+/// `<NAME>`, and nothing else. A tool spec is written by a tenant and its
+/// token is sent to an endpoint the tenant chose, so the names a spec can
+/// reach must never include the worker's own settings (the service key,
+/// database and Redis URLs, another service's secrets).
+pub fn tool_secrets(env: &Env) -> Env {
+    env.iter()
+        .filter_map(|(name, value)| {
+            name.strip_prefix(TOOL_SECRET_ENV_PREFIX)
+                .filter(|rest| !rest.is_empty())
+                .map(|rest| (rest.to_owned(), value.clone()))
+        })
+        .collect()
 }
 
 /// Limits of the tool loop; every one is an `AGENTMESH_WORKER_*` variable.
@@ -81,6 +100,11 @@ pub struct ToolLimits {
     pub default_approval_timeout: Duration,
     /// The sandbox of `code` tools and the maxima of their limits.
     pub code: CodeLimits,
+    /// Where `authentication.bearerToken.file` may point
+    /// (`AGENTMESH_WORKER_TOOL_SECRETS_DIR`): a tool of tenant `t` reads
+    /// files under `<dir>/t/` only (one mounted Secret per tenant), never
+    /// another tenant's or the worker's own files.
+    pub secrets_dir: std::path::PathBuf,
 }
 
 /// How `code` tools run (`AGENTMESH_WORKER_CODE_*`): the programs of the
@@ -210,6 +234,12 @@ impl Config {
                     Duration::from_secs(24 * 3600),
                 )?,
                 code: CodeLimits::from_env(env)?,
+                secrets_dir: env::string_or(
+                    env,
+                    &var("TOOL_SECRETS_DIR"),
+                    "/var/run/agentmesh/tool-secrets",
+                )
+                .into(),
             },
             task_timeout: env::millis_or(env, &var("TASK_TIMEOUT_MS"), Duration::from_secs(900))?,
             journal_read_timeout: env::millis_or(
@@ -222,7 +252,7 @@ impl Config {
                 &var("RECORDED_CONTENT_MAX_CHARS"),
                 16 * 1024,
             )?,
-            secrets_env: std::sync::Arc::new(env.clone()),
+            secrets_env: std::sync::Arc::new(tool_secrets(env)),
         })
     }
 
@@ -291,6 +321,25 @@ impl CodeLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_secrets_are_only_the_prefixed_variables_without_their_prefix() {
+        let env = Env::from([
+            ("AGENTMESH_TOOL_SECRET_WEATHER".to_owned(), "w".to_owned()),
+            ("AGENTMESH_TOOL_SECRET_".to_owned(), "empty name".to_owned()),
+            ("AGENTMESH_SERVICE_KEY".to_owned(), "mesh key".to_owned()),
+            ("DATABASE_URL".to_owned(), "postgres://u:p@db/x".to_owned()),
+            ("WEATHER".to_owned(), "not a tool secret".to_owned()),
+        ]);
+        let secrets = tool_secrets(&env);
+        assert_eq!(secrets, Env::from([("WEATHER".to_owned(), "w".to_owned())]));
+        let config = Config::from_env(&env).unwrap();
+        assert_eq!(*config.secrets_env, secrets);
+        assert_eq!(
+            config.tools.secrets_dir,
+            std::path::Path::new("/var/run/agentmesh/tool-secrets")
+        );
+    }
 
     #[test]
     fn agent_selection() {

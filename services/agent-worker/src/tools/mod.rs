@@ -257,7 +257,7 @@ impl Toolbox {
         };
         let bearer = match &tool.bearer {
             None => None,
-            Some(secret) => match self.read_secret(secret).await {
+            Some(secret) => match self.read_secret(secret, ctx.tenant).await {
                 Ok(token) => Some(token),
                 Err(why) => return ToolOutput::error(why),
             },
@@ -320,15 +320,36 @@ impl Toolbox {
         output
     }
 
-    /// The error names the reference, never a value.
-    async fn read_secret(&self, secret: &Secret) -> Result<String, String> {
+    /// The error names the reference, never a value. Only the worker's
+    /// tool secrets are reachable: `env` names an
+    /// `AGENTMESH_TOOL_SECRET_<NAME>` variable, `file` a file under the
+    /// calling tenant's own secrets folder (symlinks and `..` resolved
+    /// first), so a tenant's spec can send out neither the mesh's
+    /// credentials nor another tenant's.
+    async fn read_secret(&self, secret: &Secret, tenant: &str) -> Result<String, String> {
         let token = match secret {
             Secret::Env(var) => self.secrets_env.get(var).cloned().ok_or_else(|| {
-                format!("the tool's token (environment variable {var}) is not set on this worker")
+                format!(
+                    "the tool's token ({}{var}) is not set on this worker",
+                    crate::config::TOOL_SECRET_ENV_PREFIX
+                )
             })?,
-            Secret::File(path) => tokio::fs::read_to_string(path).await.map_err(|e| {
-                format!("the tool's token file {path} cannot be read: {}", e.kind())
-            })?,
+            Secret::File(path) => {
+                let folder = self.limits.secrets_dir.join(tenant);
+                let unreadable = |e: std::io::Error| {
+                    format!("the tool's token file {path} cannot be read: {}", e.kind())
+                };
+                let real = tokio::fs::canonicalize(path).await.map_err(unreadable)?;
+                // The folder itself may be a link (Kubernetes mounts are).
+                let folder = tokio::fs::canonicalize(&folder).await.unwrap_or(folder);
+                if !real.starts_with(&folder) {
+                    return Err(format!(
+                        "the tool's token file {path} is not under this tenant's secrets folder {}",
+                        self.limits.secrets_dir.join(tenant).display()
+                    ));
+                }
+                tokio::fs::read_to_string(&real).await.map_err(unreadable)?
+            }
         };
         let token = token.trim().to_owned();
         if token.is_empty() {
