@@ -29,7 +29,12 @@ fn unreachable_router(error: &reqwest::Error) -> ApiError {
     )
 }
 
-/// Copies an upstream answer (status, content type, body stream).
+/// The router's response-cache header (`hit` or `miss`), relayed so a
+/// client of the gateway sees what a client of the router sees.
+const CACHE_HEADER: &str = "x-agentmesh-cache";
+
+/// Copies an upstream answer (status, content type, `Retry-After`, the
+/// cache header, body stream).
 pub fn relay(response: reqwest::Response) -> Response {
     let status =
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -44,10 +49,14 @@ pub fn relay(response: reqwest::Response) -> Response {
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let cache = response.headers().get(CACHE_HEADER).cloned();
     let body = Body::from_stream(response.bytes_stream().map_err(std::io::Error::other));
     let mut out = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
     if let Some(value) = retry_after.and_then(|v| v.parse().ok()) {
         out.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    if let Some(value) = cache {
+        out.headers_mut().insert(CACHE_HEADER, value);
     }
     out
 }
