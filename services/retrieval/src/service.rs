@@ -33,6 +33,23 @@ use crate::keyword::KeywordIndex;
 use crate::milvus::Milvus;
 use crate::store::{self, Applied, PreparedDocument};
 
+/// Marks `span` (with empty `otel.status_code`, `otel.status_message` and
+/// `error.type` fields) failed: `error.type` is the error's code, a short
+/// fixed set (the conventions want low cardinality).
+fn record_error(span: &tracing::Span, error: &RetrievalError) {
+    let error_type = match error {
+        RetrievalError::Invalid { .. } => "invalid_argument",
+        RetrievalError::NotFound(_) => "not_found",
+        RetrievalError::Conflict(_) => "conflict",
+        RetrievalError::Unavailable(_) => "unavailable",
+        RetrievalError::QuotaExceeded(_) => "quota_exceeded",
+        RetrievalError::Internal(_) => "internal",
+    };
+    span.record("otel.status_code", "ERROR");
+    span.record("otel.status_message", error.to_string().as_str());
+    span.record("error.type", error_type);
+}
+
 /// The `embedding_model` of collections whose callers send vectors.
 pub const NO_MODEL: &str = "none";
 /// Prefix of models served by the OpenAI-compatible endpoint.
@@ -694,7 +711,14 @@ impl Service {
         if let Some(embedder) = embedder
             && !texts.is_empty()
         {
-            let vectors = embedder.embed(&texts).await?;
+            let vectors = self
+                .embed_traced(
+                    embedder.as_ref(),
+                    tenant,
+                    &collection.embedding_model,
+                    &texts,
+                )
+                .await?;
             let dimension = usize::try_from(collection.dimension).unwrap_or(0);
             if let Some(bad) = vectors.iter().find(|v| v.len() != dimension) {
                 return Err(invalid(
@@ -860,9 +884,91 @@ impl Service {
         Ok(deleted)
     }
 
+    /// Embeds `texts` with the collection's `model` inside an `embeddings
+    /// <model>` span (GenAI conventions). The texts are content and never
+    /// go on the span: this service cannot know whether the agent behind a
+    /// call allows recording it.
+    async fn embed_traced(
+        &self,
+        embedder: &dyn Embedder,
+        tenant: &str,
+        model: &str,
+        texts: &[String],
+    ) -> Result<Vec<Vec<f32>>, RetrievalError> {
+        use tracing::Instrument as _;
+        let (provider, kind, request_model) = match model.strip_prefix(REMOTE_PREFIX) {
+            // Without a key of its own the endpoint is the mesh's router.
+            Some(name) if self.config.embeddings_api_key.is_none() => ("agentmesh", "client", name),
+            Some(name) => ("openai", "client", name),
+            // In process, on candle: the conventions' kind for a local model.
+            None => ("candle", "internal", model),
+        };
+        let span = tracing::info_span!(
+            "embeddings",
+            otel.name = format!("embeddings {request_model}"),
+            otel.kind = kind,
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
+            gen_ai.operation.name = "embeddings",
+            gen_ai.provider.name = provider,
+            gen_ai.request.model = %request_model,
+            gen_ai.embeddings.dimension.count = tracing::field::Empty,
+            agentmesh.embeddings.inputs = texts.len() as u64,
+            error.r#type = tracing::field::Empty,
+            agentmesh.tenant = %tenant,
+        );
+        let result = embedder.embed(texts).instrument(span.clone()).await;
+        match &result {
+            Ok(vectors) => {
+                if let Some(first) = vectors.first() {
+                    span.record("gen_ai.embeddings.dimension.count", first.len() as u64);
+                }
+            }
+            Err(error) => record_error(&span, error),
+        }
+        result
+    }
+
     // === search ===
 
+    /// A search inside a `retrieval <collection>` span (GenAI conventions:
+    /// the collection is the data source). The query text is content and
+    /// stays off the span, as in [`Self::embed_traced`].
     pub async fn search(
+        &self,
+        tenant: &str,
+        request: pb::SearchRequest,
+    ) -> Result<pb::SearchResponse, RetrievalError> {
+        use tracing::Instrument as _;
+        // The name as sent (validated inside); bounded, since it names the span.
+        let collection: String = request.collection.chars().take(64).collect();
+        let span = tracing::info_span!(
+            "retrieval",
+            otel.name = format!("retrieval {collection}"),
+            otel.kind = "internal",
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
+            gen_ai.operation.name = "retrieval",
+            gen_ai.data_source.id = %collection,
+            gen_ai.request.top_k = f64::from(request.top_k),
+            agentmesh.retrieval.hits = tracing::field::Empty,
+            error.r#type = tracing::field::Empty,
+            agentmesh.tenant = %tenant,
+        );
+        let result = self
+            .search_untraced(tenant, request)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(response) => {
+                span.record("agentmesh.retrieval.hits", response.hits.len() as u64);
+            }
+            Err(error) => record_error(&span, error),
+        }
+        result
+    }
+
+    async fn search_untraced(
         &self,
         tenant: &str,
         request: pb::SearchRequest,
@@ -931,7 +1037,15 @@ impl Service {
             None
         } else {
             match self.embedder(tenant, &collection.embedding_model)? {
-                Some(embedder) => embedder.embed(&[text.to_owned()]).await?.pop(),
+                Some(embedder) => self
+                    .embed_traced(
+                        embedder.as_ref(),
+                        tenant,
+                        &collection.embedding_model,
+                        &[text.to_owned()],
+                    )
+                    .await?
+                    .pop(),
                 None => {
                     return Err(invalid(
                         "query",
