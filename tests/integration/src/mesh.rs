@@ -65,6 +65,10 @@ pub struct MeshOptions {
     /// Changes to the in-process worker's configuration (tool limits,
     /// secrets).
     pub worker_config: Option<fn(&mut agent_worker::Config)>,
+    /// Extra top-level sections of the router's route table (`cache:`,
+    /// `tenants:`, `prices:`), which then routes every model to the mesh's
+    /// backend through a routes file; `None`: the plain table, no file.
+    pub router_table: Option<&'static str>,
 }
 
 impl Default for MeshOptions {
@@ -88,6 +92,7 @@ impl Default for MeshOptions {
             retrieval: false,
             retrieval_config: None,
             worker_config: None,
+            router_table: None,
         }
     }
 }
@@ -160,12 +165,20 @@ impl Mesh {
             .backend_url
             .clone()
             .unwrap_or_else(|| sim_url.clone());
-        let router = inference_router::start(
-            inference_router::Config::ephemeral(shared.clone(), &backend)?,
-            router_stop.clone(),
-        )
-        .await
-        .context("start inference-router")?;
+        let mut router_config = inference_router::Config::ephemeral(shared.clone(), &backend)?;
+        if let Some(sections) = options.router_table {
+            let routes = data_dir.path().join("routes.yaml");
+            std::fs::write(
+                &routes,
+                format!(
+                    "pools:\n  mesh: {{backends: [{{url: \"{backend}\"}}]}}\nroutes:\n  \"*\": {{pool: mesh}}\n{sections}\n"
+                ),
+            )?;
+            router_config.routes_file = Some(routes);
+        }
+        let router = inference_router::start(router_config, router_stop.clone())
+            .await
+            .context("start inference-router")?;
 
         let mut orchestrator_config =
             orchestrator::Config::ephemeral(shared.clone(), data_dir.path().to_owned())?;
