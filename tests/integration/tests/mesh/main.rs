@@ -33,6 +33,7 @@ mod router;
 mod router_client;
 mod router_pools;
 mod router_redis;
+mod secrets;
 mod service_auth;
 mod task_path;
 mod trace_context;
