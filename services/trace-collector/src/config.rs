@@ -30,7 +30,9 @@ pub struct Config {
     pub retention: Duration,
     /// How often the retention sweep runs.
     pub retention_interval: Duration,
-    /// TRACES messages stored at once by this replica.
+    /// TRACES messages stored at once by this replica; 0 runs no writer
+    /// here (a replica that only receives, scaled on request rate while
+    /// writer replicas scale on the consumer's lag).
     pub writer_concurrency: usize,
     pub default_page_size: u64,
     pub max_page_size: u64,

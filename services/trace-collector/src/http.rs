@@ -289,18 +289,31 @@ async fn export_as(
     } else {
         raw
     };
-    let request = match format {
-        Format::Protobuf => ExportTraceServiceRequest::decode(bytes)
-            .map_err(|e| format!("body is not an ExportTraceServiceRequest: {e}")),
-        Format::Json => serde_json::from_slice::<ExportTraceServiceRequest>(&bytes)
-            .map_err(|e| format!("body is not OTLP JSON: {e}")),
+    // A protobuf body that decodes is a valid encoding of the request; the
+    // receiver may put it on the bus as it came (see `export_encoded`).
+    let (request, encoded) = match format {
+        Format::Protobuf => (
+            ExportTraceServiceRequest::decode(bytes.clone())
+                .map_err(|e| format!("body is not an ExportTraceServiceRequest: {e}")),
+            Some(bytes),
+        ),
+        Format::Json => (
+            serde_json::from_slice::<ExportTraceServiceRequest>(&bytes)
+                .map_err(|e| format!("body is not OTLP JSON: {e}")),
+            None,
+        ),
     };
     let request = match request {
         Ok(r) => r,
         Err(message) => return fail(ErrorCode::InvalidArgument, message),
     };
     let exported = match &tenant {
-        Some(tenant) => state.receiver.export(tenant, request).await,
+        Some(tenant) => {
+            state
+                .receiver
+                .export_encoded(tenant, request, encoded)
+                .await
+        }
         None => state.receiver.export_by_span_tenant(request).await,
     };
     match exported {

@@ -144,22 +144,29 @@ pub fn split(
     (chunks, dropped)
 }
 
-/// A stable 128-bit FNV-1a digest: the `Nats-Msg-Id` of a batch, so a
-/// client retrying the same export within the duplicate window is stored once.
+/// A stable 128-bit digest (XXH3-128, a specified algorithm, so replicas
+/// of any version agree): the `Nats-Msg-Id` of a batch, so a client
+/// retrying the same export within the duplicate window is stored once.
+/// Each part is length-prefixed, so ("ab", "c") and ("a", "bc") differ. A
+/// batch is hashed whole on every export: a byte-at-a-time hash cost more
+/// than everything else the receiver does with the bytes.
 pub fn digest(parts: &[&[u8]]) -> String {
-    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
-    let mut hash = OFFSET;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     for part in parts {
-        for byte in *part {
-            hash ^= u128::from(*byte);
-            hash = hash.wrapping_mul(PRIME);
-        }
-        // Separator, so ("ab", "c") and ("a", "bc") differ.
-        hash ^= 0xff;
-        hash = hash.wrapping_mul(PRIME);
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
     }
-    format!("{hash:032x}")
+    format!("{:032x}", hasher.digest128())
+}
+
+/// Whether every span of `request` passes [`check_span`].
+fn all_valid(request: &ExportTraceServiceRequest) -> bool {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .all(|span| check_span(span).is_ok())
 }
 
 fn count_spans(request: &ExportTraceServiceRequest) -> i64 {
@@ -191,34 +198,51 @@ impl Receiver {
     pub async fn export(
         &self,
         tenant: &str,
+        request: ExportTraceServiceRequest,
+    ) -> Result<Option<ExportTracePartialSuccess>, IngestError> {
+        self.export_encoded(tenant, request, None).await
+    }
+
+    /// [`Receiver::export`] of a request decoded from the protobuf `body`:
+    /// when every span is valid and the body fits one bus message, the
+    /// body itself is what goes on TRACES (the writer decodes it the same
+    /// way the receiver just did), so the common case never re-encodes.
+    /// Anything else takes the general path: drop the invalid spans, split,
+    /// encode.
+    pub async fn export_encoded(
+        &self,
+        tenant: &str,
         mut request: ExportTraceServiceRequest,
+        body: Option<bytes::Bytes>,
     ) -> Result<Option<ExportTracePartialSuccess>, IngestError> {
         names::validate("tenant", tenant).map_err(IngestError::InvalidTenant)?;
-        let (mut rejected, mut reason) = retain_valid(&mut request);
-        let (chunks, too_big) = split(request, self.max_message_bytes);
-        if too_big > 0 {
-            rejected += too_big;
-            reason.get_or_insert("span larger than the bus message limit");
-        }
         let subject = format!("traces.{tenant}");
-        let mut pending = Vec::with_capacity(chunks.len());
-        let mut accepted = 0;
-        for chunk in &chunks {
-            accepted += count_spans(chunk);
-            let bytes = chunk.encode_to_vec();
-            let msg_id = format!("trc:{}", digest(&[tenant.as_bytes(), &bytes]));
-            pending.push(
-                self.bus
-                    .publish(subject.clone(), tenant, &msg_id, chunk)
-                    .await?,
-            );
-        }
-        for ack in pending {
-            ack.await.map_err(|e| BusError::Publish {
-                subject: subject.clone(),
-                message: e.to_string(),
-            })?;
-        }
+        let forward_as_is = body.filter(|body| {
+            body.len() <= self.max_message_bytes && all_valid(&request) && count_spans(&request) > 0
+        });
+        let (accepted, rejected, reason) = if let Some(body) = forward_as_is {
+            let accepted = count_spans(&request);
+            // The decoded copy is only needed for the checks above.
+            drop(request);
+            self.enqueue(&subject, tenant, vec![body]).await?;
+            (accepted, 0, None)
+        } else {
+            let (mut rejected, mut reason) = retain_valid(&mut request);
+            let (chunks, too_big) = split(request, self.max_message_bytes);
+            if too_big > 0 {
+                rejected += too_big;
+                reason.get_or_insert("span larger than the bus message limit");
+            }
+            let accepted = chunks.iter().map(count_spans).sum();
+            // A request left without spans puts nothing on the bus.
+            let bodies = chunks
+                .iter()
+                .filter(|chunk| count_spans(chunk) > 0)
+                .map(|chunk| bytes::Bytes::from(chunk.encode_to_vec()))
+                .collect();
+            self.enqueue(&subject, tenant, bodies).await?;
+            (accepted, rejected, reason)
+        };
         self.metrics
             .accepted
             .inc_by(u64::try_from(accepted).unwrap_or(0));
@@ -232,6 +256,38 @@ impl Receiver {
                 reason.unwrap_or("invalid span")
             ),
         }))
+    }
+
+    /// Publishes the encoded batches of one export on `subject` and waits
+    /// until TRACES has stored every one: all are sent before the first
+    /// ack is awaited, so one export costs one round trip however many
+    /// messages it took.
+    async fn enqueue(
+        &self,
+        subject: &str,
+        tenant: &str,
+        bodies: Vec<bytes::Bytes>,
+    ) -> Result<(), IngestError> {
+        let mut pending = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let mut headers = async_nats::HeaderMap::new();
+            let msg_id = format!("trc:{}", digest(&[tenant.as_bytes(), &body]));
+            headers.insert(mesh_bus::HEADER_MSG_ID, msg_id.as_str());
+            headers.insert(mesh_bus::HEADER_TENANT, tenant);
+            mesh_telemetry::inject_nats(&mut headers);
+            pending.push(
+                self.bus
+                    .publish_raw(subject.to_owned(), headers, body)
+                    .await?,
+            );
+        }
+        for ack in pending {
+            ack.await.map_err(|e| BusError::Publish {
+                subject: subject.to_owned(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
     }
 }
 

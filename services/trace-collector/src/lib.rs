@@ -195,7 +195,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             forward::Forwarder::new(forward, forward_metrics)
         }),
     };
-    supervisor.spawn("trace writer", writer.run(stop.clone()));
+    if config.writer_concurrency == 0 {
+        tracing::info!("no trace writer on this replica (writer concurrency 0)");
+    } else {
+        supervisor.spawn("trace writer", writer.run(stop.clone()));
+    }
     if config.retention.is_zero() {
         tracing::info!("trace retention disabled");
     } else {
