@@ -125,6 +125,13 @@ pub enum Mode {
     Hybrid,
 }
 
+/// What [`CollectionIndex::stage`] prepared for
+/// [`CollectionIndex::publish`].
+pub struct Staged {
+    /// The memory-mapped graph, read into memory to take the change.
+    loaded: Option<Index>,
+}
+
 pub struct CollectionIndex {
     /// The collection generation these structures reflect.
     pub generation: i64,
@@ -301,17 +308,31 @@ impl CollectionIndex {
     }
 
     /// Applies one committed change (removals, then additions) and brings
-    /// the index to `generation`: the keyword index commits before this
-    /// returns. Builds the graph when the collection crosses the
-    /// exact-search threshold; a viewed graph is loaded into memory first.
+    /// the index to `generation`: [`CollectionIndex::stage`], then
+    /// [`CollectionIndex::publish`].
     pub fn apply(
         &mut self,
         removed: &[u64],
         added: Vec<NewChunk>,
         generation: i64,
     ) -> Result<(), IndexError> {
+        let staged = self.stage(removed, &added, generation)?;
+        self.publish(removed, added, generation, staged)
+    }
+
+    /// The slow part of a change, which needs only shared access, so
+    /// searches go on meanwhile against the state before it: the keyword
+    /// index commits it (to disk, not yet visible), and a memory-mapped
+    /// graph is read into memory (a view is read-only). Writes to one
+    /// collection must not stage concurrently (the caller serialises them).
+    pub fn stage(
+        &self,
+        removed: &[u64],
+        added: &[NewChunk],
+        generation: i64,
+    ) -> Result<Staged, IndexError> {
         self.keyword
-            .write(
+            .commit(
                 false,
                 removed,
                 added
@@ -320,13 +341,36 @@ impl CollectionIndex {
                 generation,
             )
             .map_err(hnsw_error)?;
-        if let Some(path) = self.viewed.take() {
-            let index = new_hnsw(self.dimension, &self.params)?;
-            index
-                .load(&path.display().to_string())
-                .map_err(hnsw_error)?;
-            index.change_expansion_search(self.params.ef_search);
+        let loaded = match &self.viewed {
+            Some(path) => {
+                let index = new_hnsw(self.dimension, &self.params)?;
+                index
+                    .load(&path.display().to_string())
+                    .map_err(hnsw_error)?;
+                index.change_expansion_search(self.params.ef_search);
+                Some(index)
+            }
+            None => None,
+        };
+        Ok(Staged { loaded })
+    }
+
+    /// The part of a change that needs exclusive access, after
+    /// [`CollectionIndex::stage`]: the keyword reader moves to the new
+    /// commit, the graph (or the vectors) and the entries take the change,
+    /// and searches see all of it at once. Builds the graph when the
+    /// collection crosses the exact-search threshold.
+    pub fn publish(
+        &mut self,
+        removed: &[u64],
+        added: Vec<NewChunk>,
+        generation: i64,
+        staged: Staged,
+    ) -> Result<(), IndexError> {
+        self.keyword.reload().map_err(hnsw_error)?;
+        if let Some(index) = staged.loaded {
             self.hnsw = Some(index);
+            self.viewed = None;
         }
         for key in removed {
             self.entries.remove(key);
@@ -798,5 +842,54 @@ mod tests {
         assert_eq!("f32".parse::<Quantization>(), Ok(Quantization::F32));
         let err = "i8".parse::<Quantization>().unwrap_err();
         assert!(err.contains("f32, f16, bf16"), "{err}");
+    }
+
+    #[test]
+    fn a_staged_change_is_searched_only_once_published() {
+        let dim = 4;
+        let params = HnswParams {
+            connectivity: 8,
+            ef_construction: 32,
+            ef_search: 32,
+            exact_max_chunks: 100,
+            quantization: Quantization::F16,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (keyword, _) = crate::keyword::KeywordIndex::open(
+            &dir.path().join("k"),
+            crate::keyword::MIN_WRITER_MEMORY_BYTES,
+        )
+        .unwrap();
+        let mut index = CollectionIndex::new(dim, params, 1, keyword);
+        let chunk = |key: u64, text: &str| NewChunk {
+            key,
+            entry: entry(&format!("d{key}"), text, "x"),
+            vector: unit(0, dim),
+        };
+        index.apply(&[], vec![chunk(1, "old words")], 2).unwrap();
+        let added = vec![chunk(2, "new words")];
+        let staged = index.stage(&[1], &added, 3).unwrap();
+        let all = Filter::default();
+        let seen = |index: &CollectionIndex| {
+            (
+                index
+                    .vector_search(&unit(0, dim), 5, &all, 0)
+                    .unwrap()
+                    .into_iter()
+                    .map(|h| h.0)
+                    .collect::<Vec<_>>(),
+                index
+                    .keyword_search("words", 5, &all)
+                    .unwrap()
+                    .into_iter()
+                    .map(|h| h.0)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(seen(&index), (vec![1], vec![1]), "staged, not published");
+        assert_eq!(index.generation, 2);
+        index.publish(&[1], added, 3, staged).unwrap();
+        assert_eq!(seen(&index), (vec![2], vec![2]));
+        assert_eq!(index.generation, 3);
     }
 }

@@ -14,9 +14,12 @@
 //! Writes go through one `IndexWriter` per index, opened on the first write
 //! (a collection that is only searched holds no writer, no threads and no
 //! lock) with one indexing thread, one merge thread and a configurable
-//! memory budget. The reader reloads by hand right after each commit, so a
-//! search after an acknowledged write sees it. Nothing here may block an
-//! async task for long: callers run it on blocking threads.
+//! memory budget. The reader reloads by hand: [`KeywordIndex::commit`]
+//! makes a change durable while searches go on against the last reloaded
+//! state, and [`KeywordIndex::reload`] then makes it visible, so the caller
+//! decides when (together with the vector side of the same change). Nothing
+//! here may block an async task for long: callers run it on blocking
+//! threads.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,7 +53,9 @@ pub struct KeywordIndex {
     dir: PathBuf,
     index: Index,
     reader: IndexReader,
-    writer: Option<IndexWriter>,
+    /// Behind a lock of its own so a commit needs only shared access to
+    /// the index: searches keep running while a commit syncs to disk.
+    writer: std::sync::Mutex<Option<IndexWriter>>,
     memory_budget: usize,
     key: Field,
     text: Field,
@@ -123,7 +128,7 @@ impl KeywordIndex {
                 meta: field(META)?,
                 index,
                 reader,
-                writer: None,
+                writer: std::sync::Mutex::new(None),
                 memory_budget: memory_budget.max(MIN_WRITER_MEMORY_BYTES),
             },
             generation,
@@ -142,33 +147,56 @@ impl KeywordIndex {
         self.reader.searcher().num_docs()
     }
 
-    /// Applies one change and commits it before returning: all chunks
-    /// first when `clear` (a rebuild), then `removed`, then `added`; the
-    /// commit records `generation` and the reader reloads. On failure
-    /// nothing of the change is committed (the writer and what it staged
-    /// are dropped).
+    /// [`KeywordIndex::commit`], then [`KeywordIndex::reload`].
     pub fn write<'a>(
-        &mut self,
+        &self,
         clear: bool,
         removed: &[u64],
         added: impl IntoIterator<Item = (u64, &'a str, &'a BTreeMap<String, String>)>,
         generation: i64,
     ) -> Result<(), KeywordError> {
-        let result = self.write_inner(clear, removed, added, generation);
+        self.commit(clear, removed, added, generation)?;
+        self.reload()
+    }
+
+    /// Makes the last commit visible to searches.
+    pub fn reload(&self) -> Result<(), KeywordError> {
+        self.reader.reload().map_err(|e| self.error(e))
+    }
+
+    /// Applies one change and commits it before returning: all chunks
+    /// first when `clear` (a rebuild), then `removed`, then `added`; the
+    /// commit records `generation`. Searches see it after the next
+    /// [`KeywordIndex::reload`]. On failure nothing of the change is
+    /// committed (the writer and what it staged are dropped). Commits are
+    /// serialised by the writer's lock.
+    pub fn commit<'a>(
+        &self,
+        clear: bool,
+        removed: &[u64],
+        added: impl IntoIterator<Item = (u64, &'a str, &'a BTreeMap<String, String>)>,
+        generation: i64,
+    ) -> Result<(), KeywordError> {
+        let mut writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let result = self.commit_inner(&mut writer, clear, removed, added, generation);
         if result.is_err() {
-            self.writer = None;
+            *writer = None;
         }
         result
     }
 
-    fn write_inner<'a>(
-        &mut self,
+    fn commit_inner<'a>(
+        &self,
+        slot: &mut Option<IndexWriter>,
         clear: bool,
         removed: &[u64],
         added: impl IntoIterator<Item = (u64, &'a str, &'a BTreeMap<String, String>)>,
         generation: i64,
     ) -> Result<(), KeywordError> {
-        if self.writer.is_none() {
+        if slot.is_none() {
             let options = IndexWriterOptions::builder()
                 .num_worker_threads(1)
                 .num_merge_threads(1)
@@ -178,7 +206,7 @@ impl KeywordIndex {
                 .index
                 .writer_with_options(options)
                 .map_err(|e| self.error(e))?;
-            self.writer = Some(writer);
+            *slot = Some(writer);
         }
         let (key_field, text_field, meta_field) = (self.key, self.text, self.meta);
         let dir = &self.dir;
@@ -186,7 +214,7 @@ impl KeywordIndex {
             path: dir.display().to_string(),
             source,
         };
-        let writer = self.writer.as_mut().expect("opened above");
+        let writer = slot.as_mut().expect("opened above");
         if clear {
             writer.delete_all_documents().map_err(error)?;
         }
@@ -205,7 +233,7 @@ impl KeywordIndex {
         let mut prepared = writer.prepare_commit().map_err(error)?;
         prepared.set_payload(&generation.to_string());
         prepared.commit().map_err(error)?;
-        self.reader.reload().map_err(error)
+        Ok(())
     }
 
     /// The `k` best chunks for `query` by BM25 among those whose metadata
@@ -305,7 +333,7 @@ mod tests {
     fn rare_terms_rank_first_filters_select_and_removal_forgets() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("kw");
-        let (mut index, generation) =
+        let (index, generation) =
             KeywordIndex::open(&path, MIN_WRITER_MEMORY_BYTES).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(generation, None);
         let (a, b) = (meta("a"), meta("b"));
@@ -360,5 +388,31 @@ mod tests {
             .search("mat", 10, &all)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn a_commit_is_searched_only_after_the_reload() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (index, _) = KeywordIndex::open(&dir.path().join("kw"), MIN_WRITER_MEMORY_BYTES)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let none = BTreeMap::new();
+        let all = Filter::default();
+        index
+            .write(false, &[], [(1, "first words", &none)], 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        index
+            .commit(false, &[1], [(2, "second words", &none)], 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let keys = |q: &str| -> Vec<u64> {
+            index
+                .search(q, 10, &all)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_iter()
+                .map(|h| h.0)
+                .collect()
+        };
+        assert_eq!(keys("words"), vec![1], "committed, not yet reloaded");
+        index.reload().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(keys("words"), vec![2]);
     }
 }

@@ -22,7 +22,7 @@ use mesh_proto as pb;
 use mesh_store::retrieval::{collection, ingest_job};
 use prometheus_client::metrics::counter::Counter;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, TransactionTrait as _};
-use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, RwLock};
 
 use crate::chunk::{self, ChunkSpec, Tokens};
 use crate::config::Config;
@@ -69,7 +69,14 @@ pub struct Metrics {
 }
 
 type Slot = Arc<RwLock<Option<CollectionIndex>>>;
-type WriteGuard = OwnedRwLockWriteGuard<Option<CollectionIndex>>;
+
+/// A write's turn on one collection, held from before its transaction
+/// until the index has the change: writes to a collection take turns, and
+/// searches take no turn (they read the index's last applied state).
+struct WriteGuard {
+    _turn: OwnedMutexGuard<()>,
+    slot: Slot,
+}
 
 pub struct Service {
     pub db: DatabaseConnection,
@@ -80,6 +87,8 @@ pub struct Service {
     tokens: Tokens,
     http: reqwest::Client,
     indexes: std::sync::Mutex<HashMap<i64, Slot>>,
+    /// The write turn of each collection (see [`WriteGuard`]).
+    turns: std::sync::Mutex<HashMap<i64, Arc<AsyncMutex<()>>>>,
     /// Vector search backend when `AGENTMESH_RETRIEVAL_MILVUS_URL` is set.
     milvus: Option<Milvus>,
     /// Collection rows recently read by searches, by (tenant, name).
@@ -227,6 +236,7 @@ impl Service {
             tokens: chunk_tokenizer.map_or(Tokens::Words, Tokens::Model),
             http,
             indexes: std::sync::Mutex::new(HashMap::new()),
+            turns: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -247,8 +257,25 @@ impl Service {
         indexes.entry(collection_id).or_default().clone()
     }
 
+    fn turn(&self, collection_id: i64) -> Arc<AsyncMutex<()>> {
+        let mut turns = self
+            .turns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        turns.entry(collection_id).or_default().clone()
+    }
+
+    /// Whether a write to the collection is under way in this replica.
+    fn writing(&self, collection_id: i64) -> bool {
+        self.turn(collection_id).try_lock().is_err()
+    }
+
     fn forget(&self, collection_id: i64) {
         self.indexes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&collection_id);
+        self.turns
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&collection_id);
@@ -316,14 +343,15 @@ impl Service {
         Ok(applied)
     }
 
-    /// The collection's index, loaded, with its write lock held: writes
-    /// take it before their transaction and release it once applied.
+    /// The collection's write turn, with its index loaded: writes take it
+    /// before their transaction and release it once applied.
     async fn lock_for_write(
         &self,
         collection: &collection::Model,
     ) -> Result<WriteGuard, RetrievalError> {
-        let slot = self.loaded(collection).await?;
-        Ok(slot.write_owned().await)
+        let turn = self.turn(collection.id).lock_owned().await;
+        let slot = self.loaded(collection, false).await?;
+        Ok(WriteGuard { _turn: turn, slot })
     }
 
     fn graph_dir(&self) -> PathBuf {
@@ -743,15 +771,18 @@ impl Service {
     /// Applies a committed change to the collection's index (the keyword
     /// index commits it), or drops the index when another write came in
     /// between or applying failed: the next use reloads it from the rows.
-    async fn apply(&self, collection: &collection::Model, mut guard: WriteGuard, applied: Applied) {
+    async fn apply(&self, collection: &collection::Model, turn: WriteGuard, applied: Applied) {
         if applied.generation == 0 {
             return;
         }
-        let in_order = guard
+        let slot = turn.slot.clone();
+        let read = slot.clone().read_owned().await;
+        let in_order = read
             .as_ref()
             .is_some_and(|index| index.generation + 1 == applied.generation);
         if !in_order {
-            *guard = None;
+            drop(read);
+            slot.write().await.take();
             return;
         }
         if let Some(milvus) = &self.milvus {
@@ -762,14 +793,42 @@ impl Service {
             {
                 // The next search reloads the rows and rebuilds the copy.
                 tracing::warn!(%error, "milvus write failed; the collection will be rebuilt");
-                *guard = None;
+                drop(read);
+                slot.write().await.take();
                 return;
             }
         }
+        // The slow part (the keyword commit and its sync to disk, reading a
+        // mapped graph into memory) runs under the read lock, beside the
+        // searches; then the write lock, for the in-memory change only.
         let name = collection.name.clone();
+        let staged = tokio::task::spawn_blocking(move || {
+            let staged = read
+                .as_ref()
+                .map(|index| index.stage(&applied.removed, &applied.added, applied.generation));
+            drop(read);
+            (staged, applied)
+        })
+        .await;
+        let (staged, applied) = match staged {
+            Ok((Some(Ok(staged)), applied)) => (staged, applied),
+            Ok((Some(Err(error)), _)) => {
+                tracing::warn!(%error, collection = %name, "cannot apply a write to the index; it will be reloaded");
+                slot.write().await.take();
+                return;
+            }
+            Ok((None, _)) => return,
+            Err(error) => {
+                tracing::error!(%error, "index write task failed");
+                slot.write().await.take();
+                return;
+            }
+        };
+        let mut guard = slot.clone().write_owned().await;
         let done = tokio::task::spawn_blocking(move || {
             if let Some(index) = guard.as_mut()
-                && let Err(error) = index.apply(&applied.removed, applied.added, applied.generation)
+                && let Err(error) =
+                    index.publish(&applied.removed, applied.added, applied.generation, staged)
             {
                 tracing::warn!(%error, collection = %name, "cannot apply a write to the index; it will be reloaded");
                 *guard = None;
@@ -780,8 +839,9 @@ impl Service {
             // The guard was dropped with the task: the index stays as it
             // was, behind the database; drop it so the next use reloads.
             tracing::error!(%error, "index write task failed");
-            self.slot(collection.id).write().await.take();
+            slot.write().await.take();
         }
+        drop(turn);
     }
 
     pub async fn upsert(
@@ -1058,7 +1118,7 @@ impl Service {
             }
         };
         self.metrics.searches.inc();
-        let slot = self.loaded(&collection).await?;
+        let slot = self.loaded(&collection, true).await?;
         let guard = slot.read().await;
         let Some(index) = guard.as_ref() else {
             return Err(RetrievalError::Unavailable(
@@ -1118,23 +1178,27 @@ impl Service {
     }
 
     /// The collection's slot, (re)loaded from the rows when missing or
-    /// older than the collection's generation.
-    async fn loaded(&self, collection: &collection::Model) -> Result<Slot, RetrievalError> {
+    /// older than the collection's generation. For a `search`, an older
+    /// index is current enough while a write of this replica is under way:
+    /// that write committed the newer generation and is bringing the index
+    /// to it, and the search reads the state before it instead of waiting
+    /// or reloading everything.
+    async fn loaded(
+        &self,
+        collection: &collection::Model,
+        search: bool,
+    ) -> Result<Slot, RetrievalError> {
         let slot = self.slot(collection.id);
-        {
-            let guard = slot.read().await;
-            if guard
-                .as_ref()
-                .is_some_and(|index| index.generation >= collection.generation)
-            {
-                return Ok(slot.clone());
-            }
+        let current = |index: &Option<CollectionIndex>| {
+            index.as_ref().is_some_and(|index| {
+                index.generation >= collection.generation || (search && self.writing(collection.id))
+            })
+        };
+        if current(&*slot.read().await) {
+            return Ok(slot);
         }
         let mut guard = slot.write().await;
-        if guard
-            .as_ref()
-            .is_some_and(|index| index.generation >= collection.generation)
-        {
+        if current(&guard) {
             drop(guard);
             return Ok(slot);
         }

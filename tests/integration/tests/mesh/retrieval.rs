@@ -454,6 +454,88 @@ async fn the_graph_is_mapped_and_the_keyword_index_catches_up_after_restarts() {
     assert!(index_files(&mesh, ".usearch").is_empty());
 }
 
+/// Searches read a collection's last applied state and take no write
+/// turn: a search is answered while a write to the same collection waits
+/// inside its database transaction (on a row lock this test holds, so the
+/// write is certainly under way), and sees the write once it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_search_is_answered_while_a_write_to_its_collection_is_under_way() {
+    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+    let url = fresh_postgres().await.unwrap();
+    let mesh = Mesh::start(MeshOptions {
+        database_url: Some(url.clone()),
+        start_worker: false,
+        retrieval: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let a = client(&mesh, "acme", Role::Operator);
+    ok(a.post("/v1/collections")
+        .json(&json!({"name": "notes", "embeddingModel": "none", "dimension": 4})))
+    .await;
+    let doc = |id: &str, vector: [f32; 4]| json!({"documents": [{"id": id, "text": format!("{id} note"), "vector": vector}]});
+    ok(a.post("/v1/collections/notes/documents")
+        .json(&doc("old", [1.0, 0.0, 0.0, 0.0])))
+    .await;
+
+    let db = sea_orm::Database::connect(&url).await.unwrap();
+    let hold = db.begin().await.unwrap();
+    hold.execute_unprepared("SELECT id FROM ret_collections WHERE name = 'notes' FOR UPDATE")
+        .await
+        .unwrap();
+    let writer = {
+        let request = a
+            .post("/v1/collections/notes/documents")
+            .json(&doc("new", [0.0, 1.0, 0.0, 0.0]));
+        tokio::spawn(ok(request))
+    };
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity \
+        WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                waiting,
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        if row.try_get::<i64>("", "n").unwrap() > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the write never reached the held row"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let ids = |hits: Vec<Value>| -> Vec<String> {
+        hits.iter()
+            .map(|h| h["documentId"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let during = tokio::time::timeout(Duration::from_secs(10), async {
+        (
+            search(&a, "notes", json!({"vector": [0, 1, 0, 0], "topK": 5})).await,
+            search(&a, "notes", json!({"query": "note", "mode": "keyword"})).await,
+        )
+    })
+    .await
+    .expect("a search waited for the write");
+    assert_eq!(ids(during.0), ["old"], "the state before the write");
+    assert_eq!(ids(during.1), ["old"]);
+    assert!(!writer.is_finished(), "the write is still held");
+
+    hold.commit().await.unwrap();
+    let written = writer.await.unwrap();
+    assert_eq!(written["upserted"], 1, "{written}");
+    let hits = search(&a, "notes", json!({"vector": [0, 1, 0, 0], "topK": 1})).await;
+    assert_eq!(ids(hits), ["new"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_document_quota_is_per_tenant_and_an_ingest_job_over_it_fails_with_the_reason() {
     let mesh = mesh(Some(|c: &mut retrieval::Config| {
