@@ -16,6 +16,7 @@
 mod agent;
 mod duration;
 mod error;
+pub mod manifest;
 pub mod schema;
 mod tool;
 

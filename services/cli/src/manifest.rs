@@ -5,29 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use serde::Deserialize;
-use serde_json::Value;
 
-pub const API_VERSION: &str = "agentmesh.dev/v1alpha1";
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Resource {
-    pub api_version: String,
-    pub kind: String,
-    pub metadata: Metadata,
-    pub spec: Value,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Metadata {
-    pub name: String,
-    /// Accepted, as in Kubernetes-style files; not stored yet.
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub labels: std::collections::BTreeMap<String, String>,
-}
+pub use mesh_spec::manifest::Resource;
 
 /// Every resource in `path` (a file, or the `.yaml`/`.yml`/`.json` files
 /// of a directory, in name order), with where it came from.
@@ -63,50 +42,14 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<(String, Resource)>> {
     Ok(resources)
 }
 
-/// Parses one file's documents (YAML is a superset of JSON).
+/// Parses one file's documents (see [`mesh_spec::manifest`]).
 pub fn parse(text: &str) -> anyhow::Result<Vec<(usize, Resource)>> {
-    let mut out = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(document)
-            .with_context(|| format!("document {}: not valid YAML", index + 1))?;
-        if value.is_null() {
-            continue; // an empty document between `---` separators
-        }
-        let resource: Resource =
-            serde_json::from_value(value).with_context(|| format!("document {}", index + 1))?;
-        if resource.api_version != API_VERSION {
-            bail!(
-                "document {}: apiVersion: expected {API_VERSION}, got {:?}",
-                index + 1,
-                resource.api_version
-            );
-        }
-        out.push((index, resource));
-    }
-    Ok(out)
+    Ok(mesh_spec::manifest::parse_documents(text)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn several_documents_and_empty_ones() {
-        let text = "---\napiVersion: agentmesh.dev/v1alpha1\nkind: Agent\nmetadata: {name: a}\nspec: {model: m}\n---\n---\napiVersion: agentmesh.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: b\nspec:\n  model: m\n  maxTokens: 5\n";
-        let docs = parse(text).unwrap();
-        assert_eq!(docs.len(), 2);
-        assert_eq!(docs[1].1.metadata.name, "b");
-        assert_eq!(docs[1].1.spec["maxTokens"], 5);
-    }
-
-    #[test]
-    fn wrong_version_and_unknown_fields_are_errors() {
-        let err =
-            parse("apiVersion: v9\nkind: Agent\nmetadata: {name: a}\nspec: {}\n").unwrap_err();
-        assert!(format!("{err:#}").contains("apiVersion"), "{err:#}");
-        let err = parse("apiVersion: agentmesh.dev/v1alpha1\nkind: Agent\nmetadata: {name: a}\nspec: {}\nstatus: {}\n").unwrap_err();
-        assert!(format!("{err:#}").contains("status"), "{err:#}");
-    }
 
     #[test]
     fn the_shipped_example_parses() {
