@@ -74,16 +74,30 @@ impl AppState {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateKeyBody {
+    /// Trimmed; no control characters.
+    #[schema(min_length = 1, max_length = 128)]
     name: String,
+    /// viewer, user, operator or admin; no higher than the caller's.
+    #[schema(pattern = "^(viewer|user|operator|admin)$")]
     role: String,
     /// Epoch milliseconds; absent = never expires.
     #[serde(default)]
     expires_at_ms: Option<i64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    tag = "access",
+    operation_id = "createApiKey",
+    request_body(content = CreateKeyBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The key; `key` is shown this once", body = crate::openapi::CreatedApiKey),
+    ),
+)]
 async fn create_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -153,6 +167,18 @@ struct ListKeysQuery {
     include_revoked: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    tag = "access",
+    operation_id = "listApiKeys",
+    params(
+        ("includeRevoked" = Option<bool>, Query, description = "List revoked keys too"),
+    ),
+    responses(
+        (status = 200, description = "The tenant's keys (never their secrets)", body = crate::openapi::ApiKeyList),
+    ),
+)]
 async fn list_keys(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -178,6 +204,18 @@ async fn list_keys(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    tag = "access",
+    operation_id = "revokeApiKey",
+    params(
+        ("id" = String, Path, min_length = 16, max_length = 16, pattern = "^[0-9a-f]{16}$", description = "The key's id"),
+    ),
+    responses(
+        (status = 200, description = "Revoked (or already revoked)", body = crate::openapi::ApiKey),
+    ),
+)]
 async fn revoke_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -228,6 +266,21 @@ fn parse_since(since: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::invalid("since", "epoch milliseconds or an RFC 3339 instant"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "access",
+    operation_id = "listAuditEntries",
+    params(
+        ("resourceKind" = Option<String>, Query, description = "agent, tool, api_key or quota"),
+        ("since" = Option<String>, Query, description = "Epoch milliseconds or an RFC 3339 instant"),
+        ("pageSize" = Option<u32>, Query, description = "At most the orchestrator's page limit (0: its default)"),
+        ("pageToken" = Option<String>, Query, max_length = 32, description = "`nextPageToken` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of the audit log, newest first", body = crate::openapi::AuditPage),
+    ),
+)]
 async fn list_audit(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -86,6 +86,20 @@ fn next_cursor(token: String) -> Value {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    tag = "agents",
+    operation_id = "listAgents",
+    params(
+        ("prefix" = Option<String>, Query, max_length = 63, pattern = "^[a-z0-9-]*$", description = "Only names that start with this"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (at most the orchestrator's page limit)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of the tenant's agents, by name", body = crate::openapi::AgentPage),
+    ),
+)]
 async fn list_agents(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -119,6 +133,20 @@ async fn list_agents(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{name}/versions",
+    tag = "agents",
+    operation_id = "listAgentVersions",
+    params(
+        ("name" = String, Path, description = "The agent's name", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (at most the orchestrator's page limit)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of the agent's versions, newest first", body = crate::openapi::AgentVersionPage),
+    ),
+)]
 async fn list_versions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -162,6 +190,19 @@ fn parse_version(version: &str) -> Result<u64, ApiError> {
         })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{name}/versions/{version}",
+    tag = "agents",
+    operation_id = "getAgentVersion",
+    params(
+        ("name" = String, Path, description = "The agent's name", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"),
+        ("version" = u64, Path, minimum = 1, description = "An applied version"),
+    ),
+    responses(
+        (status = 200, description = "That version as applied", body = crate::openapi::Agent),
+    ),
+)]
 async fn get_version(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -173,6 +214,20 @@ async fn get_version(
     Ok(Json(crate::views::agent(&agent)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tools/{name}/versions",
+    tag = "tools",
+    operation_id = "listToolVersions",
+    params(
+        ("name" = String, Path, description = "The tool's name (these routes take only the agent-name alphabet)", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (at most the orchestrator's page limit)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of the tool's versions, newest first", body = crate::openapi::ToolVersionPage),
+    ),
+)]
 async fn list_tool_versions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -202,6 +257,19 @@ async fn list_tool_versions(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tools/{name}/versions/{version}",
+    tag = "tools",
+    operation_id = "getToolVersion",
+    params(
+        ("name" = String, Path, description = "The tool's name (these routes take only the agent-name alphabet)", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"),
+        ("version" = u64, Path, minimum = 1, description = "An applied version"),
+    ),
+    responses(
+        (status = 200, description = "That version as applied", body = crate::openapi::Tool),
+    ),
+)]
 async fn get_tool_version(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -9,8 +9,15 @@ use crate::error::ApiError;
 
 /// The REST routes anyone may call (the admin listener's probes and
 /// metrics live on another port and are not listed here). The console's
-/// static files hold no data: its pages call the authenticated API.
-pub const UNAUTHENTICATED_ROUTES: &[&str] = &["/console", "/console/", "/console/{*path}"];
+/// static files hold no data: its pages call the authenticated API; nor
+/// does the OpenAPI document, which describes the API and nothing of any
+/// tenant.
+pub const UNAUTHENTICATED_ROUTES: &[&str] = &[
+    "/console",
+    "/console/",
+    "/console/{*path}",
+    "/v1/openapi.json",
+];
 
 /// Operations of the public API, shared by REST and gRPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,6 +16,7 @@ mod grpc;
 pub mod json;
 mod metrics;
 mod openai;
+mod openapi;
 mod quotas;
 mod ratelimit;
 mod rest;

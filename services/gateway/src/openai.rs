@@ -77,6 +77,20 @@ fn upstream_headers(tenant: &str) -> reqwest::header::HeaderMap {
     headers
 }
 
+/// OpenAI-compatible chat completions, streamed (`stream: true`, SSE) or
+/// not; the body reaches the inference-router as sent.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "openai",
+    operation_id = "createChatCompletion",
+    request_body(content = crate::openapi::ChatCompletionRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The completion (the inference-router's answer, relayed)",
+            content((Object = "application/json"), (String = "text/event-stream"))),
+        (status = "default", description = "An error: the gateway's (`{error: ...}`) or the inference-router's, relayed", body = Object),
+    ),
+)]
 pub async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -101,6 +115,17 @@ pub async fn chat_completions(
     Ok(relay(response))
 }
 
+/// The models the inference-router serves (OpenAI's list shape).
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "openai",
+    operation_id = "listModels",
+    responses(
+        (status = 200, description = "The models (the inference-router's answer, relayed)", body = Object),
+        (status = "default", description = "An error: the gateway's (`{error: ...}`) or the inference-router's, relayed", body = Object),
+    ),
+)]
 pub async fn models(
     State(state): State<AppState>,
     headers: HeaderMap,

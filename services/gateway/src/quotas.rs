@@ -26,14 +26,17 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `PUT /v1/quotas` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct QuotaBody {
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub max_running_tasks: Option<u32>,
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub tasks_per_minute: Option<u32>,
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub weight: Option<u32>,
 }
 
@@ -95,6 +98,15 @@ fn rest_field(mut error: ApiError) -> ApiError {
     error
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/quotas",
+    tag = "quotas",
+    operation_id = "getQuota",
+    responses(
+        (status = 200, description = "The tenant's quotas and usage", body = crate::openapi::Quota),
+    ),
+)]
 async fn get_quota(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -109,6 +121,17 @@ async fn get_quota(
     Ok(Json(view(&quota)))
 }
 
+/// Replaces the tenant's overrides (null or absent: the default).
+#[utoipa::path(
+    put,
+    path = "/v1/quotas",
+    tag = "quotas",
+    operation_id = "putQuota",
+    request_body(content = QuotaBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The tenant's quotas after the change", body = crate::openapi::Quota),
+    ),
+)]
 async fn put_quota(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -29,7 +29,27 @@ use crate::views::{self, SubmitTaskBody};
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
+    routes()
+        // Layers run outside-in: metrics see every request, including ones
+        // the body limit refuses; the limit applies before any handler reads.
+        .layer(DefaultBodyLimit::max(max_body))
+        // Inside metrics, so a refused key is counted like a refused token.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::api_keys::resolve_rest,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
+        .with_state(state)
+}
+
+/// Every route of the REST face, before its layers and state (the
+/// OpenAPI document's test walks this router).
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
+        .route("/v1/openapi.json", get(crate::openapi::serve))
         .route("/v1/agents/{name}", put(put_agent).get(get_agent))
         .route("/v1/agents/{name}/tasks", post(submit_task))
         .route("/v1/tools", get(list_tools))
@@ -64,19 +84,6 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::agents_list::routes())
         .merge(crate::console::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
-        // Layers run outside-in: metrics see every request, including ones
-        // the body limit refuses; the limit applies before any handler reads.
-        .layer(DefaultBodyLimit::max(max_body))
-        // Inside metrics, so a refused key is counted like a refused token.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::api_keys::resolve_rest,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_metrics,
-        ))
-        .with_state(state)
 }
 
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -122,6 +129,20 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+/// Applies an agent (creates it, or a new version when the spec changed).
+#[utoipa::path(
+    put,
+    path = "/v1/agents/{name}",
+    tag = "agents",
+    operation_id = "applyAgent",
+    params(("name" = String, Path, description = "The agent's name", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")),
+    request_body(content = crate::openapi::AgentSpec, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Applied: unchanged, or a new version", body = crate::openapi::AppliedAgent),
+        (status = 201, description = "Created (version 1)", body = crate::openapi::AppliedAgent),
+        (status = 409, description = "Conflicting change", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn put_agent(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -151,6 +172,20 @@ fn spec_error(error: mesh_spec::FieldError) -> ApiError {
     ApiError::invalid(field, &error.message)
 }
 
+/// Applies a tool (creates it, or a new version when the spec changed).
+#[utoipa::path(
+    put,
+    path = "/v1/tools/{name}",
+    tag = "tools",
+    operation_id = "applyTool",
+    params(("name" = String, Path, description = "The tool's name", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")),
+    request_body(content = crate::openapi::ToolSpec, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Applied: unchanged, or a new version", body = crate::openapi::AppliedTool),
+        (status = 201, description = "Created (version 1)", body = crate::openapi::AppliedTool),
+        (status = 409, description = "Conflicting change", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn put_tool(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -174,6 +209,14 @@ async fn put_tool(
     Ok((status, Json(body)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tools/{name}",
+    tag = "tools",
+    operation_id = "getTool",
+    params(("name" = String, Path, description = "The tool's name", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")),
+    responses((status = 200, description = "The tool's current version", body = crate::openapi::Tool)),
+)]
 async fn get_tool(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -184,6 +227,13 @@ async fn get_tool(
     Ok(Json(views::tool(&tool)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tools",
+    tag = "tools",
+    operation_id = "listTools",
+    responses((status = 200, description = "The tenant's tools", body = crate::openapi::ToolList)),
+)]
 async fn list_tools(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -197,6 +247,14 @@ async fn list_tools(
 
 /// `GET /v1/schemas/agent` and `/v1/schemas/tool`: the JSON Schema of the
 /// resource documents `apply` accepts.
+#[utoipa::path(
+    get,
+    path = "/v1/schemas/{kind}",
+    tag = "agents",
+    operation_id = "getResourceSchema",
+    params(("kind" = String, Path, description = "`agent` or `tool`")),
+    responses((status = 200, description = "A JSON Schema (2020-12)", body = Object)),
+)]
 async fn get_schema(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -231,6 +289,14 @@ fn rest_field_names(mut error: ApiError) -> ApiError {
     error
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{name}",
+    tag = "agents",
+    operation_id = "getAgent",
+    params(("name" = String, Path, description = "The agent's name", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")),
+    responses((status = 200, description = "The agent's current version", body = crate::openapi::Agent)),
+)]
 async fn get_agent(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -241,6 +307,26 @@ async fn get_agent(
     Ok(Json(views::agent(&agent)))
 }
 
+/// Submits a task to an agent; a repeated `Idempotency-Key` answers with
+/// the task it created the first time (200 instead of 202).
+#[utoipa::path(
+    post,
+    path = "/v1/agents/{name}/tasks",
+    tag = "tasks",
+    operation_id = "submitTask",
+    params(
+        ("name" = String, Path, description = "The agent's name", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7e]+$", description = "Submit at most once per key"),
+    ),
+    request_body(content = crate::views::SubmitTaskBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Queued", body = crate::openapi::Task,
+            headers(("Location" = String, description = "The task's URL"))),
+        (status = 200, description = "The task this idempotency key submitted before", body = crate::openapi::Task,
+            headers(("Location" = String, description = "The task's URL"))),
+        (status = 409, description = "The agent's concurrency policy refused it", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn submit_task(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -286,6 +372,14 @@ async fn submit_task(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}",
+    tag = "tasks",
+    operation_id = "getTask",
+    params(("id" = String, Path, format = "uuid", description = "The task's id (a UUID)")),
+    responses((status = 200, description = "The task", body = crate::openapi::Task)),
+)]
 async fn get_task(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -298,6 +392,20 @@ async fn get_task(
 
 const LIST_PARAMS: [&str; 4] = ["agent", "status", "limit", "cursor"];
 
+/// The tenant's tasks, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks",
+    tag = "tasks",
+    operation_id = "listTasks",
+    params(
+        ("agent" = Option<String>, Query, min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$", description = "Only this agent's tasks"),
+        ("status" = Option<String>, Query, description = "queued, running, succeeded, failed, cancelled or awaiting_approval"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (at most the orchestrator's page limit)"),
+        ("cursor" = Option<String>, Query, format = "uuid", description = "`nextCursor` of the previous page"),
+    ),
+    responses((status = 200, description = "A page of tasks", body = crate::openapi::TaskPage)),
+)]
 async fn list_tasks(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -356,6 +464,18 @@ async fn list_tasks(
     })))
 }
 
+/// Asks for the task to be cancelled.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/cancel",
+    tag = "tasks",
+    operation_id = "cancelTask",
+    params(("id" = String, Path, format = "uuid", description = "The task's id (a UUID)")),
+    responses(
+        (status = 202, description = "Cancellation requested", body = crate::openapi::Task),
+        (status = 409, description = "The task has finished", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn cancel_task(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -368,9 +488,9 @@ async fn cancel_task(
 
 /// `POST /v1/tasks/{id}/approve` and `/reject`: the decision on the tool
 /// call the task awaits. The body is optional.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct DecisionBody {
+pub(crate) struct DecisionBody {
     #[serde(default)]
     comment: String,
     /// The call being decided (default: the one pending).
@@ -378,6 +498,18 @@ struct DecisionBody {
     call_id: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/approve",
+    tag = "tasks",
+    operation_id = "approveTask",
+    params(("id" = String, Path, format = "uuid", description = "The task's id (a UUID)")),
+    request_body(content = Option<DecisionBody>, content_type = "application/json", description = "Optional"),
+    responses(
+        (status = 202, description = "Approved; the task goes on", body = crate::openapi::Task),
+        (status = 409, description = "The task awaits no such decision", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn approve_task(
     state: State<AppState>,
     headers: HeaderMap,
@@ -387,6 +519,18 @@ async fn approve_task(
     decide(state, headers, id, body, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/reject",
+    tag = "tasks",
+    operation_id = "rejectTask",
+    params(("id" = String, Path, format = "uuid", description = "The task's id (a UUID)")),
+    request_body(content = Option<DecisionBody>, content_type = "application/json", description = "Optional"),
+    responses(
+        (status = 202, description = "Rejected; the task goes on", body = crate::openapi::Task),
+        (status = 409, description = "The task awaits no such decision", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn reject_task(
     state: State<AppState>,
     headers: HeaderMap,
@@ -404,10 +548,12 @@ async fn decide(
     approve: bool,
 ) -> Result<Response, ApiError> {
     let principal = state.authorize(bearer(&headers), Operation::ResolveApproval)?;
+    // No body, an empty one and `null` all mean "no comment, the pending
+    // call" (schemathesis sent `null`, which the document allows).
     let body: DecisionBody = if body.iter().all(u8::is_ascii_whitespace) {
         DecisionBody::default()
     } else {
-        crate::json::parse(&body)?
+        crate::json::parse::<Option<DecisionBody>>(&body)?.unwrap_or_default()
     };
     let task = state
         .resolve_approval(
@@ -426,6 +572,18 @@ async fn decide(
 
 /// `GET /v1/tasks/{id}/events`: SSE; `Last-Event-ID` (or `?after=`)
 /// resumes after that event.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/events",
+    tag = "tasks",
+    operation_id = "watchTask",
+    params(
+        ("id" = String, Path, format = "uuid", description = "The task's id (a UUID)"),
+        ("after" = Option<u64>, Query, description = "Resume after this event sequence"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event sequence (SSE reconnect)"),
+    ),
+    responses((status = 200, description = "Server-sent events: one per task event, `id` its sequence, `event` its type, `data` its JSON", content_type = "text/event-stream", body = String)),
+)]
 async fn task_events(
     State(state): State<AppState>,
     headers: HeaderMap,

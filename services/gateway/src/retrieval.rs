@@ -166,7 +166,7 @@ fn job_view(job: &pb::IngestJob) -> Value {
 
 // === bodies ===
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ChunkingBody {
     #[serde(default)]
@@ -175,9 +175,14 @@ struct ChunkingBody {
     overlap_tokens: u32,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateCollectionBody {
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+    )]
     name: String,
     #[serde(default)]
     embedding_model: String,
@@ -186,9 +191,10 @@ struct CreateCollectionBody {
     chunking: Option<ChunkingBody>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DocumentBody {
+    #[schema(min_length = 1, max_length = 256)]
     id: String,
     #[serde(default)]
     text: String,
@@ -211,29 +217,67 @@ impl From<DocumentBody> for pb::Document {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DocumentsBody {
     documents: Vec<DocumentBody>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DeleteDocumentsBody {
     #[serde(default)]
     ids: Vec<String>,
+    #[schema(value_type = Option<Filter>)]
     filter: Option<serde_json::Map<String, Value>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Metadata conditions, all of which must hold: each key maps to a string,
+/// `{"$eq": string}` or `{"$in": [strings]}` (the OpenAPI document's
+/// description of what [`filter_of`] accepts; never deserialized).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // documentation type
+struct Filter(HashMap<String, FilterCondition>);
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // documentation type
+#[serde(untagged)]
+enum FilterCondition {
+    Equals(String),
+    Eq(FilterEq),
+    In(FilterIn),
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // documentation type
+#[serde(deny_unknown_fields)]
+struct FilterEq {
+    #[serde(rename = "$eq")]
+    eq: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // documentation type
+#[serde(deny_unknown_fields)]
+struct FilterIn {
+    #[serde(rename = "$in")]
+    #[schema(min_items = 1)]
+    any_of: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SearchBody {
     #[serde(default)]
     query: String,
     #[serde(default)]
     vector: Vec<f32>,
+    #[schema(minimum = 1)]
     top_k: Option<u32>,
+    #[schema(value_type = Option<Filter>)]
     filter: Option<serde_json::Map<String, Value>>,
+    /// vector, keyword or hybrid (default: the collection's).
+    #[schema(pattern = "^(vector|keyword|hybrid)$")]
     mode: Option<String>,
     #[serde(default)]
     ef: u32,
@@ -293,6 +337,17 @@ fn filter_of(
 
 // === handlers ===
 
+#[utoipa::path(
+    post,
+    path = "/v1/collections",
+    tag = "retrieval",
+    operation_id = "createCollection",
+    request_body(content = CreateCollectionBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = crate::openapi::Collection),
+        (status = 409, description = "It exists", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn create_collection(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -321,6 +376,15 @@ async fn create_collection(
     Ok((StatusCode::CREATED, Json(collection_view(&created))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/collections",
+    tag = "retrieval",
+    operation_id = "listCollections",
+    responses(
+        (status = 200, description = "The tenant's collections", body = crate::openapi::CollectionList),
+    ),
+)]
 async fn list_collections(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -339,6 +403,16 @@ async fn list_collections(
     Ok(Json(json!({ "collections": collections })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/collections/{name}",
+    tag = "retrieval",
+    operation_id = "getCollection",
+    params(("name" = String, Path, description = "The collection's name", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")),
+    responses(
+        (status = 200, description = "The collection", body = crate::openapi::Collection),
+    ),
+)]
 async fn get_collection(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -357,6 +431,16 @@ async fn get_collection(
     Ok(Json(collection_view(&found)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/collections/{name}",
+    tag = "retrieval",
+    operation_id = "deleteCollection",
+    params(("name" = String, Path, description = "The collection's name", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")),
+    responses(
+        (status = 200, description = "Deleted", body = crate::openapi::CollectionDeleted),
+    ),
+)]
 async fn delete_collection(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -375,6 +459,18 @@ async fn delete_collection(
     Ok(Json(json!({ "deleted": deleted.deleted })))
 }
 
+/// Upserts documents now (embedding on the caller's time).
+#[utoipa::path(
+    post,
+    path = "/v1/collections/{name}/documents",
+    tag = "retrieval",
+    operation_id = "upsertDocuments",
+    params(("name" = String, Path, description = "The collection's name", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")),
+    request_body(content = DocumentsBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Embedded and indexed", body = crate::openapi::Upserted),
+    ),
+)]
 async fn upsert_documents(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -404,6 +500,16 @@ async fn upsert_documents(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/collections/{name}/documents/{id}",
+    tag = "retrieval",
+    operation_id = "getDocument",
+    params(("name" = String, Path, description = "The collection's name", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"), ("id" = String, Path, description = "The document's id", min_length = 1, max_length = 256)),
+    responses(
+        (status = 200, description = "The document", body = crate::openapi::Document),
+    ),
+)]
 async fn get_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -428,6 +534,16 @@ async fn get_document(
     })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/collections/{name}/documents/{id}",
+    tag = "retrieval",
+    operation_id = "deleteDocument",
+    params(("name" = String, Path, description = "The collection's name", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"), ("id" = String, Path, description = "The document's id", min_length = 1, max_length = 256)),
+    responses(
+        (status = 200, description = "Deleted", body = crate::openapi::Deleted),
+    ),
+)]
 async fn delete_document(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -457,6 +573,17 @@ async fn delete_document(
     Ok(Json(json!({ "deleted": done.deleted })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/collections/{name}/documents/delete",
+    tag = "retrieval",
+    operation_id = "deleteDocuments",
+    params(("name" = String, Path, description = "The collection's name", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")),
+    request_body(content = DeleteDocumentsBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Deleted (by ids and/or metadata filter)", body = crate::openapi::Deleted),
+    ),
+)]
 async fn delete_documents(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -481,6 +608,17 @@ async fn delete_documents(
     Ok(Json(json!({ "deleted": done.deleted })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/collections/{name}/search",
+    tag = "retrieval",
+    operation_id = "search",
+    params(("name" = String, Path, description = "The collection's name", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")),
+    request_body(content = SearchBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The best chunks", body = crate::openapi::SearchHits),
+    ),
+)]
 async fn search(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -537,6 +675,18 @@ async fn search(
     Ok(Json(json!({ "hits": hits })))
 }
 
+/// Queues documents for ingest (answers at once with the job).
+#[utoipa::path(
+    post,
+    path = "/v1/collections/{name}/ingest",
+    tag = "retrieval",
+    operation_id = "submitIngest",
+    params(("name" = String, Path, description = "The collection's name", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")),
+    request_body(content = DocumentsBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Queued", body = crate::openapi::IngestJob),
+    ),
+)]
 async fn submit_ingest(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -560,6 +710,16 @@ async fn submit_ingest(
     Ok((StatusCode::ACCEPTED, Json(job_view(&job))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ingest-jobs/{id}",
+    tag = "retrieval",
+    operation_id = "getIngestJob",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = crate::openapi::IngestJob),
+    ),
+)]
 async fn get_ingest_job(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -99,6 +99,29 @@ async fn send(
     Ok(crate::openai::relay(response))
 }
 
+/// The tenant's traces, newest first, filtered, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/traces",
+    tag = "traces",
+    operation_id = "listTraces",
+    params(
+        ("min_cost" = Option<f64>, Query, minimum = 0, description = "Only traces that cost at least this (USD)"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size"),
+        ("cursor" = Option<String>, Query, description = "The previous page's cursor"),
+        ("agent" = Option<String>, Query),
+        ("session_id" = Option<String>, Query),
+        ("user_id" = Option<String>, Query),
+        ("from_ms" = Option<i64>, Query, description = "Start, epoch milliseconds"),
+        ("to_ms" = Option<i64>, Query, description = "End, epoch milliseconds"),
+        ("status" = Option<String>, Query, description = "ok or error"),
+        ("min_latency_ms" = Option<u64>, Query),
+    ),
+    responses(
+        (status = 200, description = "A page of traces (the trace-collector's answer, relayed)", body = Object),
+        (status = "default", description = "An error: the gateway's (`{error: ...}`) or the trace-collector's, relayed", body = Object),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -110,6 +133,18 @@ pub async fn list(
     forward(&state, &principal.tenant, "/api/traces", &query).await
 }
 
+/// One trace as a tree of observations.
+#[utoipa::path(
+    get,
+    path = "/v1/traces/{trace_id}",
+    tag = "traces",
+    operation_id = "getTrace",
+    params(("trace_id" = String, Path, min_length = 32, max_length = 32, pattern = "^[0-9A-Fa-f]{32}$", description = "The W3C trace id")),
+    responses(
+        (status = 200, description = "The trace (the trace-collector's answer, relayed)", body = Object),
+        (status = "default", description = "An error: the gateway's (`{error: ...}`) or the trace-collector's, relayed", body = Object),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -128,6 +163,25 @@ pub async fn get(
     .await
 }
 
+/// Counts, latency, tokens and cost per agent or model over time buckets.
+#[utoipa::path(
+    get,
+    path = "/v1/traces/aggregates",
+    tag = "traces",
+    operation_id = "traceAggregates",
+    params(
+        ("by" = Option<String>, Query, description = "agent or model"),
+        ("interval" = Option<String>, Query, description = "Bucket width"),
+        ("from_ms" = Option<i64>, Query),
+        ("to_ms" = Option<i64>, Query),
+        ("agent" = Option<String>, Query),
+        ("model" = Option<String>, Query),
+    ),
+    responses(
+        (status = 200, description = "The buckets (the trace-collector's answer, relayed)", body = Object),
+        (status = "default", description = "An error: the gateway's (`{error: ...}`) or the trace-collector's, relayed", body = Object),
+    ),
+)]
 pub async fn aggregates(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -141,6 +195,18 @@ pub async fn aggregates(
 
 /// `POST /v1/traces/scores`: `{traceId, observationId?, name, value,
 /// comment?}`, validated by the collector (its errors name the field).
+#[utoipa::path(
+    post,
+    path = "/v1/traces/scores",
+    tag = "traces",
+    operation_id = "scoreTrace",
+    request_body(content = crate::openapi::NewScore, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The score (the trace-collector's answer, relayed)", body = Object),
+        (status = 200, description = "The score (the trace-collector's answer, relayed)", body = Object),
+        (status = "default", description = "An error: the gateway's (`{error: ...}`) or the trace-collector's, relayed", body = Object),
+    ),
+)]
 pub async fn post_score(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -160,6 +226,17 @@ pub async fn post_score(
 
 /// `POST /v1/trace-keys`: a new public/secret key pair for the Langfuse
 /// ingestion endpoint; the secret is shown once.
+#[utoipa::path(
+    post,
+    path = "/v1/trace-keys",
+    tag = "traces",
+    operation_id = "createTraceKey",
+    responses(
+        (status = 201, description = "The key pair (the trace-collector's answer, relayed)", body = Object),
+        (status = 200, description = "The key pair (the trace-collector's answer, relayed)", body = Object),
+        (status = "default", description = "An error: the gateway's (`{error: ...}`) or the trace-collector's, relayed", body = Object),
+    ),
+)]
 pub async fn create_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -177,6 +254,16 @@ pub async fn create_key(
 }
 
 /// `GET /v1/trace-keys`: the tenant's key pairs (public halves only).
+#[utoipa::path(
+    get,
+    path = "/v1/trace-keys",
+    tag = "traces",
+    operation_id = "listTraceKeys",
+    responses(
+        (status = 200, description = "The key pairs (the trace-collector's answer, relayed)", body = Object),
+        (status = "default", description = "An error: the gateway's (`{error: ...}`) or the trace-collector's, relayed", body = Object),
+    ),
+)]
 pub async fn list_keys(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -186,6 +273,17 @@ pub async fn list_keys(
 }
 
 /// `DELETE /v1/trace-keys/{public_key}`: revokes a key pair.
+#[utoipa::path(
+    delete,
+    path = "/v1/trace-keys/{public_key}",
+    tag = "traces",
+    operation_id = "revokeTraceKey",
+    params(("public_key" = String, Path, min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_-]+$")),
+    responses(
+        (status = 200, description = "Revoked (the trace-collector's answer, relayed)", body = Object),
+        (status = "default", description = "An error: the gateway's (`{error: ...}`) or the trace-collector's, relayed", body = Object),
+    ),
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -12,13 +12,17 @@ fn time(ms: i64) -> Value {
 }
 
 /// `POST /v1/agents/{name}/tasks` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SubmitTaskBody {
+    /// The task's input: not blank, at most the orchestrator's input limit
+    /// (`AGENTMESH_ORCHESTRATOR_MAX_INPUT_BYTES`, 64 KiB by default).
+    #[schema(min_length = 1)]
     pub input: String,
     /// Continue this conversation (memory and the agent's concurrency
     /// policy apply per session).
     #[serde(default)]
+    #[schema(max_length = 63, pattern = "^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$")]
     pub session_id: String,
 }
 
