@@ -65,6 +65,9 @@ pub struct MeshOptions {
     /// Changes to the in-process worker's configuration (tool limits,
     /// secrets).
     pub worker_config: Option<fn(&mut agent_worker::Config)>,
+    /// Listener limits (header and body deadlines, sizes) of the router,
+    /// orchestrator, trace-collector and gateway; `None`: their defaults.
+    pub server_limits: Option<mesh_runtime::ServerLimits>,
     /// Extra top-level sections of the router's route table (`cache:`,
     /// `tenants:`, `prices:`), which then routes every model to the mesh's
     /// backend through a routes file; `None`: the plain table, no file.
@@ -92,6 +95,7 @@ impl Default for MeshOptions {
             retrieval: false,
             retrieval_config: None,
             worker_config: None,
+            server_limits: None,
             router_table: None,
         }
     }
@@ -176,6 +180,9 @@ impl Mesh {
             )?;
             router_config.routes_file = Some(routes);
         }
+        if let Some(limits) = &options.server_limits {
+            router_config.server = limits.clone();
+        }
         let router = inference_router::start(router_config, router_stop.clone())
             .await
             .context("start inference-router")?;
@@ -183,6 +190,9 @@ impl Mesh {
         let mut orchestrator_config =
             orchestrator::Config::ephemeral(shared.clone(), data_dir.path().to_owned())?;
         orchestrator_config.outbox.enabled = options.outbox_enabled;
+        if let Some(limits) = &options.server_limits {
+            orchestrator_config.server = limits.clone();
+        }
         let orchestrator_stop = CancellationToken::new();
         let orch = orchestrator::start(orchestrator_config.clone(), orchestrator_stop.clone())
             .await
@@ -234,17 +244,22 @@ impl Mesh {
         }
 
         let traces_stop = CancellationToken::new();
-        let traces = trace_collector::start(
-            trace_collector::Config::ephemeral(shared.clone(), data_dir.path().to_owned())?,
-            traces_stop.clone(),
-        )
-        .await
-        .context("start trace-collector")?;
+        let mut traces_config =
+            trace_collector::Config::ephemeral(shared.clone(), data_dir.path().to_owned())?;
+        if let Some(limits) = &options.server_limits {
+            traces_config.server = limits.clone();
+        }
+        let traces = trace_collector::start(traces_config, traces_stop.clone())
+            .await
+            .context("start trace-collector")?;
 
         let gateway_stop = CancellationToken::new();
         let mut gateway_config =
             gateway::Config::ephemeral(shared.clone(), orchestrator_url, TEST_JWT_SECRET)?;
         gateway_config.submit_rate_per_minute = options.submit_rate_per_minute;
+        if let Some(limits) = &options.server_limits {
+            gateway_config.server = limits.clone();
+        }
         gateway_config.router_url = format!("http://{}", router.http_addr);
         gateway_config.traces_url = format!("http://{}", traces.http_addr);
         gateway_config.traces_grpc_url = format!("http://{}", traces.grpc_addr);

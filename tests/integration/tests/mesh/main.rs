@@ -22,6 +22,7 @@ mod fairness;
 mod gateway_trace_keys;
 mod gateway_traces;
 mod health;
+mod hostile_input;
 mod isolation;
 mod local_model;
 mod python_sdk;
