@@ -247,8 +247,8 @@ impl Bus {
         message: &M,
     ) -> Result<PublishAckFuture, BusError> {
         let mut headers = HeaderMap::new();
-        headers.insert(HEADER_MSG_ID, msg_id);
-        headers.insert(HEADER_TENANT, tenant);
+        headers.insert(HEADER_MSG_ID, names::header_value(msg_id).as_ref());
+        headers.insert(HEADER_TENANT, names::header_value(tenant).as_ref());
         mesh_telemetry::inject_nats(&mut headers);
         self.publish_raw(subject, headers, Bytes::from(message.encode_to_vec()))
             .await

@@ -65,26 +65,11 @@ impl<T: prost::Message + Default> Delivery<T> {
             Ok(info) => (info.delivered, info.stream_sequence),
             Err(e) => return fail(message, format!("no jetstream metadata: {e}")),
         };
-        let tenant = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(HEADER_TENANT))
-            .map(|v| v.as_str().to_owned());
-        let Some(tenant) = tenant.filter(|t| names::validate("tenant", t).is_ok()) else {
-            return fail(
-                message,
-                "missing or invalid agentmesh-tenant header".to_owned(),
-            );
-        };
-        let payload = match T::decode(message.payload.clone()) {
-            Ok(payload) => payload,
-            Err(e) => return fail(message, e.to_string()),
-        };
-        let parent = message
-            .headers
-            .as_ref()
-            .map(mesh_telemetry::extract_nats)
-            .unwrap_or_default();
+        let (payload, tenant, parent) =
+            match decode_envelope::<T>(message.headers.as_ref(), message.payload.clone()) {
+                Ok(parts) => parts,
+                Err(reason) => return fail(message, reason),
+            };
         Ok(Self {
             payload,
             tenant,
@@ -94,6 +79,27 @@ impl<T: prost::Message + Default> Delivery<T> {
             message,
         })
     }
+}
+
+/// What a message carries besides its JetStream metadata: the payload as a
+/// `T`, the tenant of its `agentmesh-tenant` header (a valid tenant name)
+/// and the producer's trace context. Pure, so it is tested (and fuzzed)
+/// without a server; the error says why the message is undecodable.
+pub fn decode_envelope<T: prost::Message + Default>(
+    headers: Option<&async_nats::HeaderMap>,
+    payload: bytes::Bytes,
+) -> Result<(T, String, TraceContext), String> {
+    let tenant = headers
+        .and_then(|h| h.get(HEADER_TENANT))
+        .map(|v| v.as_str().to_owned());
+    let Some(tenant) = tenant.filter(|t| names::validate("tenant", t).is_ok()) else {
+        return Err("missing or invalid agentmesh-tenant header".to_owned());
+    };
+    let payload = T::decode(payload).map_err(|e| e.to_string())?;
+    let parent = headers
+        .map(mesh_telemetry::extract_nats)
+        .unwrap_or_default();
+    Ok((payload, tenant, parent))
 }
 
 impl<T> Delivery<T> {
@@ -153,23 +159,43 @@ pub async fn dead_letter_raw(
     dead_letter(bus, message, delivered, reason).await
 }
 
+/// The headers of a dead-lettered copy: the original ones, a `Nats-Msg-Id`
+/// that makes one DLQ entry per original message however often this runs,
+/// and why, after how many deliveries and from which subject. `reason` is
+/// often an error text: line breaks in it are escaped
+/// ([`names::header_value`]).
+pub fn dead_letter_headers(
+    original: Option<&async_nats::HeaderMap>,
+    stream: &str,
+    sequence: u64,
+    delivered: u32,
+    reason: &str,
+    subject: &str,
+) -> async_nats::HeaderMap {
+    let mut headers = original.cloned().unwrap_or_default();
+    let msg_id = format!("dlq:{stream}:{sequence}");
+    headers.insert(HEADER_MSG_ID, names::header_value(&msg_id).as_ref());
+    headers.insert(HEADER_DLQ_REASON, names::header_value(reason).as_ref());
+    headers.insert(HEADER_DLQ_DELIVERIES, delivered.to_string().as_str());
+    headers.insert(HEADER_DLQ_SUBJECT, names::header_value(subject).as_ref());
+    headers
+}
+
 async fn dead_letter(
     bus: &Bus,
     message: &jetstream::Message,
     delivered: u32,
     reason: &str,
 ) -> Result<(), BusError> {
-    let mut headers = message.headers.clone().unwrap_or_default();
-    let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let stream = message
-        .info()
-        .map(|i| i.stream.to_owned())
-        .unwrap_or_default();
-    // One DLQ entry per original message, however often this runs.
-    headers.insert(HEADER_MSG_ID, format!("dlq:{stream}:{seq}").as_str());
-    headers.insert(HEADER_DLQ_REASON, reason);
-    headers.insert(HEADER_DLQ_DELIVERIES, delivered.to_string().as_str());
-    headers.insert(HEADER_DLQ_SUBJECT, message.subject.as_str());
+    let info = message.info().ok();
+    let headers = dead_letter_headers(
+        message.headers.as_ref(),
+        info.as_ref().map_or("", |i| i.stream),
+        info.as_ref().map_or(0, |i| i.stream_sequence),
+        delivered,
+        reason,
+        message.subject.as_str(),
+    );
     let subject = names::dlq_subject(message.subject.as_str());
     let ack = bus
         .publish_raw(subject.clone(), headers, message.payload.clone())
@@ -182,4 +208,72 @@ async fn dead_letter(
         .ack_with(AckKind::Ack)
         .await
         .map_err(|e| BusError::Ack(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    fn headers(pairs: &[(&str, &str)]) -> async_nats::HeaderMap {
+        let mut h = async_nats::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, *v);
+        }
+        h
+    }
+
+    #[test]
+    fn an_envelope_needs_a_valid_tenant_and_a_payload_of_its_type() {
+        let event = mesh_proto::TaskEvent {
+            task_id: "t1".to_owned(),
+            tenant: "acme".to_owned(),
+            ..Default::default()
+        };
+        let payload = bytes::Bytes::from(event.encode_to_vec());
+        let (decoded, tenant, _) = decode_envelope::<mesh_proto::TaskEvent>(
+            Some(&headers(&[(HEADER_TENANT, "acme")])),
+            payload.clone(),
+        )
+        .unwrap();
+        assert_eq!((decoded, tenant.as_str()), (event, "acme"));
+        for h in [None, Some(headers(&[(HEADER_TENANT, "acme.*")]))] {
+            let err = decode_envelope::<mesh_proto::TaskEvent>(h.as_ref(), payload.clone());
+            assert!(err.unwrap_err().contains("agentmesh-tenant"));
+        }
+        let garbage = bytes::Bytes::from_static(&[0xff, 0xff, 0xff]);
+        assert!(
+            decode_envelope::<mesh_proto::TaskEvent>(
+                Some(&headers(&[(HEADER_TENANT, "acme")])),
+                garbage
+            )
+            .is_err()
+        );
+    }
+
+    /// An error text with line breaks is a valid dead-letter reason; the
+    /// original headers are kept and the id is one per original message.
+    #[test]
+    fn dead_letter_headers_escape_the_reason() {
+        let original = headers(&[(HEADER_TENANT, "acme"), (HEADER_MSG_ID, "m1")]);
+        let h = dead_letter_headers(
+            Some(&original),
+            "TASKS",
+            42,
+            5,
+            "tool failed:\nTraceback\r\n  line 1",
+            "tasks.acme.support",
+        );
+        assert_eq!(h.get(HEADER_TENANT).unwrap().as_str(), "acme");
+        assert_eq!(h.get(HEADER_MSG_ID).unwrap().as_str(), "dlq:TASKS:42");
+        assert_eq!(
+            h.get(HEADER_DLQ_REASON).unwrap().as_str(),
+            "tool failed:\\nTraceback\\r\\n  line 1"
+        );
+        assert_eq!(h.get(HEADER_DLQ_DELIVERIES).unwrap().as_str(), "5");
+        assert_eq!(
+            h.get(HEADER_DLQ_SUBJECT).unwrap().as_str(),
+            "tasks.acme.support"
+        );
+    }
 }

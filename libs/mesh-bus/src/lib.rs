@@ -15,7 +15,9 @@ pub mod topology;
 
 pub use async_nats;
 pub use bus::{Bus, BusConfig, ConsumerLag};
-pub use delivery::{DecodeError, Delivery, Undecodable, dead_letter_raw};
+pub use delivery::{
+    DecodeError, Delivery, Undecodable, dead_letter_headers, dead_letter_raw, decode_envelope,
+};
 pub use retry::RetryPolicy;
 pub use topology::StreamKind;
 

@@ -72,9 +72,36 @@ pub fn dlq_subject(subject: &str) -> String {
     format!("dlq.{subject}")
 }
 
+/// `text` as a NATS header value. The protocol ends a header line at CR or
+/// LF and async-nats panics on a value holding either, yet some values come
+/// from outside (a model's tool-call id inside a `Nats-Msg-Id`, an error
+/// text as a dead-letter reason): those two are written escaped, as `\r`
+/// and `\n`; any other text passes unchanged.
+pub fn header_value(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains(['\r', '\n']) {
+        std::borrow::Cow::Owned(text.replace('\r', "\\r").replace('\n', "\\n"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value with line breaks becomes one header line: async-nats panics
+    /// on a line break in a header value.
+    #[test]
+    fn header_values_never_hold_line_breaks() {
+        assert_eq!(header_value("task:step:1:call_7"), "task:step:1:call_7");
+        assert_eq!(header_value("a\r\nb\n"), "a\\r\\nb\\n");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", header_value("id\nInjected: 1").as_ref());
+        assert_eq!(
+            headers.get("Nats-Msg-Id").unwrap().as_str(),
+            "id\\nInjected: 1"
+        );
+    }
 
     #[test]
     fn accepts_dns_labels() {
