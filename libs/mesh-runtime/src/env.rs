@@ -93,6 +93,9 @@ pub struct SharedConfig {
     /// start ([`crate::service_auth::init`]); tools that only read the bus
     /// do not need it.
     pub service_auth: Option<mesh_auth::service::ServiceAuthConfig>,
+    /// `AGENTMESH_TLS_*`: mutual TLS on internal gRPC, loaded from its files
+    /// (see [`crate::tls`]); `None`, plain TCP, when no file is set.
+    pub tls: Option<crate::tls::MeshTls>,
 }
 
 impl SharedConfig {
@@ -163,6 +166,7 @@ impl SharedConfig {
                     reason: e.reason,
                 }
             })?,
+            tls: crate::tls::MeshTls::from_env(env)?,
         })
     }
 }

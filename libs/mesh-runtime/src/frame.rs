@@ -35,6 +35,8 @@ pub struct ServiceFrame {
     required: Vec<mesh_bus::Bus>,
     /// What [`ServiceFrame::grpc`] checks callers with.
     service_verifier: Option<mesh_auth::service::ServiceVerifier>,
+    /// Mutual TLS of [`ServiceFrame::spawn_grpc`], when configured.
+    tls: Option<crate::tls::MeshTls>,
     /// What every listener of the service holds its clients to.
     limits: ServerLimits,
     pub admin_addr: SocketAddr,
@@ -71,6 +73,7 @@ impl ServiceFrame {
             reporter,
             required: Vec::new(),
             service_verifier: None,
+            tls: None,
             limits,
             admin_addr,
         })
@@ -92,8 +95,9 @@ impl ServiceFrame {
 
     /// Sets up service authentication for `service` (see
     /// [`crate::service_auth::init`]): its outgoing calls carry its token
-    /// from now on, and [`ServiceFrame::grpc`] checks callers. Returns the
-    /// verifier, for an internal HTTP face.
+    /// from now on, [`ServiceFrame::grpc`] checks callers, and
+    /// [`ServiceFrame::spawn_grpc`] requires mutual TLS when `shared`
+    /// configures it. Returns the verifier, for an internal HTTP face.
     pub fn service_auth(
         &mut self,
         shared: &crate::SharedConfig,
@@ -101,6 +105,7 @@ impl ServiceFrame {
     ) -> Result<mesh_auth::service::ServiceVerifier, crate::ConfigError> {
         let verifier = crate::service_auth::init(shared, service)?;
         self.service_verifier = Some(verifier.clone());
+        self.tls = shared.tls.clone();
         Ok(verifier)
     }
 
@@ -130,7 +135,22 @@ impl ServiceFrame {
     /// Serves `router` on `listener` until the service stops (connections
     /// capped and given the header deadline by
     /// [`crate::server::grpc_incoming`]).
+    /// Internal: over mutual TLS when configured (a client without a
+    /// certificate of the mesh CA never reaches HTTP/2), plain otherwise.
     pub fn spawn_grpc(&self, listener: TcpListener, router: GrpcRouter) {
+        let Some(tls) = &self.tls else {
+            return self.spawn_public_grpc(listener, router);
+        };
+        let incoming = crate::server::grpc_incoming(listener, &self.limits, self.stop());
+        let serve = router
+            .serve_with_incoming_shutdown(tls.accept(incoming), self.stop().cancelled_owned());
+        self.supervisor.spawn("grpc", serve);
+    }
+
+    /// [`ServiceFrame::spawn_grpc`] without mesh TLS whatever the
+    /// configuration: the gateway's public face, whose callers are users
+    /// holding no mesh certificate (public TLS ends at the ingress).
+    pub fn spawn_public_grpc(&self, listener: TcpListener, router: GrpcRouter) {
         let incoming = crate::server::grpc_incoming(listener, &self.limits, self.stop());
         let serve = router.serve_with_incoming_shutdown(incoming, self.stop().cancelled_owned());
         self.supervisor.spawn("grpc", serve);

@@ -66,11 +66,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     frame.require_bus(&bus);
     bus.ensure_streams(&[StreamKind::Tasks, StreamKind::Events, StreamKind::Dlq])
         .await?;
-    let channel = tonic::transport::Endpoint::from_shared(config.router_url.clone())
-        .with_context(|| format!("AGENTMESH_WORKER_ROUTER_URL: {:?}", config.router_url))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect_lazy();
+    let channel = mesh_runtime::tls::connect_lazy(
+        tonic::transport::Endpoint::from_shared(config.router_url.clone())
+            .with_context(|| format!("AGENTMESH_WORKER_ROUTER_URL: {:?}", config.router_url))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .tcp_nodelay(true),
+        config.shared.tls.as_ref(),
+    );
     let runner = Arc::new(runner::TaskRunner::new(
         bus.clone(),
         InferenceServiceClient::new(channel),

@@ -5,9 +5,11 @@
 async fn main() -> anyhow::Result<()> {
     let env = mesh_runtime::env::process_env();
     let config = agent_worker::Config::from_env(&env)?;
-    let telemetry = mesh_telemetry::init(
+    let telemetry = mesh_telemetry::init_with_channel(
         "agent-worker",
         config.shared.otlp_endpoint.as_deref(),
+        // Mesh TLS to the collector's OTLP/gRPC port, when configured.
+        mesh_runtime::tls::otlp_channel(&config.shared)?,
         env.get("AGENTMESH_LOG_FORMAT").is_some_and(|f| f == "json"),
         "info",
     )?;

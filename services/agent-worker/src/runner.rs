@@ -67,14 +67,19 @@ enum Outcome {
     AlreadyFinished,
 }
 
-/// A channel connected on first use. `Config::from_env` refuses malformed
-/// URLs; a hand-built config with a bad one falls back to the default.
-fn lazy_channel(url: &str, default: &'static str) -> Channel {
-    tonic::transport::Endpoint::from_shared(url.to_owned())
+/// A channel connected on first use (over mesh TLS when `tls` is set).
+/// `Config::from_env` refuses malformed URLs; a hand-built config with a
+/// bad one falls back to the default.
+fn lazy_channel(
+    url: &str,
+    default: &'static str,
+    tls: Option<&mesh_runtime::tls::MeshTls>,
+) -> Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .unwrap_or_else(|_| tonic::transport::Endpoint::from_static(default))
         .connect_timeout(std::time::Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect_lazy()
+        .tcp_nodelay(true);
+    mesh_runtime::tls::connect_lazy(endpoint, tls)
 }
 
 /// The attempt number of a delivery across the task's dispatches (a task
@@ -122,10 +127,12 @@ impl TaskRunner {
             retrieval: mesh_proto::retrieval_client::RetrievalClient::new(lazy_channel(
                 &config.retrieval_url,
                 "http://127.0.0.1:7004",
+                config.shared.tls.as_ref(),
             )),
             orchestrator: mesh_proto::control_plane_client::ControlPlaneClient::new(lazy_channel(
                 &config.orchestrator_url,
                 "http://127.0.0.1:7001",
+                config.shared.tls.as_ref(),
             )),
             bus: bus.clone(),
         };

@@ -77,16 +77,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     .await?;
     frame.require_bus(&bus);
     bus.ensure_streams(&[StreamKind::Events]).await?;
-    let channel = tonic::transport::Endpoint::from_shared(config.orchestrator_url.clone())
-        .with_context(|| {
-            format!(
-                "AGENTMESH_GATEWAY_ORCHESTRATOR_URL: {:?}",
-                config.orchestrator_url
-            )
-        })?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect_lazy();
+    let tls = config.shared.tls.as_ref();
+    let channel = mesh_runtime::tls::connect_lazy(
+        tonic::transport::Endpoint::from_shared(config.orchestrator_url.clone())
+            .with_context(|| {
+                format!(
+                    "AGENTMESH_GATEWAY_ORCHESTRATOR_URL: {:?}",
+                    config.orchestrator_url
+                )
+            })?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .tcp_nodelay(true),
+        tls,
+    );
     let submit_limiter = match (&config.shared.redis_url, config.submit_rate_per_minute) {
         (Some(url), limit) if limit > 0 => Some(
             ratelimit::RateLimiter::connect(url, limit, config.redis_timeout)
@@ -103,7 +106,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         verifier: verifier(&config).await?,
         quotas: mesh_proto::quota_admin_client::QuotaAdminClient::new(channel.clone()),
         orchestrator: ControlPlaneClient::new(channel),
-        retrieval: retrieval::client(&config.retrieval_url).with_context(|| {
+        retrieval: retrieval::client(&config.retrieval_url, tls).with_context(|| {
             format!(
                 "AGENTMESH_GATEWAY_RETRIEVAL_URL: {:?}",
                 config.retrieval_url
@@ -171,12 +174,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             state.clone(),
             mesh_proto::trace_query_server::TraceQueryServer::new(trace_grpc::PublicTraces {
                 state: state.clone(),
-                collector: trace_grpc::client(&config.traces_grpc_url).with_context(|| {
-                    format!(
-                        "AGENTMESH_GATEWAY_TRACES_GRPC_URL: {:?}",
-                        config.traces_grpc_url
-                    )
-                })?,
+                collector: trace_grpc::client(&config.traces_grpc_url, config.shared.tls.as_ref())
+                    .with_context(|| {
+                        format!(
+                            "AGENTMESH_GATEWAY_TRACES_GRPC_URL: {:?}",
+                            config.traces_grpc_url
+                        )
+                    })?,
             })
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_response),
@@ -187,7 +191,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_response),
         ));
-    frame.spawn_grpc(grpc_listener, grpc);
+    frame.spawn_public_grpc(grpc_listener, grpc);
     tracing::info!(%http_addr, %grpc_addr, %admin_addr, "gateway ready");
     Ok(Running {
         http_addr,

@@ -50,12 +50,16 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/ingest-jobs/{id}", get(get_ingest_job))
 }
 
-/// A lazy channel to the retrieval service (`AGENTMESH_GATEWAY_RETRIEVAL_URL`).
-pub fn client(url: &str) -> Result<RetrievalClient<Channel>, tonic::transport::Error> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+/// A lazy channel to the retrieval service (`AGENTMESH_GATEWAY_RETRIEVAL_URL`),
+/// over mesh TLS when `tls` is set.
+pub fn client(
+    url: &str,
+    tls: Option<&mesh_runtime::tls::MeshTls>,
+) -> Result<RetrievalClient<Channel>, tonic::transport::Error> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
         .connect_timeout(std::time::Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect_lazy();
+        .tcp_nodelay(true);
+    let channel = mesh_runtime::tls::connect_lazy(endpoint, tls);
     Ok(RetrievalClient::new(channel)
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024))

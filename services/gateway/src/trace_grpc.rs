@@ -15,12 +15,15 @@ use crate::auth::Operation;
 use crate::state::AppState;
 
 /// A lazy channel to the trace-collector's gRPC port
-/// (`AGENTMESH_GATEWAY_TRACES_GRPC_URL`).
-pub fn client(url: &str) -> Result<TraceQueryClient<Channel>, tonic::transport::Error> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+/// (`AGENTMESH_GATEWAY_TRACES_GRPC_URL`), over mesh TLS when `tls` is set.
+pub fn client(
+    url: &str,
+    tls: Option<&mesh_runtime::tls::MeshTls>,
+) -> Result<TraceQueryClient<Channel>, tonic::transport::Error> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
         .connect_timeout(std::time::Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect_lazy();
+        .tcp_nodelay(true);
+    let channel = mesh_runtime::tls::connect_lazy(endpoint, tls);
     // A trace tree of many observations is far above tonic's 4 MiB default.
     Ok(TraceQueryClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
 }

@@ -65,6 +65,9 @@ pub struct MeshOptions {
     /// Changes to the in-process worker's configuration (tool limits,
     /// secrets).
     pub worker_config: Option<fn(&mut agent_worker::Config)>,
+    /// Mutual TLS on every internal gRPC hop (`AGENTMESH_TLS_*`); `None`:
+    /// plain, as by default.
+    pub tls: Option<mesh_runtime::tls::MeshTls>,
     /// Listener limits (header and body deadlines, sizes) of the router,
     /// orchestrator, trace-collector and gateway; `None`: their defaults.
     pub server_limits: Option<mesh_runtime::ServerLimits>,
@@ -95,6 +98,7 @@ impl Default for MeshOptions {
             retrieval: false,
             retrieval_config: None,
             worker_config: None,
+            tls: None,
             server_limits: None,
             router_table: None,
         }
@@ -150,6 +154,7 @@ impl Mesh {
         shared.database_url = options.database_url.clone();
         shared.redis_url = options.redis_url.clone();
         shared.bus = options.bus.clone();
+        shared.tls = options.tls.clone();
 
         let sim_stop = CancellationToken::new();
         let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

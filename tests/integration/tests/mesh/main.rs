@@ -25,6 +25,7 @@ mod health;
 mod hostile_input;
 mod isolation;
 mod local_model;
+mod mtls;
 mod python_sdk;
 mod rate_limit;
 mod retrieval;
