@@ -95,7 +95,7 @@ fn dispatch_outcome(error: &DispatchError) -> &'static str {
 
 /// What a relayed stream accounts for: its tokens, its backend slot and
 /// its time to first token. A replay from the cache has none of them.
-struct Live {
+pub(crate) struct Live {
     accounting: Accounting,
     _hold: Hold,
     started: Instant,
@@ -146,7 +146,7 @@ impl InferenceGrpc {
 
 /// Reads SSE events into chunks until `[DONE]`, an error, or the caller
 /// leaving.
-async fn pump<S, E>(
+pub(crate) async fn pump<S, E>(
     bytes: S,
     mut live: Option<Live>,
     tx: tokio::sync::mpsc::Sender<Result<ChatChunk, Status>>,

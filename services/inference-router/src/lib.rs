@@ -12,6 +12,8 @@ mod admission;
 mod backend;
 mod cache;
 mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 mod grpc;
 mod limits;
 mod metrics;

@@ -146,7 +146,11 @@ pub fn estimate_tokens(body: &serde_json::Value, raw_len: usize, default_max: u6
         .or_else(|| body["max_tokens"].as_u64())
         .unwrap_or(default_max);
     let n = body["n"].as_u64().unwrap_or(1).max(1);
-    completion.saturating_mul(n) + prompt_estimate(raw_len)
+    // Saturating: a client may ask for u64::MAX tokens, which must reserve
+    // the most, not wrap around to almost nothing.
+    completion
+        .saturating_mul(n)
+        .saturating_add(prompt_estimate(raw_len))
 }
 
 /// One prompt token per four bytes of the request body.
@@ -220,8 +224,9 @@ impl UsageTap {
 
     pub fn used(&self) -> u64 {
         match self.reported {
-            Some((prompt, completion)) => prompt + completion,
-            None => self.prompt_estimate + self.deltas,
+            // A backend's report is not trusted to fit: saturate.
+            Some((prompt, completion)) => prompt.saturating_add(completion),
+            None => self.prompt_estimate.saturating_add(self.deltas),
         }
     }
 
@@ -491,6 +496,18 @@ mod tests {
         let mut whole = UsageTap::new(9);
         whole.feed_json(br#"{"usage":{"prompt_tokens":4}}"#);
         assert_eq!(whole.used(), 4);
+    }
+
+    /// A client's `max_tokens` near u64::MAX overflowed the estimate (the
+    /// router_request fuzz target: a panic in debug builds, a wrap to a tiny
+    /// reservation in release), and so did a backend's reported usage.
+    #[test]
+    fn huge_token_counts_saturate() {
+        let body = serde_json::json!({"max_completion_tokens": u64::MAX, "n": 3});
+        assert_eq!(estimate_tokens(&body, 100, 1024), u64::MAX);
+        let mut tap = UsageTap::new(10);
+        tap.feed_sse(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":18446744073709551615,\"completion_tokens\":9}}\n\n");
+        assert_eq!(tap.used(), u64::MAX);
     }
 
     #[test]

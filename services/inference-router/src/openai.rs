@@ -513,20 +513,23 @@ fn replay(stored: Vec<u8>, streaming: bool) -> Response {
     response
 }
 
-/// Passes SSE bytes through; if the upstream fails or ends without
-/// `data: [DONE]`, appends an SSE error event instead of ending quietly.
-fn guard_stream_end<S>(upstream: S) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>>
+/// Passes SSE bytes through; if the upstream fails or ends without a
+/// complete `data: [DONE]` event, appends an SSE error event instead of
+/// ending quietly.
+pub(crate) fn guard_stream_end<S>(
+    upstream: S,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>>
 where
     S: futures::Stream<Item = Result<Bytes, reqwest::Error>> + Send + 'static,
 {
     struct St<S> {
         upstream: std::pin::Pin<Box<S>>,
-        tail: Vec<u8>,
+        watch: DoneWatch,
         done: bool,
     }
     let state = St {
         upstream: Box::pin(upstream),
-        tail: Vec::new(),
+        watch: DoneWatch::default(),
         done: false,
     };
     futures::stream::unfold(state, |mut st| async move {
@@ -535,12 +538,7 @@ where
         }
         match st.upstream.next().await {
             Some(Ok(bytes)) => {
-                // Remember the last few bytes to recognise `[DONE]` even when
-                // it straddles two chunks.
-                st.tail.extend_from_slice(&bytes);
-                if st.tail.len() > 64 {
-                    st.tail.drain(..st.tail.len() - 64);
-                }
+                st.watch.feed(&bytes);
                 Some((Ok(bytes), st))
             }
             Some(Err(e)) => {
@@ -552,8 +550,7 @@ where
             }
             None => {
                 st.done = true;
-                let text = String::from_utf8_lossy(&st.tail);
-                if text.contains("[DONE]") {
+                if st.watch.done {
                     None
                 } else {
                     Some((
@@ -564,6 +561,83 @@ where
             }
         }
     })
+}
+
+/// Whether an SSE stream has sent its `[DONE]` event, read as the bytes
+/// pass with the SSE line rules the gRPC face parses by (LF, CRLF or CR
+/// ends a line, a blank line ends an event, `data:` lines join, comments
+/// and other fields do not count). Text that merely contains `[DONE]` (a
+/// comment, a delta's content) does not end a stream: a substring check
+/// took a truncated answer for a complete one (the router_sse fuzz target).
+/// Holds at most a few bytes: a longer line cannot be `data: [DONE]`.
+#[derive(Debug, Default)]
+pub(crate) struct DoneWatch {
+    line: Vec<u8>,
+    line_too_long: bool,
+    /// The current event's data so far, when it could still be `[DONE]`.
+    data: Option<Vec<u8>>,
+    data_too_long: bool,
+    after_cr: bool,
+    pub(crate) done: bool,
+}
+
+impl DoneWatch {
+    const MAX: usize = 64;
+
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.done {
+                return;
+            }
+            match b {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\r' | b'\n' => {
+                    self.after_cr = b == b'\r';
+                    self.end_line();
+                }
+                _ => {
+                    self.after_cr = false;
+                    if self.line.len() < Self::MAX {
+                        self.line.push(b);
+                    } else {
+                        self.line_too_long = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        let too_long = std::mem::take(&mut self.line_too_long);
+        if line.is_empty() && !too_long {
+            let data = self.data.take();
+            let too_long = std::mem::take(&mut self.data_too_long);
+            self.done = !too_long && data.is_some_and(|d| d.trim_ascii() == b"[DONE]");
+            return;
+        }
+        let (field, value) = match line.iter().position(|b| *b == b':') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => (&line[..], &[][..]),
+        };
+        if field != b"data" {
+            return;
+        }
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        // Data lines join with a line feed, as the SSE parser joins them.
+        let data = match &mut self.data {
+            Some(data) => {
+                data.push(b'\n');
+                data
+            }
+            None => self.data.insert(Vec::new()),
+        };
+        if too_long || data.len() + value.len() > Self::MAX {
+            self.data_too_long = true;
+        } else {
+            data.extend_from_slice(value);
+        }
+    }
 }
 
 fn sse_error(message: &str) -> Bytes {
@@ -652,5 +726,46 @@ pub fn describe_backend_error(error: &BackendError) -> String {
                 .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect())
         ),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(stream: &[u8], cut: usize) -> bool {
+        let mut watch = DoneWatch::default();
+        let (a, b) = stream.split_at(cut.min(stream.len()));
+        watch.feed(a);
+        watch.feed(b);
+        watch.done
+    }
+
+    /// Only a complete `[DONE]` event ends a stream; `[DONE]` in a comment
+    /// or in content, or a `[DONE]` event cut before its blank line, does
+    /// not (the router_sse fuzz target found the comment case).
+    #[test]
+    fn only_a_done_event_completes_a_stream() {
+        for (stream, complete) in [
+            (&b"data: {\"a\":1}\n\ndata: [DONE]\n\n"[..], true),
+            (b"data:[DONE]\r\n\r\n", true),
+            (b"data: [DONE]\r\rdata: more\n\n", true),
+            (b"data: x\n\n: {\"cho[DONE]\n\n", false),
+            (b"data: {\"content\":\"[DONE]\"}\n\n", false),
+            (b"data: [DONE]\n", false),
+            (b"data: [DONE]\ndata: x\n\n", false),
+            (b"event: done\n\n", false),
+        ] {
+            for cut in 0..stream.len() {
+                assert_eq!(
+                    done(stream, cut),
+                    complete,
+                    "{:?}",
+                    String::from_utf8_lossy(stream)
+                );
+            }
+        }
+        let long = format!("data: [DONE]{}x\n\n", " ".repeat(100));
+        assert!(!done(long.as_bytes(), 0));
     }
 }
