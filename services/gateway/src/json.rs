@@ -59,6 +59,15 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("JSON nests deeper than {MAX_JSON_DEPTH} levels"),
         ));
     }
+    // PostgreSQL stores no NUL in text or jsonb: a `\u0000` would reach
+    // the store and fail there as an outage (503), not as the caller's
+    // mistake (schemathesis sent one in an agent spec).
+    if has_escaped_nul(bytes) {
+        return Err(ApiError::invalid(
+            "body",
+            "strings must not contain NUL (\\u0000)",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(value) => de
@@ -80,6 +89,25 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
         }
     }
+}
+
+/// Whether a JSON string in `bytes` holds the escape `\u0000` (a raw NUL
+/// is not valid JSON at all; serde refuses it).
+fn has_escaped_nul(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes.get(i + 1) == Some(&b'u') && bytes.get(i + 2..i + 6) == Some(&b"0000"[..]) {
+                return true;
+            }
+            // Skip the escaped character, so `\\u0000` (a backslash, then
+            // the text u0000) is not read as an escape.
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
 }
 
 /// Bracket nesting depth, ignoring brackets inside strings.
@@ -168,6 +196,16 @@ mod tests {
                 proptest::prop_assert!(named == field || named.starts_with(field) || named == "body", "{} for {}", named, body);
             }
         }
+    }
+
+    #[test]
+    fn nul_in_a_string_is_refused() {
+        let e = parse::<serde_json::Value>(br#"{"a": "x\u0000y"}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("body"), "{}", e.message);
+        assert!(e.message.contains("NUL"), "{}", e.message);
+        // An escaped backslash before the text u0000 is no NUL.
+        assert!(parse::<serde_json::Value>(br#"{"a": "x\\u0000y"}"#).is_ok());
+        assert!(parse::<serde_json::Value>(br#"{"a": "\u0001"}"#).is_ok());
     }
 
     #[test]

@@ -309,6 +309,16 @@ pub enum ErrorCodeName {
     Internal,
 }
 
+/// One server-sent event of a task's stream: `id` is the event's
+/// sequence, `event` its type, `data` its JSON (`seq`, `taskId`, `at`,
+/// `type` and the type's fields); an `error` event's data is the error.
+#[derive(ToSchema)]
+pub struct TaskEventFrame {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
 /// An RFC 3339 instant in UTC with milliseconds, or null when unset.
 type Instant = Option<String>;
 

@@ -582,7 +582,7 @@ async fn decide(
         ("after" = Option<u64>, Query, description = "Resume after this event sequence"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event sequence (SSE reconnect)"),
     ),
-    responses((status = 200, description = "Server-sent events: one per task event, `id` its sequence, `event` its type, `data` its JSON", content_type = "text/event-stream", body = String)),
+    responses((status = 200, description = "Server-sent events: one per task event, `id` its sequence, `event` its type, `data` its JSON", content_type = "text/event-stream", body = crate::openapi::TaskEventFrame)),
 )]
 async fn task_events(
     State(state): State<AppState>,

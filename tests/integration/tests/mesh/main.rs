@@ -26,6 +26,7 @@ mod hostile_input;
 mod isolation;
 mod local_model;
 mod mtls;
+mod openapi_fuzz;
 mod python_sdk;
 mod rate_limit;
 mod retrieval;
