@@ -327,7 +327,10 @@ mod tests {
         let env = Env::from([
             ("AGENTMESH_TOOL_SECRET_WEATHER".to_owned(), "w".to_owned()),
             ("AGENTMESH_TOOL_SECRET_".to_owned(), "empty name".to_owned()),
-            ("AGENTMESH_SERVICE_KEY".to_owned(), "mesh key".to_owned()),
+            (
+                "AGENTMESH_SERVICE_KEY".to_owned(),
+                "a mesh key of at least thirty-two bytes".to_owned(),
+            ),
             ("DATABASE_URL".to_owned(), "postgres://u:p@db/x".to_owned()),
             ("WEATHER".to_owned(), "not a tool secret".to_owned()),
         ]);
