@@ -73,22 +73,37 @@ async fn a_burst_scales_workers_up_drains_once_and_scales_back_to_zero() {
     assert_eq!(policy.consumer, "agent-burst");
 
     // Every event of the burst, to count starts and completions per task.
+    // It reads until every task has succeeded (`drained`), then until the
+    // subscription has been quiet for 2 s: no idle timeout before that, as
+    // the burst's tail waits in the admission queue without events.
     let events = mesh.bus.client().subscribe("events.acme.>").await.unwrap();
-    let tally = tokio::spawn(async move {
-        let mut per_task: HashMap<String, (u32, u32)> = HashMap::new();
-        let mut events = events;
-        while let Ok(Some(message)) =
-            tokio::time::timeout(Duration::from_secs(5), events.next()).await
-        {
-            let event = TaskEvent::decode(message.payload).unwrap();
-            let entry = per_task.entry(event.task_id).or_default();
-            match event.kind {
-                Some(Kind::Started(_)) => entry.0 += 1,
-                Some(Kind::Completed(_)) => entry.1 += 1,
-                _ => {}
+    let drained = tokio_util::sync::CancellationToken::new();
+    let tally = tokio::spawn({
+        let drained = drained.clone();
+        async move {
+            let mut per_task: HashMap<String, (u32, u32)> = HashMap::new();
+            let mut events = events;
+            loop {
+                let message = tokio::select! {
+                    message = events.next() => message,
+                    () = drained.cancelled() => {
+                        tokio::time::timeout(Duration::from_secs(2), events.next())
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                };
+                let Some(message) = message else { break };
+                let event = TaskEvent::decode(message.payload).unwrap();
+                let entry = per_task.entry(event.task_id).or_default();
+                match event.kind {
+                    Some(Kind::Started(_)) => entry.0 += 1,
+                    Some(Kind::Completed(_)) => entry.1 += 1,
+                    _ => {}
+                }
             }
+            per_task
         }
-        per_task
     });
 
     // Queue the burst before any worker exists (scale from zero).
@@ -125,6 +140,7 @@ async fn a_burst_scales_workers_up_drains_once_and_scales_back_to_zero() {
             .await
             .unwrap();
     }
+    drained.cancel();
     // Back to zero after the cooldown (3 s) and the polling interval.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while *history.lock().unwrap().last().unwrap() != 0 {

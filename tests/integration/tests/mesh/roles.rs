@@ -308,8 +308,12 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
         let mut traces = mesh_proto::trace_query_client::TraceQueryClient::connect(url.clone())
             .await
             .unwrap();
-        let calls: Vec<(Operation, Result<(), tonic::Status>)> = vec![
+        let mut retrieval = mesh_proto::retrieval_client::RetrievalClient::connect(url.clone())
+            .await
+            .unwrap();
+        let calls: Vec<(&str, Operation, Result<(), tonic::Status>)> = vec![
             (
+                "AgentService/ApplyAgent",
                 Operation::ApplyAgent,
                 agents
                     .apply_agent(with(
@@ -326,6 +330,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "AgentService/GetAgent",
                 Operation::GetAgent,
                 agents
                     .get_agent(with(
@@ -336,6 +341,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "AgentService/ListAgents",
                 Operation::ListAgents,
                 agents
                     .list_agents(with(&token, mesh_proto::ListAgentsRequest::default()))
@@ -343,6 +349,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "AgentService/ListAgentVersions",
                 Operation::ListAgentVersions,
                 agents
                     .list_agent_versions(with(
@@ -356,6 +363,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "AgentService/GetAgentVersion",
                 Operation::GetAgentVersion,
                 agents
                     .get_agent_version(with(
@@ -369,6 +377,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "ToolService/ApplyTool",
                 Operation::ApplyTool,
                 tools
                     .apply_tool(with(
@@ -382,6 +391,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "ToolService/GetTool",
                 Operation::GetTool,
                 tools
                     .get_tool(with(
@@ -392,6 +402,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "ToolService/ListTools",
                 Operation::ListTools,
                 tools
                     .list_tools(with(&token, mesh_proto::ListToolsRequest {}))
@@ -399,6 +410,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "ToolService/ListToolVersions",
                 Operation::ListToolVersions,
                 tools
                     .list_tool_versions(with(
@@ -412,6 +424,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "ToolService/GetToolVersion",
                 Operation::GetToolVersion,
                 tools
                     .get_tool_version(with(
@@ -425,6 +438,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "TaskService/SubmitTask",
                 Operation::SubmitTask,
                 tasks
                     .submit_task(with(
@@ -439,6 +453,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "TaskService/GetTask",
                 Operation::GetTask,
                 tasks
                     .get_task(with(&token, mesh_proto::GetTaskRequest { id: TASK.into() }))
@@ -446,6 +461,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "TaskService/ListTasks",
                 Operation::ListTasks,
                 tasks
                     .list_tasks(with(&token, mesh_proto::ListTasksRequest::default()))
@@ -453,6 +469,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "TaskService/CancelTask",
                 Operation::CancelTask,
                 tasks
                     .cancel_task(with(
@@ -463,6 +480,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "TaskService/ResolveApproval",
                 Operation::ResolveApproval,
                 tasks
                     .resolve_approval(with(
@@ -476,6 +494,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "TaskService/WatchTask",
                 Operation::WatchTask,
                 tasks
                     .watch_task(with(
@@ -489,6 +508,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "TraceQuery/ListTraces",
                 Operation::ListTraces,
                 traces
                     .list_traces(with(&token, mesh_proto::ListTracesRequest::default()))
@@ -496,6 +516,7 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "TraceQuery/GetTrace",
                 Operation::GetTrace,
                 traces
                     .get_trace(with(
@@ -508,25 +529,206 @@ async fn every_rest_route_and_grpc_method_enforces_its_role() {
                     .map(drop),
             ),
             (
+                "TraceQuery/Aggregates",
                 Operation::TraceAggregates,
                 traces
                     .aggregates(with(&token, mesh_proto::TraceAggregatesRequest::default()))
                     .await
                     .map(drop),
             ),
+            (
+                "Retrieval/CreateCollection",
+                Operation::CreateCollection,
+                retrieval
+                    .create_collection(with(
+                        &token,
+                        mesh_proto::CreateCollectionRequest {
+                            name: "c".into(),
+                            embedding_model: "none".into(),
+                            dimension: 4,
+                            chunking: None,
+                        },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "Retrieval/GetCollection",
+                Operation::ReadCollections,
+                retrieval
+                    .get_collection(with(
+                        &token,
+                        mesh_proto::GetCollectionRequest { name: "c".into() },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "Retrieval/ListCollections",
+                Operation::ReadCollections,
+                retrieval
+                    .list_collections(with(&token, mesh_proto::ListCollectionsRequest::default()))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "Retrieval/DeleteCollection",
+                Operation::DeleteCollection,
+                retrieval
+                    .delete_collection(with(
+                        &token,
+                        mesh_proto::DeleteCollectionRequest { name: "c".into() },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "Retrieval/UpsertDocuments",
+                Operation::WriteDocuments,
+                retrieval
+                    .upsert_documents(with(
+                        &token,
+                        mesh_proto::UpsertDocumentsRequest {
+                            collection: "c".into(),
+                            documents: vec![],
+                        },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "Retrieval/GetDocument",
+                Operation::ReadCollections,
+                retrieval
+                    .get_document(with(
+                        &token,
+                        mesh_proto::GetDocumentRequest {
+                            collection: "c".into(),
+                            id: "d".into(),
+                        },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "Retrieval/DeleteDocuments",
+                Operation::WriteDocuments,
+                retrieval
+                    .delete_documents(with(
+                        &token,
+                        mesh_proto::DeleteDocumentsRequest {
+                            collection: "c".into(),
+                            ids: vec!["d".into()],
+                            filter: None,
+                        },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "Retrieval/Search",
+                Operation::Search,
+                retrieval
+                    .search(with(
+                        &token,
+                        mesh_proto::SearchRequest {
+                            collection: "c".into(),
+                            query: "q".into(),
+                            top_k: 1,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "Retrieval/SubmitIngest",
+                Operation::WriteDocuments,
+                retrieval
+                    .submit_ingest(with(
+                        &token,
+                        mesh_proto::SubmitIngestRequest {
+                            collection: "c".into(),
+                            documents: vec![],
+                        },
+                    ))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "Retrieval/GetIngestJob",
+                Operation::ReadCollections,
+                retrieval
+                    .get_ingest_job(with(
+                        &token,
+                        mesh_proto::GetIngestJobRequest { id: "j".into() },
+                    ))
+                    .await
+                    .map(drop),
+            ),
         ];
-        for (op, result) in calls {
+        // Every method of every public service is walked: a method added
+        // to the protos without a row here fails the test.
+        let walked: std::collections::BTreeSet<&str> = calls.iter().map(|(m, _, _)| *m).collect();
+        let missing: Vec<String> = public_grpc_methods()
+            .into_iter()
+            .filter(|m| !walked.contains(m.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "public gRPC methods not walked: {missing:?}"
+        );
+        for (method, op, result) in calls {
             let denied = matches!(&result, Err(s) if s.code() == tonic::Code::PermissionDenied);
             let unauthenticated =
                 matches!(&result, Err(s) if s.code() == tonic::Code::Unauthenticated);
-            assert!(!unauthenticated, "{op:?} as {role:?}: {result:?}");
+            assert!(!unauthenticated, "{method} as {role:?}: {result:?}");
             assert_eq!(
                 denied,
                 role < required_role(op),
-                "{op:?} as {role:?}: {result:?}"
+                "{method} ({op:?}) as {role:?}: {result:?}"
             );
         }
     }
+}
+
+/// The services the gateway serves on its public gRPC port.
+const PUBLIC_GRPC_SERVICES: [&str; 5] = [
+    "AgentService",
+    "ToolService",
+    "TaskService",
+    "Retrieval",
+    "TraceQuery",
+];
+
+/// `Service/Method` of every rpc of the public services, read from the
+/// protos themselves (the source of the generated stubs).
+fn public_grpc_methods() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto/agentmesh/v1");
+    let mut methods = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let mut service = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("service ") {
+                service = rest
+                    .split_whitespace()
+                    .next()
+                    .filter(|name| PUBLIC_GRPC_SERVICES.contains(name))
+                    .map(str::to_owned);
+            } else if line.starts_with('}') && !line.contains('{') {
+                service = None;
+            } else if let (Some(service), Some(rest)) = (&service, line.strip_prefix("rpc ")) {
+                let name = rest.split('(').next().unwrap().trim();
+                methods.push(format!("{service}/{name}"));
+            }
+        }
+    }
+    assert!(
+        methods.len() > 20,
+        "protos not found or not parsed: {methods:?}"
+    );
+    methods
 }
 
 fn with<T>(token: &str, message: T) -> tonic::Request<T> {
