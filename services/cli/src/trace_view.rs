@@ -3,7 +3,8 @@
 //! observation's name under its parent, its duration as a bar on the
 //! trace's shared time axis, its tokens and cost, and errors marked (in red
 //! on a colour terminal, and always with `!` and the status message so a
-//! pipe or a `NO_COLOR` terminal loses nothing).
+//! pipe or a `NO_COLOR` terminal loses nothing), and a generation's time to
+//! first token where it was recorded.
 //!
 //! Rendering is a pure function of the JSON, so it is tested on a fixed
 //! trace; it must never panic on a trace with missing fields or odd times
@@ -226,6 +227,10 @@ pub fn render(trace: &Value, layout: Layout) -> String {
                 .unwrap_or("failed");
             let detail = format!("{prefix}   error: {message}");
             let _ = writeln!(out, "{}", paint(&detail, RED));
+        }
+        // A streamed generation's time to first token, where recorded.
+        if let Some(ttft) = node["time_to_first_token_ms"].as_i64() {
+            let _ = writeln!(out, "{prefix}   first token: {}", duration(ttft));
         }
         let children = node["children"]
             .as_array()
@@ -459,5 +464,22 @@ scores:
         assert_eq!(duration(125_000), "2m 05s");
         assert_eq!(cost(0.0), "-");
         assert_eq!(cost(0.5), "$0.5000");
+    }
+
+    #[test]
+    fn shows_a_generations_time_to_first_token() {
+        let mut chat = node("chat m", "generation", 0, 800, vec![]);
+        chat["time_to_first_token_ms"] = json!(120);
+        let root = node("invoke_agent a", "agent", 0, 1_000, vec![chat]);
+        let trace = json!({"start_ms": 0, "end_ms": 1_000, "observations": [root]});
+        let view = render(&trace, Layout::default());
+        let lines: Vec<&str> = view.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("└─ chat m"))
+            .unwrap_or_else(|| panic!("no chat line in\n{view}"));
+        assert_eq!(lines[at + 1], "      first token: 120 ms", "\n{view}");
+        assert!(!view.contains("first token: 0"), "{view}");
+        assert_eq!(view.matches("first token").count(), 1, "{view}");
     }
 }
