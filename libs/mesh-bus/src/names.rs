@@ -76,10 +76,16 @@ pub fn dlq_subject(subject: &str) -> String {
 /// LF and async-nats panics on a value holding either, yet some values come
 /// from outside (a model's tool-call id inside a `Nats-Msg-Id`, an error
 /// text as a dead-letter reason): those two are written escaped, as `\r`
-/// and `\n`; any other text passes unchanged.
+/// and `\n`, and a backslash as `\\`, so the escaping is one-to-one (two
+/// different call ids never become the same `Nats-Msg-Id`, which would
+/// drop one event as a duplicate); any other text passes unchanged.
 pub fn header_value(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains(['\r', '\n']) {
-        std::borrow::Cow::Owned(text.replace('\r', "\\r").replace('\n', "\\n"))
+    if text.contains(['\r', '\n', '\\']) {
+        std::borrow::Cow::Owned(
+            text.replace('\\', "\\\\")
+                .replace('\r', "\\r")
+                .replace('\n', "\\n"),
+        )
     } else {
         std::borrow::Cow::Borrowed(text)
     }
@@ -95,6 +101,9 @@ mod tests {
     fn header_values_never_hold_line_breaks() {
         assert_eq!(header_value("task:step:1:call_7"), "task:step:1:call_7");
         assert_eq!(header_value("a\r\nb\n"), "a\\r\\nb\\n");
+        // One-to-one: a line break and a literal backslash-n stay apart.
+        assert_eq!(header_value("a\\nb"), "a\\\\nb");
+        assert_ne!(header_value("a\nb"), header_value("a\\nb"));
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", header_value("id\nInjected: 1").as_ref());
         assert_eq!(
