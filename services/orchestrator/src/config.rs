@@ -13,9 +13,6 @@ pub struct Config {
     /// `_MAX_HEADER_BYTES`, `_HEADER_TIMEOUT_MS`, `_BODY_TIMEOUT_MS` and the
     /// other limits of every listener (see [`mesh_runtime::ServerLimits`]).
     pub server: mesh_runtime::ServerLimits,
-    /// `_MAX_HEADER_BYTES`, `_HEADER_TIMEOUT_MS`, `_BODY_TIMEOUT_MS` and the
-    /// other limits of every listener (see [`mesh_runtime::ServerLimits`]).
-    pub server: mesh_runtime::ServerLimits,
     pub grpc_listen: SocketAddr,
     pub admin_listen: SocketAddr,
     /// Where the SQLite file lives when `DATABASE_URL` is unset.
@@ -180,7 +177,6 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             shared: SharedConfig::from_env(env)?,
-            server: mesh_runtime::ServerLimits::from_env(env, PREFIX)?,
             server: mesh_runtime::ServerLimits::from_env(env, PREFIX)?,
             grpc_listen: env::parse_or(env, &var("GRPC_LISTEN"), ([127, 0, 0, 1], 7001).into())?,
             admin_listen: env::parse_or(env, &var("ADMIN_LISTEN"), ([127, 0, 0, 1], 9101).into())?,

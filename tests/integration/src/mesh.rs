@@ -65,12 +65,12 @@ pub struct MeshOptions {
     /// Changes to the in-process worker's configuration (tool limits,
     /// secrets).
     pub worker_config: Option<fn(&mut agent_worker::Config)>,
-    /// Mutual TLS on every internal gRPC hop (`AGENTMESH_TLS_*`); `None`:
-    /// plain, as by default.
-    pub tls: Option<mesh_runtime::tls::MeshTls>,
     /// Listener limits (header and body deadlines, sizes) of the router,
     /// orchestrator, trace-collector and gateway; `None`: their defaults.
     pub server_limits: Option<mesh_runtime::ServerLimits>,
+    /// Mutual TLS on every internal gRPC hop (`AGENTMESH_TLS_*`); `None`:
+    /// plain, as by default.
+    pub tls: Option<mesh_runtime::tls::MeshTls>,
     /// Extra top-level sections of the router's route table (`cache:`,
     /// `tenants:`, `prices:`), which then routes every model to the mesh's
     /// backend through a routes file; `None`: the plain table, no file.
@@ -98,8 +98,8 @@ impl Default for MeshOptions {
             retrieval: false,
             retrieval_config: None,
             worker_config: None,
-            tls: None,
             server_limits: None,
+            tls: None,
             router_table: None,
         }
     }
@@ -255,8 +255,8 @@ impl Mesh {
             traces_config.server = limits.clone();
         }
         let traces = trace_collector::start(traces_config, traces_stop.clone())
-            .await
-            .context("start trace-collector")?;
+        .await
+        .context("start trace-collector")?;
 
         let gateway_stop = CancellationToken::new();
         let mut gateway_config =
