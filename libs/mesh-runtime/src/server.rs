@@ -33,6 +33,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::env::{self, ConfigError, Env};
 
+/// How long an HTTP client of the mesh keeps an idle pooled connection.
+/// Below the default [`ServerLimits::header_timeout`] (10 s), after which
+/// our servers close an idle keep-alive connection, and below the 5 s of
+/// uvicorn (vLLM's server) and Node: a client that kept it longer would
+/// sometimes send on a connection the server is closing, and fail with
+/// "connection closed before message completed". reqwest's default is 90 s.
+pub const CLIENT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// What one listener of a service accepts, read from
 /// `AGENTMESH_<SERVICE>_...` by [`ServerLimits::from_env`]; the same values
 /// apply to the service's HTTP, gRPC and admin listeners.

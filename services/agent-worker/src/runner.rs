@@ -115,6 +115,7 @@ impl TaskRunner {
     ) -> Self {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
+            .pool_idle_timeout(mesh_runtime::server::CLIENT_POOL_IDLE_TIMEOUT)
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .unwrap_or_default();

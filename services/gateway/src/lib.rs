@@ -115,6 +115,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         bus,
         http: reqwest::Client::builder()
             .tcp_nodelay(true)
+            .pool_idle_timeout(mesh_runtime::server::CLIENT_POOL_IDLE_TIMEOUT)
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .context("build the router HTTP client")?,

@@ -45,6 +45,7 @@ impl Client {
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .pool_max_idle_per_host(256)
+            .pool_idle_timeout(mesh_runtime::server::CLIENT_POOL_IDLE_TIMEOUT)
             .build()?;
         Ok(Self { client })
     }

@@ -218,6 +218,7 @@ impl Service {
     ) -> Result<Self, RetrievalError> {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
+            .pool_idle_timeout(mesh_runtime::server::CLIENT_POOL_IDLE_TIMEOUT)
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .map_err(|e| RetrievalError::Internal(format!("http client: {e}")))?;
