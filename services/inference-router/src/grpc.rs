@@ -36,7 +36,7 @@ use crate::limits::{self, Decision, Limiter, Reservation, UsageTap, settle};
 use crate::metrics::Metrics;
 use crate::openai::{CACHE_HEADER, MODEL_HEADER, SESSION_HEADER, describe_backend_error};
 use crate::pool::{Answer, Call, DispatchError, Hold, Router, Table};
-use crate::usage::{Accounting, Meter};
+use crate::usage::{Accounting, Generation, Meter};
 
 pub struct InferenceGrpc {
     pub router: Arc<Router>,
@@ -326,6 +326,7 @@ impl InferenceService for InferenceGrpc {
             &tenant,
             routed_model,
             "chat",
+            Generation::Caller,
         );
         let live = Live {
             accounting: Accounting::new(
@@ -385,6 +386,7 @@ impl InferenceService for InferenceGrpc {
             &tenant,
             routed_model,
             "embeddings",
+            Generation::Caller,
         );
         let mut accounting = Accounting::new(
             self.limiter.clone(),

@@ -31,7 +31,7 @@ use crate::cache::{self, Cache, Capture};
 use crate::limits::{self, Decision, Limiter, Reservation, UsageTap, settle};
 use crate::metrics::Metrics;
 use crate::pool::{Answer, Call, DispatchError, Router as RouteTable};
-use crate::usage::{Accounting, Meter};
+use crate::usage::{Accounting, Generation, Meter};
 
 /// Routes by this header over the body's `model` when present.
 pub const MODEL_HEADER: &str = "x-model-id";
@@ -304,7 +304,14 @@ async fn embeddings(State(state): State<HttpState>, headers: HeaderMap, body: By
 
 fn meter(state: &HttpState, tenant: &str, model: &str, operation: &'static str) -> Meter {
     let table = state.router.table();
-    Meter::new(&state.metrics, &table.spec.prices, tenant, model, operation)
+    Meter::new(
+        &state.metrics,
+        &table.spec.prices,
+        tenant,
+        model,
+        operation,
+        Generation::Router,
+    )
 }
 
 fn dispatch_outcome(error: &DispatchError) -> &'static str {

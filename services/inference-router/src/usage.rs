@@ -71,6 +71,21 @@ pub fn price_of(prices: &BTreeMap<String, Price>, model: &str) -> Option<Price> 
         .copied()
 }
 
+/// Who records a call as a generation in the trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// The router: its span is `<operation> <model>` with the GenAI usage
+    /// (callers of the OpenAI-compatible face are apps, or retrieval, that
+    /// record no generation of their own).
+    Router,
+    /// The caller (the agent-worker over the internal gRPC face, whose
+    /// `chat` span carries the usage): the router's span is a plain
+    /// `route <operation> <model>` span without usage, or a trace would
+    /// count every model call's tokens and cost twice (the router's span
+    /// is a child of the caller's, and rollups add children).
+    Caller,
+}
+
 /// Who is charged and where usage is reported.
 pub struct Meter {
     pub metrics: Metrics,
@@ -78,30 +93,43 @@ pub struct Meter {
     pub model: String,
     pub price: Option<Price>,
     /// Declares `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`
-    /// and `gen_ai.usage.cost` as empty fields.
+    /// and `gen_ai.usage.cost` as empty fields when the router records
+    /// the generation.
     pub span: tracing::Span,
 }
 
 impl Meter {
     /// A meter for `operation` (`chat`, `embeddings`) on `model`, with its
-    /// span (`<operation> <model>`, a child of the current one).
+    /// span (a child of the current one; see [`Generation`]).
     pub fn new(
         metrics: &Metrics,
         prices: &BTreeMap<String, Price>,
         tenant: &str,
         model: &str,
         operation: &'static str,
+        generation: Generation,
     ) -> Self {
-        let span = tracing::info_span!(
-            "gen_ai",
-            otel.name = %format!("{operation} {model}"),
-            gen_ai.operation.name = operation,
-            gen_ai.request.model = %model,
-            tenant = %tenant,
-            gen_ai.usage.input_tokens = tracing::field::Empty,
-            gen_ai.usage.output_tokens = tracing::field::Empty,
-            gen_ai.usage.cost = tracing::field::Empty,
-        );
+        let span = match generation {
+            Generation::Router => tracing::info_span!(
+                "gen_ai",
+                otel.name = %format!("{operation} {model}"),
+                gen_ai.operation.name = operation,
+                gen_ai.request.model = %model,
+                tenant = %tenant,
+                gen_ai.usage.input_tokens = tracing::field::Empty,
+                gen_ai.usage.output_tokens = tracing::field::Empty,
+                gen_ai.usage.cost = tracing::field::Empty,
+            ),
+            Generation::Caller => tracing::info_span!(
+                "route",
+                otel.name = %format!("route {operation} {model}"),
+                // Explicit, since a model attribute alone would make the
+                // collector (like Langfuse) type it a generation.
+                "langfuse.observation.type" = "span",
+                agentmesh.route.model = %model,
+                tenant = %tenant,
+            ),
+        };
         Self {
             metrics: metrics.clone(),
             tenant: tenant.to_owned(),
@@ -146,6 +174,8 @@ impl Drop for Accounting {
             .tokens(&m.tenant, &m.model, "prompt", prompt.unwrap_or(0));
         m.metrics
             .tokens(&m.tenant, &m.model, "completion", completion);
+        // Recording an undeclared field is a no-op: a `Caller` span stays
+        // without usage.
         if let Some(prompt) = prompt {
             m.span.record("gen_ai.usage.input_tokens", prompt);
         }
