@@ -220,7 +220,7 @@ async fn get_version(
     tag = "tools",
     operation_id = "listToolVersions",
     params(
-        ("name" = String, Path, description = "The tool's name (these routes take only the agent-name alphabet)", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"),
+        ("name" = String, Path, description = "The tool's name", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$"),
         ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (at most the orchestrator's page limit)"),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
     ),
@@ -263,7 +263,7 @@ async fn list_tool_versions(
     tag = "tools",
     operation_id = "getToolVersion",
     params(
-        ("name" = String, Path, description = "The tool's name (these routes take only the agent-name alphabet)", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"),
+        ("name" = String, Path, description = "The tool's name", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$"),
         ("version" = u64, Path, minimum = 1, description = "An applied version"),
     ),
     responses(

@@ -137,7 +137,8 @@ impl AppState {
         principal: &Principal,
         query: mesh_proto::ListToolVersionsRequest,
     ) -> Result<mesh_proto::ListToolVersionsResponse, ApiError> {
-        validate_name("name", &query.name)?;
+        mesh_spec::validate_tool_name("name", &query.name)
+            .map_err(|e| ApiError::invalid(&e.path, &e.message))?;
         let request = self.request(principal, query)?;
         Ok(self
             .client()
@@ -152,7 +153,8 @@ impl AppState {
         name: String,
         version: u64,
     ) -> Result<Tool, ApiError> {
-        validate_name("name", &name)?;
+        mesh_spec::validate_tool_name("name", &name)
+            .map_err(|e| ApiError::invalid(&e.path, &e.message))?;
         let request = self.request(
             principal,
             mesh_proto::GetToolVersionRequest { name, version },

@@ -43,6 +43,12 @@ fn validate_name(value: &str) -> Result<(), Status> {
     })
 }
 
+/// Tools have their own alphabet (letters of either case, digits, `_`,
+/// `-`): the one they are applied with.
+fn validate_tool_name(value: &str) -> Result<(), Status> {
+    mesh_spec::validate_tool_name("name", value).map_err(|e| invalid(&e.path, e.message))
+}
+
 fn model_of(spec: &serde_json::Value) -> String {
     spec.get("model")
         .and_then(serde_json::Value::as_str)
@@ -222,7 +228,7 @@ pub async fn list_tool_versions(
 ) -> Result<ListToolVersionsResponse, Status> {
     let tenant = tenant_of(&request)?;
     let req = request.into_inner();
-    validate_name(&req.name)?;
+    validate_tool_name(&req.name)?;
     let page_size = page_size(req.page_size, default_page, max_page)?;
     current_tool(db, &tenant, &req.name).await?;
     let mut query = tool_version::Entity::find()
@@ -270,7 +276,7 @@ pub async fn get_tool_version(
 ) -> Result<Tool, Status> {
     let tenant = tenant_of(&request)?;
     let req = request.into_inner();
-    validate_name(&req.name)?;
+    validate_tool_name(&req.name)?;
     let version = i64::try_from(req.version)
         .ok()
         .filter(|v| *v > 0)

@@ -286,6 +286,24 @@ async fn agents_and_versions_are_listed_per_tenant_a_page_at_a_time() {
     );
     let (status, _) = face.get("/v1/tools/lookup/versions/1", &globex).await;
     assert_eq!(status, 404);
+    // A tool's versions take the tool-name alphabet (either case, `_`),
+    // the one it was applied with, not the agent-name one.
+    let (status, body) = face
+        .call(
+            reqwest::Method::PUT,
+            "/v1/tools/Lookup_V2",
+            &acme,
+            Some(json!({"type": "api", "config": {"endpoint": "http://127.0.0.1:9/v3"}})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let (status, body) = face.get("/v1/tools/Lookup_V2/versions", &acme_viewer).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["versions"][0]["version"], 1, "{body}");
+    let (status, body) = face
+        .get("/v1/tools/Lookup_V2/versions/1", &acme_viewer)
+        .await;
+    assert_eq!(status, 200, "{body}");
     let (status, body) = face
         .get("/v1/tools/lookup/versions?limit=100000", &acme_viewer)
         .await;
