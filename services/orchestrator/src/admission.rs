@@ -559,8 +559,16 @@ mod tests {
             serde_json::Value::Null,
             serde_json::json!({"maxReplicas": "many"}),
         ];
-        assert_eq!(window_for(32, scalings.iter()), 160, "the largest spec wins");
-        assert_eq!(window_for(32, scalings[1..].iter()), 32, "never below the floor");
+        assert_eq!(
+            window_for(32, scalings.iter()),
+            160,
+            "the largest spec wins"
+        );
+        assert_eq!(
+            window_for(32, scalings[1..].iter()),
+            32,
+            "never below the floor"
+        );
         assert_eq!(window_for(32, std::iter::empty()), 32);
     }
 

@@ -255,8 +255,8 @@ impl Mesh {
             traces_config.server = limits.clone();
         }
         let traces = trace_collector::start(traces_config, traces_stop.clone())
-        .await
-        .context("start trace-collector")?;
+            .await
+            .context("start trace-collector")?;
 
         let gateway_stop = CancellationToken::new();
         let mut gateway_config =
