@@ -137,7 +137,11 @@ const isError = (o) => o.status_code === 'error' || o.level === 'ERROR';
 const INPUT_KEYS = ['input.value', 'langfuse.observation.input', 'gen_ai.prompt', 'gen_ai.input.messages', 'gen_ai.tool.call.arguments'];
 const OUTPUT_KEYS = ['output.value', 'langfuse.observation.output', 'gen_ai.completion', 'gen_ai.output.messages', 'gen_ai.tool.call.result'];
 
-function recorded(o, keys) {
+// The collector stores what it recognised as the observation's input and
+// output in their own fields (no longer among the attributes); traces
+// stored before that keep them only as attributes.
+function recorded(o, field, keys) {
+  if (o[field] !== undefined && o[field] !== null && o[field] !== '') return { key: field, value: o[field] };
   const attrs = o.attributes?.attributes ?? {};
   for (const k of keys) if (attrs[k] !== undefined && attrs[k] !== null && attrs[k] !== '') return { key: k, value: attrs[k] };
   return null;
@@ -184,8 +188,8 @@ export async function tracePage(main, { id, signal }) {
     for (const other of body.querySelectorAll('.wf-row.selected')) other.classList.remove('selected');
     el.classList.add('selected');
     const o = row.node;
-    const input = recorded(o, INPUT_KEYS);
-    const output = recorded(o, OUTPUT_KEYS);
+    const input = recorded(o, 'input', INPUT_KEYS);
+    const output = recorded(o, 'output', OUTPUT_KEYS);
     replace(
       detail,
       h('h2', null, o.name, ' ', h('span', { class: ['badge', `type-${o.type}`] }, o.type)),
