@@ -65,8 +65,7 @@ impl AppState {
         name: String,
         spec: ToolSpec,
     ) -> Result<ApplyToolResponse, ApiError> {
-        mesh_spec::validate_tool_name("name", &name)
-            .map_err(|e| ApiError::invalid(&e.path, &e.message))?;
+        mesh_spec::validate_tool_name("name", &name)?;
         let request = self.request(
             principal,
             ApplyToolRequest {
@@ -78,8 +77,7 @@ impl AppState {
     }
 
     pub async fn get_tool(&self, principal: &Principal, name: String) -> Result<Tool, ApiError> {
-        mesh_spec::validate_tool_name("name", &name)
-            .map_err(|e| ApiError::invalid(&e.path, &e.message))?;
+        mesh_spec::validate_tool_name("name", &name)?;
         let request = self.request(principal, GetToolRequest { name })?;
         Ok(self.client().get_tool(request).await?.into_inner())
     }
@@ -137,8 +135,7 @@ impl AppState {
         principal: &Principal,
         query: mesh_proto::ListToolVersionsRequest,
     ) -> Result<mesh_proto::ListToolVersionsResponse, ApiError> {
-        mesh_spec::validate_tool_name("name", &query.name)
-            .map_err(|e| ApiError::invalid(&e.path, &e.message))?;
+        mesh_spec::validate_tool_name("name", &query.name)?;
         let request = self.request(principal, query)?;
         Ok(self
             .client()
@@ -153,8 +150,7 @@ impl AppState {
         name: String,
         version: u64,
     ) -> Result<Tool, ApiError> {
-        mesh_spec::validate_tool_name("name", &name)
-            .map_err(|e| ApiError::invalid(&e.path, &e.message))?;
+        mesh_spec::validate_tool_name("name", &name)?;
         let request = self.request(
             principal,
             mesh_proto::GetToolVersionRequest { name, version },

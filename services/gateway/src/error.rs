@@ -54,6 +54,13 @@ impl ApiError {
 
 /// Upstream (orchestrator) statuses keep their meaning; their messages
 /// follow the `field: why` convention, which recovers the field.
+/// A resource-document check's failure: 400 naming its field path.
+impl From<mesh_spec::FieldError> for ApiError {
+    fn from(error: mesh_spec::FieldError) -> Self {
+        Self::invalid(&error.path, &error.message)
+    }
+}
+
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         let code = ErrorCode::from_grpc(status.code());

@@ -17,11 +17,8 @@ use sea_orm::{
 };
 use tonic::{Request, Status};
 
+use crate::control::{field_error, invalid};
 use crate::convert::{spec_from_json, tool_spec_from_json};
-
-fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("{field}: {why}"))
-}
 
 fn db_error(error: DbErr) -> Status {
     tracing::error!(%error, "database error");
@@ -41,12 +38,6 @@ fn validate_name(value: &str) -> Result<(), Status> {
         mesh_bus::BusError::InvalidName { reason, .. } => invalid("name", reason),
         other => invalid("name", other),
     })
-}
-
-/// Tools have their own alphabet (letters of either case, digits, `_`,
-/// `-`): the one they are applied with.
-fn validate_tool_name(value: &str) -> Result<(), Status> {
-    mesh_spec::validate_tool_name("name", value).map_err(|e| invalid(&e.path, e.message))
 }
 
 fn model_of(spec: &serde_json::Value) -> String {
@@ -228,7 +219,8 @@ pub async fn list_tool_versions(
 ) -> Result<ListToolVersionsResponse, Status> {
     let tenant = tenant_of(&request)?;
     let req = request.into_inner();
-    validate_tool_name(&req.name)?;
+    // Tools have their own alphabet, the one they are applied with.
+    mesh_spec::validate_tool_name("name", &req.name).map_err(field_error)?;
     let page_size = page_size(req.page_size, default_page, max_page)?;
     current_tool(db, &tenant, &req.name).await?;
     let mut query = tool_version::Entity::find()
@@ -276,7 +268,8 @@ pub async fn get_tool_version(
 ) -> Result<Tool, Status> {
     let tenant = tenant_of(&request)?;
     let req = request.into_inner();
-    validate_tool_name(&req.name)?;
+    // Tools have their own alphabet, the one they are applied with.
+    mesh_spec::validate_tool_name("name", &req.name).map_err(field_error)?;
     let version = i64::try_from(req.version)
         .ok()
         .filter(|v| *v > 0)

@@ -73,11 +73,11 @@ fn db_error(error: DbErr) -> Status {
     Status::unavailable("the task store is unavailable")
 }
 
-fn field_error(error: mesh_spec::FieldError) -> Status {
+pub(crate) fn field_error(error: mesh_spec::FieldError) -> Status {
     invalid(&error.path, error.message)
 }
 
-fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
+pub(crate) fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {why}"))
 }
 
