@@ -388,6 +388,7 @@ mod tests {
             name: "s".to_owned(),
             kind: "span",
             start_ms: start,
+            start_ns: start * 1_000_000,
             end_ms: start + dur,
             status_code: "unset",
             status_message: None,

@@ -15,6 +15,9 @@ pub struct ObservationRow {
     pub name: String,
     pub kind: &'static str,
     pub start_ms: i64,
+    /// The start as sent, in nanoseconds since the epoch (orders siblings
+    /// within a millisecond).
+    pub start_ns: i64,
     pub end_ms: i64,
     pub status_code: &'static str,
     pub status_message: Option<String>,
@@ -286,6 +289,7 @@ pub fn map_span(span: &Span, resource: &[KeyValue], scope: &str) -> ObservationR
         name: span.name.clone(),
         kind: observation_type(attrs),
         start_ms,
+        start_ns: i64::try_from(span.start_time_unix_nano).unwrap_or(i64::MAX),
         end_ms,
         status_code,
         status_message,

@@ -90,6 +90,7 @@ pub async fn store(
                 name: Set(r.name),
                 kind: Set(r.kind.to_owned()),
                 start_ms: Set(r.start_ms),
+                start_ns: Set(Some(r.start_ns)),
                 end_ms: Set(r.end_ms),
                 status_code: Set(r.status_code.to_owned()),
                 status_message: Set(r.status_message),
@@ -517,6 +518,7 @@ pub async fn get(
         .filter(observation::Column::Tenant.eq(tenant))
         .filter(observation::Column::TraceId.eq(trace_id))
         .order_by_asc(observation::Column::StartMs)
+        .order_by_asc(observation::Column::StartNs)
         .order_by_asc(observation::Column::Id)
         .all(db)
         .await?;
@@ -702,6 +704,7 @@ mod tests {
             name: span.to_owned(),
             kind: "span".to_owned(),
             start_ms: start,
+            start_ns: Some(start * 1_000_000),
             end_ms: start + 10,
             status_code: "unset".to_owned(),
             status_message: None,
@@ -804,6 +807,7 @@ mod tests {
             name: format!("span {span}"),
             kind: "span",
             start_ms: start,
+            start_ns: start * 1_000_000,
             end_ms: start + 10,
             status_code: "unset",
             status_message: None,

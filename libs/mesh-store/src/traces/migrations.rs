@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddApiKeys),
             Box::new(AddScores),
             Box::new(AddContent),
+            Box::new(AddStartNanos),
         ]
     }
 
@@ -72,6 +73,7 @@ enum TrcObservations {
     CompletionStartMs,
     Input,
     Output,
+    StartNs,
 }
 
 #[async_trait::async_trait]
@@ -413,5 +415,41 @@ impl MigrationTrait for AddContent {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The start of an observation in nanoseconds since the epoch, as OTLP sent
+/// it: siblings that start within the same millisecond (a generation and the
+/// tool call right after it) keep their order in the trace tree.
+struct AddStartNanos;
+
+impl MigrationName for AddStartNanos {
+    fn name(&self) -> &str {
+        "m0006_add_start_nanos"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddStartNanos {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(TrcObservations::Table)
+                    .add_column(big_integer_null(TrcObservations::StartNs))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(TrcObservations::Table)
+                    .drop_column(TrcObservations::StartNs)
+                    .to_owned(),
+            )
+            .await
     }
 }

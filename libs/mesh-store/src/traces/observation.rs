@@ -21,6 +21,9 @@ pub struct Model {
     /// Langfuse observation type.
     pub kind: String,
     pub start_ms: i64,
+    /// The start in nanoseconds since the epoch, which orders siblings that
+    /// start in the same millisecond; null on rows stored before m0006.
+    pub start_ns: Option<i64>,
     pub end_ms: i64,
     /// OTLP status code: `unset`, `ok`, `error`.
     pub status_code: String,

@@ -1345,6 +1345,7 @@ async fn concurrent_writers_add_each_observation_once_to_the_totals() {
         name: format!("span {i}"),
         kind: "span",
         start_ms: 1_000 + i64::try_from(i).unwrap(),
+        start_ns: (1_000 + i64::try_from(i).unwrap()) * 1_000_000,
         end_ms: 2_000 + i64::try_from(i).unwrap(),
         status_code: "unset",
         status_message: None,
