@@ -81,6 +81,34 @@ pub(crate) fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {why}"))
 }
 
+/// PostgreSQL stores no NUL (U+0000) in `text` or `jsonb`: a string that
+/// holds one is refused here, naming the field, rather than failing the
+/// write later as if the store were down.
+pub(crate) fn no_nul(field: &str, value: &str) -> Result<(), Status> {
+    if value.contains('\0') {
+        return Err(invalid(field, "must not contain NUL (\\u0000)"));
+    }
+    Ok(())
+}
+
+/// [`no_nul`] for every string (keys included) in a JSON document, naming
+/// the path of the first that holds a NUL (`spec.tools[2].description`).
+pub(crate) fn no_nul_in_json(path: &str, value: &serde_json::Value) -> Result<(), Status> {
+    match value {
+        serde_json::Value::String(text) => no_nul(path, text),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| no_nul_in_json(&format!("{path}[{i}]"), item)),
+        serde_json::Value::Object(fields) => fields.iter().try_for_each(|(key, item)| {
+            let at = format!("{path}.{key}");
+            no_nul(&at, key)?;
+            no_nul_in_json(&at, item)
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn validate_name(field: &str, kind: &'static str, value: &str) -> Result<(), Status> {
     names::validate(kind, value).map_err(|e| match e {
         mesh_bus::BusError::InvalidName { reason, .. } => invalid(field, reason),
@@ -426,6 +454,7 @@ impl ControlPlane for ControlService {
             // apply rather than the first task.
             self.resolve_tools(&self.db, &tenant, &spec).await?;
             let spec_json = spec_to_json(&spec);
+            no_nul_in_json("spec", &spec_json)?;
             let now = now_ms();
             let txn = mesh_store::begin_write(&self.db).await.map_err(db_error)?;
             let existing = agent::Entity::find()
@@ -511,6 +540,7 @@ impl ControlPlane for ControlService {
             // Stored with its defaults, so a read shows what runs.
             spec.config_json = config.to_json();
             let spec_json = tool_spec_to_json(&spec);
+            no_nul_in_json("spec", &spec_json)?;
             let now = now_ms();
             let txn = mesh_store::begin_write(&self.db).await.map_err(db_error)?;
             let existing = tool::Entity::find()
@@ -679,6 +709,7 @@ impl ControlPlane for ControlService {
             if req.input.trim().is_empty() {
                 return Err(invalid("input", "must not be empty"));
             }
+            no_nul("input", &req.input)?;
             if req.input.len() > self.limits.max_input_bytes {
                 return Err(invalid(
                     "input",
@@ -902,6 +933,9 @@ impl ControlPlane for ControlService {
                 format!("at most {} bytes", self.limits.max_input_bytes),
             ));
         }
+        no_nul("comment", &req.comment)?;
+        no_nul("decided_by", &req.decided_by)?;
+        no_nul("call_id", &req.call_id)?;
         let decision = mesh_proto::ApprovalResolved {
             approved: req.approve,
             comment: req.comment,

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use mesh_auth::Role;
 use mesh_integration::{Mesh, MeshOptions, fresh_postgres};
+use mesh_proto::agent_service_client::AgentServiceClient;
 use mesh_proto::task_service_client::TaskServiceClient;
-use mesh_proto::{GetTaskRequest, SubmitTaskRequest};
+use mesh_proto::{ApplyAgentRequest, GetAgentRequest, GetTaskRequest, SubmitTaskRequest};
 use serde_json::{Value, json};
 
 async fn mesh() -> Mesh {
@@ -312,6 +313,106 @@ async fn bad_grpc_input_gets_the_matching_codes() {
         .await
         .unwrap_err();
     assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+}
+
+/// PostgreSQL stores no NUL in text or jsonb. The REST face refuses a
+/// `\u0000` in its JSON parser; a gRPC client's NUL reaches the
+/// orchestrator, which must refuse it naming the field, not fail the write
+/// as an outage (it was UNAVAILABLE, which clients retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nul_in_a_grpc_string_is_invalid_argument_naming_the_field() {
+    fn authorized<T>(
+        token: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+        message: T,
+    ) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.metadata_mut().insert("authorization", token.clone());
+        r
+    }
+    let mesh = mesh().await;
+    mesh.client("acme")
+        .apply_sim_agent("support", 4)
+        .await
+        .unwrap();
+    let token: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+        format!("Bearer {}", mesh.token("acme", &[Role::Operator]))
+            .parse()
+            .unwrap();
+    let mut tasks = TaskServiceClient::connect(mesh.gateway_grpc_url())
+        .await
+        .unwrap();
+    let status = tasks
+        .submit_task(authorized(
+            &token,
+            SubmitTaskRequest {
+                agent: "support".into(),
+                input: "where is\0 my order".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("input:"),
+        "{}",
+        status.message()
+    );
+
+    let mut agents = AgentServiceClient::connect(mesh.gateway_grpc_url())
+        .await
+        .unwrap();
+    let agent = agents
+        .get_agent(authorized(
+            &token,
+            GetAgentRequest {
+                name: "support".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut spec = agent.spec.unwrap();
+    spec.system_prompt = "be brief\0".into();
+    let status = agents
+        .apply_agent(authorized(
+            &token,
+            ApplyAgentRequest {
+                name: "support".into(),
+                spec: Some(spec),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("spec.systemPrompt:"),
+        "{}",
+        status.message()
+    );
+    // Nothing changed: still version 1, and a clean submit works.
+    let after = agents
+        .get_agent(authorized(
+            &token,
+            GetAgentRequest {
+                name: "support".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.version, agent.version);
+    tasks
+        .submit_task(authorized(
+            &token,
+            SubmitTaskRequest {
+                agent: "support".into(),
+                input: "where is my order".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
