@@ -343,13 +343,8 @@ impl TaskRunner {
                     };
                 }
             }
-            // Ids are the journal's keys: give id-less calls stable ones.
             calls.retain(|c| !c.name.is_empty());
-            for (i, call) in calls.iter_mut().enumerate() {
-                if call.id.is_empty() {
-                    call.id = format!("call_{step}_{i}");
-                }
-            }
+            normalise_call_ids(&mut calls, step);
             let span = tracing::Span::current();
             span.record("gen_ai.response.model", model.as_str());
             span.record("gen_ai.usage.input_tokens", usage.input_tokens);
@@ -581,5 +576,97 @@ fn memory_error(error: MemoryError) -> RunError {
     match error {
         MemoryError::NotConfigured => RunError::Fatal(error.to_string()),
         MemoryError::Redis(_) => RunError::Retryable(error.to_string()),
+    }
+}
+
+/// Longest tool-call id kept as the model sent it.
+pub const MAX_CALL_ID_CHARS: usize = 64;
+
+/// Tool-call ids are the journal's keys, part of event dedupe ids and the
+/// `Idempotency-Key` a tool receives, so they must be unique within the
+/// step, short and plain. A model's id is kept when it is 1 to
+/// [`MAX_CALL_ID_CHARS`] characters of `[A-Za-z0-9_.:-]` and the first of
+/// its step with that id; any other call (no id, a repeated one, a long or
+/// odd one) gets `call_<step>_<index>`, unique among the step's ids. The
+/// result depends only on the calls, so a redelivered step that replays
+/// the journaled response gets the same ids.
+pub fn normalise_call_ids(calls: &mut [ToolCall], step: u32) {
+    use std::collections::HashSet;
+    fn plain(id: &str) -> bool {
+        (1..=MAX_CALL_ID_CHARS).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+    }
+    let mut kept: HashSet<String> = HashSet::new();
+    let mut replace = Vec::new();
+    for (i, call) in calls.iter().enumerate() {
+        if !(plain(&call.id) && kept.insert(call.id.clone())) {
+            replace.push(i);
+        }
+    }
+    for i in replace {
+        let mut id = format!("call_{step}_{i}");
+        let mut n = 1;
+        while kept.contains(&id) {
+            id = format!("call_{step}_{i}_{n}");
+            n += 1;
+        }
+        kept.insert(id.clone());
+        calls[i].id = id;
+    }
+}
+
+#[cfg(test)]
+mod call_id_tests {
+    use super::*;
+
+    fn calls(ids: &[&str]) -> Vec<ToolCall> {
+        ids.iter()
+            .map(|id| ToolCall {
+                id: (*id).to_owned(),
+                name: "lookup".to_owned(),
+                arguments: "{}".to_owned(),
+            })
+            .collect()
+    }
+
+    fn ids(calls: &[ToolCall]) -> Vec<&str> {
+        calls.iter().map(|c| c.id.as_str()).collect()
+    }
+
+    #[test]
+    fn plain_unique_ids_are_kept() {
+        let mut c = calls(&["call_abc123", "toolu_01XyZ", "fc-1.2:3"]);
+        normalise_call_ids(&mut c, 4);
+        assert_eq!(ids(&c), ["call_abc123", "toolu_01XyZ", "fc-1.2:3"]);
+    }
+
+    #[test]
+    fn missing_repeated_long_and_odd_ids_are_replaced_uniquely() {
+        let long = "x".repeat(MAX_CALL_ID_CHARS + 1);
+        let mut c = calls(&["", "same", "same", &long, "bad id\n", "call_2_5"]);
+        normalise_call_ids(&mut c, 2);
+        assert_eq!(
+            ids(&c),
+            [
+                "call_2_0", "same", "call_2_2", "call_2_3", "call_2_4", "call_2_5"
+            ]
+        );
+        // A generated id that a model's id already holds moves aside.
+        let mut c = calls(&["call_3_1", ""]);
+        normalise_call_ids(&mut c, 3);
+        assert_eq!(ids(&c), ["call_3_1", "call_3_1_1"]);
+    }
+
+    #[test]
+    fn the_same_calls_get_the_same_ids() {
+        let mut a = calls(&["", "dup", "dup", "ok"]);
+        let mut b = a.clone();
+        normalise_call_ids(&mut a, 7);
+        normalise_call_ids(&mut b, 7);
+        assert_eq!(a, b);
+        let unique: std::collections::HashSet<_> = ids(&a).into_iter().collect();
+        assert_eq!(unique.len(), 4);
     }
 }
