@@ -62,6 +62,11 @@ pub struct Config {
     pub redis_timeout: Duration,
     /// How long resolved API keys are cached (`_API_KEY_CACHE_*`).
     pub api_key_cache: crate::api_keys::KeyCacheConfig,
+    /// Every request is made as this caller, unchecked: no token, no API
+    /// key, no role. Never read from the environment, and `None` from
+    /// [`Config::from_env`]: only the `auth` benchmark sets it, to measure
+    /// what authentication costs on the same routes of the same build.
+    pub unauthenticated_for_benchmarks: Option<mesh_auth::Principal>,
 }
 
 impl std::fmt::Debug for Config {
@@ -172,6 +177,7 @@ impl Config {
                 Duration::from_millis(250),
             )?,
             api_key_cache: crate::api_keys::KeyCacheConfig::from_env(env)?,
+            unauthenticated_for_benchmarks: None,
         })
     }
 

@@ -90,6 +90,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .tcp_nodelay(true),
         tls,
     );
+    if let Some(caller) = &config.unauthenticated_for_benchmarks {
+        tracing::warn!(
+            tenant = %caller.tenant,
+            "authentication is OFF: every request runs as this caller (benchmark configuration)"
+        );
+    }
     let submit_limiter = match (&config.shared.redis_url, config.submit_rate_per_minute) {
         (Some(url), limit) if limit > 0 => Some(
             ratelimit::RateLimiter::connect(url, limit, config.redis_timeout)
