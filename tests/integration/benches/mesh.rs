@@ -1145,16 +1145,28 @@ fn bench_batch(
     }
 }
 
-/// Reads a counter from a Prometheus text page.
+/// Reads a counter from a Prometheus text page (the sum over its label
+/// sets); an error when the page has no such metric, so a renamed counter
+/// cannot read as zero.
 async fn metric(http: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<f64> {
-    let page = http.get(url).send().await?.text().await?;
-    Ok(page
+    let page = http
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let values: Vec<f64> = page
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once(' '))
         .filter(|(key, _)| key.starts_with(name))
         .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
-        .sum())
+        .collect();
+    if values.is_empty() {
+        bail!("{url} exports no {name}");
+    }
+    Ok(values.iter().sum())
 }
 
 /// Thread-name prefixes of the runtimes the `traces` scenario gives each

@@ -28,7 +28,6 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use futures::{StreamExt as _, TryStreamExt as _};
 use mesh_auth::{Principal, Role};
 use mesh_integration::{Mesh, MeshOptions, fresh_postgres};
 use serde_json::{Value, json};
@@ -203,7 +202,7 @@ pub async fn run(n: usize, concurrency: usize) -> anyhow::Result<()> {
         }
     }
     let limiter_errors = limiter_errors(&http, &mesh).await? - limiter_errors_before;
-    if limiter_errors > 0 {
+    if limiter_errors > 0.0 {
         bail!(
             "{limiter_errors} rate-limit checks failed open (Redis did not answer): the authenticated side skipped work, the comparison is void"
         );
@@ -230,25 +229,21 @@ async fn drive<F>(
 where
     F: Fn(usize) -> reqwest::RequestBuilder,
 {
-    let started = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| async move {
-            let response = request(i).send().await?;
-            let status = response.status();
-            // Read the whole body: the client's cost is the same both sides.
-            let body = response.bytes().await?;
-            if status != expect {
-                bail!(
-                    "expected {expect}, got {status}: {}",
-                    String::from_utf8_lossy(&body)
-                );
-            }
-            Ok(())
-        })
-        .buffer_unordered(concurrency)
-        .try_collect::<()>()
-        .await?;
-    Ok(started.elapsed())
+    let (_, took) = super::closed_loop(n, concurrency, |i| async move {
+        let response = request(i).send().await?;
+        let status = response.status();
+        // Read the whole body: the client's cost is the same both sides.
+        let body = response.bytes().await?;
+        if status != expect {
+            bail!(
+                "expected {expect}, got {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(took)
 }
 
 /// `min..max` of the per-round rates.
@@ -260,23 +255,9 @@ fn spread(rates: &[f64]) -> String {
 
 /// The authenticated gateway's `gateway_ratelimit_errors` counter: checks
 /// that failed open because Redis did not answer.
-async fn limiter_errors(http: &reqwest::Client, mesh: &Mesh) -> anyhow::Result<u64> {
-    let text = http
-        .get(format!("http://{}/metrics", mesh.gateway.admin_addr))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("gateway_ratelimit_errors_total"))
-        .context("gateway_ratelimit_errors_total is not exported")?;
-    let value = line.rsplit(' ').next().unwrap_or_default();
-    value
-        .parse::<f64>()
-        .map(|v| v as u64)
-        .with_context(|| format!("metric line {line:?}"))
+async fn limiter_errors(http: &reqwest::Client, mesh: &Mesh) -> anyhow::Result<f64> {
+    let url = format!("http://{}/metrics", mesh.gateway.admin_addr);
+    super::metric(http, &url, "gateway_ratelimit_errors").await
 }
 
 /// Decodes unpadded base64url, the encoding of JWT segments.
